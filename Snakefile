@@ -1,0 +1,29 @@
+# multirun: many training runs -> logits -> ensemble kernel / k-NN, Hessian spectra -> figures.
+# The DAG and file contracts are described in README.md and docs/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/logits.smk"
+include: "workflow/rules/kernel.smk"
+include: "workflow/rules/knn.smk"
+include: "workflow/rules/hessian.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        default_targets(),
+
+
+rule width_sweep:
+    input:
+        figure_paths("width_sweep_full"),

@@ -1,0 +1,17 @@
+"""Materialise the configured dataset as one .npz (the dataset contract of multirun.io)."""
+
+from multirun import data, io
+from multirun.snake import run
+
+
+def main(smk):
+    cfg = smk.params.dataset
+    arrays = data.make_dataset(
+        cfg["name"], seed=cfg.get("seed", 42), num_samples=cfg.get("num_samples", 5000),
+        root=cfg.get("root", "data"),
+    )
+    io.save_npz(smk.output[0], **arrays)
+    print({k: (v.shape, str(v.dtype)) for k, v in arrays.items()})
+
+
+run(snakemake, main)

@@ -1,0 +1,55 @@
+"""Hessian spectrum (Lanczos top/bottom eigenvalues + SLQ density) of one trained model."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from multirun import hessian, io, train
+from multirun.snake import run
+
+
+def main(smk):
+    p = smk.params
+    ds = io.load_dataset(smk.input.data)
+    ckpt = train.load_checkpoint(smk.input.checkpoint)
+    index = int(smk.wildcards.index)
+    if index >= len(ckpt["seeds"]):
+        raise io.ContractError(f"{smk.input.checkpoint}: holds {len(ckpt['seeds'])} models, "
+                               f"model {index} was asked for (config key hessian.models)")
+    model = train.load_member(ckpt, index)
+    seed, recipe = ckpt["seeds"][index], ckpt["recipe"]
+    y_clean = torch.from_numpy(ds["y_train"])
+    y = train.training_labels(y_clean, seed, recipe["label_noise"], ckpt["num_classes"])
+    n = min(p.examples, len(y))
+    x = torch.from_numpy(ds["x_train"])[:n]
+    device = io.pick_device(p.device)
+    result = hessian.spectrum(
+        model, x, y[:n], top_k=p.top_k, steps=p.steps, batch_size=p.batch_size,
+        params=p.params, seed=p.seed, device=device, source=str(smk.input.checkpoint),
+    )
+    op = hessian.HessianOperator(model, x, y[:n], batch_size=p.batch_size, params=p.params,
+                                 device=device)
+    density = hessian.slq(op, probes=p.slq.get("probes", 4), steps=p.slq.get("steps", 60),
+                          seed=p.seed)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(ds["x_test"]))
+        y_test = torch.from_numpy(ds["y_test"])
+        test_loss = F.cross_entropy(logits, y_test).item()
+        test_acc = (logits.argmax(1) == y_test).float().mean().item()
+    print(f"top eigenvalues: {result['top'][:5]} ... loss {result['loss']:.4f}, "
+          f"{int(result['num_hvps'])} HVPs; test loss {test_loss:.4f} acc {test_acc:.4f}")
+    io.save_npz(
+        smk.output.spectrum, **result,
+        slq_nodes=density["nodes"], slq_weights=density["weights"],
+        trace_slq=np.float64(density["trace_slq"]),
+        trace_hutchinson=np.float64(density["trace_hutchinson"]),
+        test_loss=np.float64(test_loss), test_accuracy=np.float64(test_acc),
+        train_accuracy_clean=np.float64(
+            (model(x).argmax(1) == y_clean[:n]).float().mean().item()
+        ),
+        width=np.int64(ckpt["model_spec"].get("width", 0)), seed=np.int64(seed),
+        num_examples=np.int64(n), weight_decay=np.float64(recipe["weight_decay"]),
+    )
+
+
+run(snakemake, main)

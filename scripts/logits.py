@@ -1,0 +1,29 @@
+"""Evaluate every model of a shard on train and test; write fp16 logits (and features)."""
+
+import numpy as np
+import torch
+
+from multirun import io, train
+from multirun.snake import run
+
+
+def main(smk):
+    ds = io.load_dataset(smk.input.data)
+    ckpt = train.load_checkpoint(smk.input.checkpoint, seeds=list(smk.params.seeds))
+    device = io.pick_device(smk.params.device)
+    want_features = "features_train" in smk.output.keys()
+    for split in ("train", "test"):
+        x = torch.from_numpy(ds[f"x_{split}"])
+        logits, feats = train.evaluate_shard(
+            ckpt, x, batch_size=smk.params.batch_size, device=device, features=want_features
+        )
+        if not torch.isfinite(logits).all():
+            raise io.ContractError(f"{smk.input.checkpoint}: a model gives NaN/inf {split} logits; "
+                                   "its training diverged (lower train.recipe.lr), then rerun")
+        io.save_npy(smk.output[split], logits.to(torch.float16).numpy())
+        if want_features:
+            io.save_npy(smk.output[f"features_{split}"], feats.to(torch.float16).numpy())
+    io.save_npy(smk.output.seeds, np.asarray(ckpt["seeds"], dtype=np.int64))
+
+
+run(snakemake, main)

@@ -1,0 +1,19 @@
+"""Train one shard of seeds as one vectorised program; write its checkpoint."""
+
+import torch
+
+from multirun import io, train
+from multirun.snake import run
+
+
+def main(smk):
+    ds = io.load_dataset(smk.input.data)
+    ckpt = train.train_shard(
+        torch.from_numpy(ds["x_train"]), torch.from_numpy(ds["y_train"]),
+        seeds=list(smk.params.seeds), model_spec=dict(smk.params.model),
+        recipe=dict(smk.params.recipe), device=io.pick_device(smk.params.device),
+    )
+    io.save_torch(smk.output.checkpoint, ckpt)
+
+
+run(snakemake, main)

@@ -1,0 +1,15 @@
+"""multirun: the science of many training runs.
+
+Modules (each small, pure and tested):
+
+* ``io``       — file contracts between stages: atomic writes, validated reads.
+* ``data``     — MNIST-1D (offline), CIFAR-10 (torchvision), published hub logits.
+* ``models``   — model families with a width knob (MLP, 1-D CNN, airbench CNN, ResNet-18).
+* ``train``    — one recipe under many seeds as one vectorised program.
+* ``kernel``   — the ensemble correlation kernel, streamed over models as GEMMs.
+* ``knn``      — k-NN votes on kernel neighbours, ensemble and single-model baselines.
+* ``hessian``  — Hessian-vector products, Lanczos, spectral density, effective dimension.
+* ``plots``    — the figures.
+"""
+
+__version__ = "0.1.0"

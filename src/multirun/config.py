@@ -1,0 +1,88 @@
+"""Configuration checks: the JSON schema, then the rules a schema cannot say.
+
+:func:`check` raises :class:`ConfigError` with one message that names the
+offending key (``train.seeds``) and what to do, before any job is scheduled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
+    key = _key(err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        unknown = sorted(set(err.instance) - set(allowed))
+        where = f"{key}." if err.absolute_path else ""
+        return ConfigError(
+            f"config key {', '.join(where + u for u in unknown)}: unknown key; "
+            f"valid keys here are {allowed} (see docs/config.md)"
+        )
+    return ConfigError(f"config key {key}: {err.message} (see docs/config.md)")
+
+
+def check(config: dict, schema_path: str | Path) -> None:
+    """Validate ``config`` against the schema and the cross-key rules.
+
+    Raises :class:`ConfigError` naming the first offending key.
+    """
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.path)))
+    if errors:
+        raise _schema_error(errors[0])
+
+    seeds = config["train"]["seeds"]
+    too_many = [n for n in config["kernel"]["model_counts"] if n > seeds]
+    if too_many and "published" not in config:
+        raise ConfigError(
+            f"config key kernel.model_counts: sizes {too_many} exceed train.seeds={seeds}; "
+            "lower them or train more seeds"
+        )
+    k_max = config["kernel"]["k_max"]
+    if max(config["knn"]["k"]) > k_max:
+        raise ConfigError(
+            f"config key knn.k: {max(config['knn']['k'])} exceeds kernel.k_max={k_max}; "
+            "raise kernel.k_max or drop that k"
+        )
+    hess = config["hessian"]
+    if hess["top_k"] > hess["steps"]:
+        raise ConfigError(
+            f"config key hessian.top_k: {hess['top_k']} exceeds hessian.steps={hess['steps']}; "
+            "Lanczos finds at most `steps` eigenvalues"
+        )
+    if hess["models"] > min(seeds, config["train"]["shard_size"]):
+        raise ConfigError(
+            f"config key hessian.models: {hess['models']} exceeds the models of shard 0 "
+            f"(min of train.seeds and train.shard_size)"
+        )
+    missing = sorted(set(config["sweep"]["default_widths"]) - set(config["sweep"]["widths"]))
+    if missing:
+        raise ConfigError(f"config key sweep.default_widths: {missing} are not in sweep.widths")
+    lo, hi = config["figures"].get("pair_ranks", [1, 2])
+    if lo > hi:
+        raise ConfigError(f"config key figures.pair_ranks: [{lo}, {hi}] must be increasing")
+
+
+def shards(seeds: int, shard_size: int) -> dict[str, list[int]]:
+    """Seeds ``0..seeds-1`` cut into shards named ``'000', '001', ...``.
+
+    A shard's seed list depends only on its index and ``shard_size``, so raising
+    ``seeds`` by a whole shard adds a shard and leaves the others untouched.
+    """
+    return {
+        f"{i:03d}": list(range(start, min(start + shard_size, seeds)))
+        for i, start in enumerate(range(0, seeds, shard_size))
+    }

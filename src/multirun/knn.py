@@ -1,0 +1,194 @@
+"""k-NN votes on kernel neighbours, and the ensemble / single-model baselines.
+
+Votes (``k`` nearest train examples of each query, from :func:`multirun.kernel.neighbours`):
+
+* ``majority``: the most frequent label among the k; ties go to the smallest label.
+  That is what the reference's ``labels_train[nbrs].mode(1).values`` does on the CPU
+  (checked against ``torch.mode`` in ``tests/test_knn.py``).
+* ``weighted``: weights ``similarity ** power``; class score = mean over the k of
+  the weighted one-hot labels; argmax, ties to the smallest label (the write-up's
+  95.53% setting: k=20, power=4).
+
+Baselines take logits ``(M, N, C)`` as an array (memory-mapped is fine) or a
+:class:`multirun.kernel.ShardedLogits`, streamed over models in chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from multirun.io import ContractError
+
+VOTES = ("majority", "weighted")
+CHUNK = 64  # models per chunk when streaming baselines over (M, N, C) logits
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, what: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ContractError(f"{what}: expected (N,) integer labels, got {labels.shape} "
+                            f"{labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ContractError(f"{what}: labels outside [0, {num_classes})")
+    return labels.astype(np.int64, copy=False)
+
+
+def knn_predict(index: np.ndarray, similarity: np.ndarray, train_labels: np.ndarray, *, k: int,
+                vote: str = "majority", power: float = 4.0, num_classes: int) -> np.ndarray:
+    """Predicted labels (Nq,) int64 from the first ``k`` columns of sorted neighbours.
+
+    ``index`` (Nq, K) int, ``similarity`` (Nq, K) float, sorted descending, K >= k;
+    ``train_labels`` (Nt,) int in [0, num_classes).
+    """
+    index, similarity = np.asarray(index), np.asarray(similarity)
+    if index.ndim != 2 or index.shape != similarity.shape:
+        raise ContractError(f"knn: index {index.shape} and similarity {similarity.shape} must both "
+                            "be (Nq, K)")
+    if not 1 <= k <= index.shape[1]:
+        raise ContractError(f"knn.k: k={k} must lie in [1, {index.shape[1]}] (kernel.k_max "
+                            "neighbours were kept)")
+    if vote not in VOTES:
+        raise ContractError(f"knn vote {vote!r} is not one of {VOTES}")
+    labels = _check_labels(train_labels, num_classes, "train labels")
+    if index.size and (index.min() < 0 or index.max() >= len(labels)):
+        raise ContractError(f"knn: neighbour indices outside [0, {len(labels)}) train examples")
+    classes = np.arange(num_classes)
+    onehot = labels[index[:, :k]][..., None] == classes  # (Nq, k, C) bool
+    if vote == "majority":
+        scores = onehot.sum(1)
+    else:
+        sim = similarity[:, :k].astype(np.float64)
+        if float(power) != int(power) and (sim < 0).any():
+            raise ContractError(f"knn.power={power}: negative similarities have no real "
+                                "non-integer power; use an integer power")
+        weights = sim ** float(power)
+        scores = (onehot * weights[..., None]).mean(1)
+    return scores.argmax(1).astype(np.int64)  # argmax: first maximum = smallest tied label
+
+
+def _float_chunks(logits, chunk: int = CHUNK) -> Iterator[np.ndarray]:
+    """Stream (m, N, C) float32 chunks of models from an array or ShardedLogits."""
+    if hasattr(logits, "models") and hasattr(logits, "num_models"):
+        for start in range(0, logits.num_models, chunk):
+            idx = np.arange(start, min(start + chunk, logits.num_models))
+            yield logits.models(idx).astype(np.float32)
+        return
+    if np.ndim(logits) != 3:
+        raise ContractError(f"expected logits (M, N, C), got shape {np.shape(logits)}")
+    for start in range(0, len(logits), chunk):
+        yield np.asarray(logits[start : start + chunk], dtype=np.float32)
+
+
+def _shape(logits) -> tuple[int, int, int]:
+    if hasattr(logits, "num_models"):
+        return logits.num_models, logits.num_examples, logits.num_classes
+    return tuple(np.shape(logits))  # type: ignore[return-value]
+
+
+def ensemble_predict(logits) -> np.ndarray:
+    """Logit-averaging ensemble: (M, N, C) -> (N,) int64 argmax of the mean logits.
+
+    Summed in float32 chunk by chunk (the reference ``logits.mean(0)`` on an fp16
+    tensor rounds the mean to fp16; float32 breaks fewer near-ties).
+    """
+    m, n, c = _shape(logits)
+    total = np.zeros((n, c), dtype=np.float32)
+    for x in _float_chunks(logits):
+        total += x.sum(0, dtype=np.float32)
+    return (total / np.float32(m)).argmax(1).astype(np.int64)
+
+
+def single_model_accuracies(logits, labels: np.ndarray) -> np.ndarray:
+    """Accuracy of each model: (M, N, C), (N,) -> (M,) float64."""
+    _, n, c = _shape(logits)
+    labels = _check_labels(labels, c, "labels")
+    if len(labels) != n:
+        raise ContractError(f"labels ({len(labels)}) and logits ({n} examples) disagree")
+    return np.concatenate([(x.argmax(-1) == labels).mean(1) for x in _float_chunks(logits)])
+
+
+def probability_correct(logits, labels: np.ndarray) -> np.ndarray:
+    """Per-example fraction of models whose argmax is the label: (M, N, C) -> (N,) float64."""
+    m, n, c = _shape(logits)
+    labels = _check_labels(labels, c, "labels")
+    if len(labels) != n:
+        raise ContractError(f"labels ({len(labels)}) and logits ({n} examples) disagree")
+    right = np.zeros(n, dtype=np.int64)
+    for x in _float_chunks(logits):
+        right += (x.argmax(-1) == labels).sum(0)
+    return right / m
+
+
+def model_subsets(num_models: int, sizes: Sequence[int], repeats: int, seed: int
+                  ) -> list[tuple[int, np.ndarray]]:
+    """Random model subsets for accuracy vs number of models.
+
+    For each size: ``repeats`` subsets drawn without replacement (sorted int64
+    indices), or the single full set when ``size == num_models``. Each size's
+    draws depend only on (seed, size), so adding a size leaves the others unchanged.
+    """
+    if repeats < 1:
+        raise ContractError(f"kernel.subsets must be >= 1, got {repeats}")
+    out = []
+    for size in sizes:
+        size = int(size)
+        if not 2 <= size <= num_models:
+            raise ContractError(f"kernel.model_counts: size {size} must lie in [2, {num_models}] "
+                                f"({num_models} models are available)")
+        if size == num_models:
+            out.append((size, np.arange(num_models, dtype=np.int64)))
+            continue
+        rng = np.random.default_rng([seed, size])
+        for _ in range(repeats):
+            sel = np.sort(rng.choice(num_models, size, replace=False)).astype(np.int64)
+            out.append((size, sel))
+    return out
+
+
+class _Subset:
+    """A model subset of a ShardedLogits, streamed like one (no copy of the logits)."""
+
+    def __init__(self, logits, sel: np.ndarray):
+        self.logits, self.sel = logits, sel
+        self.num_models = len(sel)
+        self.num_examples, self.num_classes = logits.num_examples, logits.num_classes
+
+    def models(self, index: np.ndarray) -> np.ndarray:
+        return self.logits.models(self.sel[np.asarray(index)])
+
+
+def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of ``pred == labels``."""
+    return float(np.mean(np.asarray(pred) == np.asarray(labels)))
+
+
+def score_model_subsets(test, train, train_labels: np.ndarray, test_labels: np.ndarray, *,
+                        sizes: Sequence[int], repeats: int, seed: int, ks: Sequence[int],
+                        power: float = 4.0, votes: Sequence[str] = VOTES, **engine) -> list[dict]:
+    """Accuracy vs number of models: kernel k-NN, logit ensemble and single models per subset.
+
+    ``test``/``train``: :class:`multirun.kernel.ShardedLogits`; ``engine``: keyword
+    arguments of :func:`multirun.kernel.neighbours` (log_softmax, chunk_models, ...).
+    One row per (method, n_models, subset, vote, k) with ``accuracy`` in [0, 1].
+    """
+    from multirun.kernel import neighbours
+
+    c = test.num_classes
+    rows: list[dict] = []
+    for j, (size, sel) in enumerate(model_subsets(test.num_models, sizes, repeats, seed)):
+        base = {"n_models": size, "subset": j}
+        index, sim = neighbours(test, train, k=max(ks), models=sel, **engine)
+        for vote in votes:
+            for k in ks:
+                pred = knn_predict(index, sim, train_labels, k=k, vote=vote, power=power,
+                                   num_classes=c)
+                rows.append({**base, "method": "kernel_knn", "vote": vote, "k": k,
+                             "accuracy": accuracy(pred, test_labels)})
+        logits = _Subset(test, sel)
+        rows.append({**base, "method": "ensemble", "vote": "", "k": 0,
+                     "accuracy": accuracy(ensemble_predict(logits), test_labels)})
+        rows.append({**base, "method": "single_model_mean", "vote": "", "k": 0,
+                     "accuracy": float(single_model_accuracies(logits, test_labels).mean())})
+    return rows

@@ -1,0 +1,38 @@
+"""The one entry point every ``scripts/*.py`` goes through.
+
+``run(snakemake, main)`` sends the job's stdout/stderr (tqdm bars included) to its
+``log:`` file, uses the job's ``threads``, and turns a :class:`ContractError` or
+:class:`ConfigError` into one line on the console naming the file or key, exit 1.
+Snakemake then removes the job's outputs, so nothing half-written stays behind.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import torch
+
+from multirun.config import ConfigError
+from multirun.io import ContractError
+
+
+def run(snakemake, main: Callable[[object], None]) -> None:
+    """Run ``main(snakemake)`` with logging, threads and clear errors."""
+    console = sys.__stderr__
+    log_path = snakemake.log[0] if len(snakemake.log) else None
+    log = open(log_path, "w", buffering=1) if log_path else None  # noqa: SIM115
+    if log:
+        sys.stdout = sys.stderr = log
+    torch.set_num_threads(max(1, int(snakemake.threads)))
+    try:
+        main(snakemake)
+    except (ContractError, ConfigError) as err:
+        print(f"multirun error in rule {snakemake.rule}: {err}", file=console)
+        if log:
+            print(f"error: {err}", file=log)
+        sys.exit(1)
+    finally:
+        if log:
+            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+            log.close()

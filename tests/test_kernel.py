@@ -1,0 +1,229 @@
+"""The ensemble kernel against the write-up's reference code, written plainly here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from multirun.io import ContractError
+from multirun.kernel import (
+    ShardedLogits,
+    cosine_neighbours,
+    dense_kernel,
+    ensemble_kernel,
+    load_neighbours,
+    neighbours,
+    normalize,
+    save_neighbours,
+)
+
+torch.set_num_threads(1)
+
+
+def reference_normalize(logits, log_softmax=True):
+    logits = logits.float()
+    if log_softmax:
+        logits = logits.log_softmax(-1)
+    return (logits - logits.mean(0, keepdim=True)) / logits.std(0, keepdim=True)
+
+
+def reference_kernel(logits1, logits2, log_softmax=True, classes=None):
+    """The write-up's compute_kernel on the CPU (a loop over classes, / n models / n classes)."""
+    logits1 = reference_normalize(logits1, log_softmax)
+    logits2 = reference_normalize(logits2, log_softmax)
+    classes = range(logits1.shape[-1]) if classes is None else classes
+    kernel = torch.zeros(logits1.shape[1], logits2.shape[1])
+    for c in classes:
+        corr_cls = (logits1[..., c].T @ logits2[..., c]) / len(logits1)
+        kernel += corr_cls / len(classes)
+    return kernel
+
+
+def random_logits(rng, m, n, c, scale=3.0):
+    return (rng.standard_normal((m, n, c)) * scale).astype(np.float16)
+
+
+def write_shards(tmp_path, name, logits, splits):
+    """Split (M, N, C) along models at ``splits`` into .npy shard files."""
+    paths = []
+    for i, part in enumerate(np.split(logits, splits)):
+        path = tmp_path / f"{name}-{i}.npy"
+        np.save(path, part)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def data(tmp_path):
+    rng = np.random.default_rng(0)
+    m, c = 23, 5
+    test = random_logits(rng, m, 37, c)
+    train = random_logits(rng, m, 61, c)
+    return tmp_path, test, train
+
+
+def test_normalize_matches_reference():
+    x = torch.randn(9, 13, 4) * 4
+    for ls in (True, False):
+        torch.testing.assert_close(normalize(x.half(), ls), reference_normalize(x.half(), ls))
+
+
+def test_in_memory_kernel_matches_reference():
+    x, y = torch.randn(17, 30, 10).half(), torch.randn(17, 40, 10).half()
+    for ls in (True, False):
+        k = ensemble_kernel(x, y, log_softmax=ls)
+        assert k.shape == (30, 40) and k.dtype == torch.float32
+        torch.testing.assert_close(k, reference_kernel(x, y, ls), atol=1e-5, rtol=0)
+    torch.testing.assert_close(ensemble_kernel(x, y, classes=[3]),
+                               reference_kernel(x, y, classes=[3]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("chunk,block,splits", [(64, 4096, []), (5, 7, [4, 11]), (1, 1, [22]),
+                                                (8, 16, [1, 2, 3])])
+def test_streamed_dense_kernel_matches_reference(data, chunk, block, splits):
+    tmp_path, test, train = data
+    q = ShardedLogits(write_shards(tmp_path, "test", test, splits))
+    t = ShardedLogits(write_shards(tmp_path, "train", train, splits))
+    assert (q.num_models, q.num_examples, q.num_classes) == test.shape
+    for ls in (True, False):
+        got = dense_kernel(q, t, log_softmax=ls, chunk_models=chunk, block=block, device="cpu")
+        want = reference_kernel(torch.from_numpy(test), torch.from_numpy(train), ls).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_neighbours_are_topk_of_reference(data):
+    tmp_path, test, train = data
+    q = ShardedLogits(write_shards(tmp_path, "test", test, [10]))
+    t = ShardedLogits(write_shards(tmp_path, "train", train, [3]))
+    sel = np.array([0, 2, 3, 7, 11, 12, 19, 22])
+    index, sim = neighbours(q, t, k=6, models=sel, chunk_models=3, block=10, progress=False)
+    assert index.dtype == np.int32 and sim.dtype == np.float32 and index.shape == (37, 6)
+    want = reference_kernel(torch.from_numpy(test[sel]), torch.from_numpy(train[sel])).numpy()
+    np.testing.assert_allclose(sim, np.sort(want, 1)[:, ::-1][:, :6], atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(want, index.astype(np.int64), 1), sim, atol=1e-5)
+    assert (np.diff(sim, axis=1) <= 0).all()
+
+
+def test_per_class_kernel(data):
+    tmp_path, test, train = data
+    q = ShardedLogits(write_shards(tmp_path, "test", test, [5]))
+    t = ShardedLogits(write_shards(tmp_path, "train", train, [5]))
+    for cls in ([2], [0, 4]):
+        got = dense_kernel(q, t, classes=cls, chunk_models=4, block=9)
+        want = reference_kernel(torch.from_numpy(test), torch.from_numpy(train), classes=cls)
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=0)
+
+
+def test_train_to_train_excludes_self(data):
+    tmp_path, _, train = data
+    paths = write_shards(tmp_path, "train", train, [12])
+    t = ShardedLogits(paths)
+    index, sim = neighbours(t, ShardedLogits(paths), k=4, exclude_self=True, chunk_models=6,
+                            block=13, progress=False)
+    assert not (index == np.arange(61)[:, None]).any()
+    want = reference_kernel(torch.from_numpy(train), torch.from_numpy(train)).numpy()
+    np.fill_diagonal(want, -np.inf)
+    np.testing.assert_allclose(sim, np.sort(want, 1)[:, ::-1][:, :4], atol=1e-5)
+    # a planted near-duplicate is found as each other's nearest neighbour
+    dup = train.copy()
+    dup[:, 5] = dup[:, 40] + np.float16(0.01)
+    d = ShardedLogits(write_shards(tmp_path, "dup", dup, [7]))
+    index, _ = neighbours(d, d, k=1, exclude_self=True, progress=False)
+    assert index[5, 0] == 40 and index[40, 0] == 5
+
+
+def test_bf16_precision_is_close(data):
+    tmp_path, test, train = data
+    q = ShardedLogits(write_shards(tmp_path, "test", test, []))
+    t = ShardedLogits(write_shards(tmp_path, "train", train, []))
+    exact = dense_kernel(q, t)
+    fast = dense_kernel(q, t, precision="bf16")
+    assert 0 < np.abs(fast - exact).max() < 2e-2
+    with pytest.warns(UserWarning, match="tf32"):
+        np.testing.assert_array_equal(dense_kernel(q, t, precision="tf32", device="cpu"), exact)
+    with pytest.raises(ContractError, match="precision"):
+        dense_kernel(q, t, precision="fp8")
+
+
+def test_constant_column_gives_zero_not_nan(tmp_path):
+    rng = np.random.default_rng(1)
+    x = random_logits(rng, 6, 8, 3)
+    x[:, 2] = x[0, 2]  # example 2 identical in every model: std 0
+    s = ShardedLogits(write_shards(tmp_path, "c", x, [3]))
+    k = dense_kernel(s, s)
+    assert np.isfinite(k).all() and (k[2] == 0).all()
+
+
+def test_cosine_neighbours():
+    rng = np.random.default_rng(2)
+    qf, kf = rng.standard_normal((20, 7)), rng.standard_normal((50, 7)).astype(np.float16)
+    index, sim = cosine_neighbours(qf, kf, k=3, block=6)
+    kf32 = kf.astype(np.float64)
+    cos = (qf / np.linalg.norm(qf, axis=1, keepdims=True)) @ \
+        (kf32 / np.linalg.norm(kf32, axis=1, keepdims=True)).T
+    np.testing.assert_allclose(sim, np.sort(cos, 1)[:, ::-1][:, :3], atol=1e-5)
+    assert index.dtype == np.int32 and (index[:, 0] == cos.argmax(1)).all()
+
+
+def test_neighbour_file_roundtrip(tmp_path):
+    index, sim = np.array([[1, 0]], dtype=np.int32), np.array([[0.9, 0.5]], dtype=np.float32)
+    save_neighbours(tmp_path / "n.npz", index, sim)
+    got = load_neighbours(tmp_path / "n.npz", num_keys=2)
+    np.testing.assert_array_equal(got[0], index)
+    with pytest.raises(ContractError, match="n.npz"):
+        load_neighbours(tmp_path / "n.npz", num_keys=1)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_mismatched_shards_name_the_shard(tmp_path):
+    rng = np.random.default_rng(3)
+    good = tmp_path / "a.npy"
+    np.save(good, random_logits(rng, 3, 10, 4))
+    for name, arr, what in [
+        ("examples.npy", random_logits(rng, 3, 11, 4), "examples"),
+        ("classes.npy", random_logits(rng, 3, 10, 5), "classes"),
+        ("dtype.npy", random_logits(rng, 3, 10, 4).astype(np.float32), "dtype"),
+    ]:
+        np.save(tmp_path / name, arr)
+        with pytest.raises(ContractError, match=f"{name}.*{what}"):
+            ShardedLogits([good, tmp_path / name])
+    np.save(tmp_path / "int.npy", np.zeros((3, 10, 4), dtype=np.int64))
+    with pytest.raises(ContractError, match="int.npy"):
+        ShardedLogits([tmp_path / "int.npy"])
+    np.save(tmp_path / "one.npy", random_logits(rng, 1, 10, 4))
+    with pytest.raises(ContractError, match="one.npy.*at least 2"):
+        ShardedLogits([tmp_path / "one.npy"])
+    with pytest.raises(ContractError, match="missing.npy"):
+        ShardedLogits([tmp_path / "missing.npy"])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_shard_is_named_while_streaming(tmp_path, bad):
+    rng = np.random.default_rng(4)
+    train = random_logits(rng, 6, 10, 4)
+    test = random_logits(rng, 6, 5, 4)
+    train[4, 7, 1] = bad
+    t = ShardedLogits(write_shards(tmp_path, "train", train, [3]))
+    q = ShardedLogits(write_shards(tmp_path, "test", test, [3]))
+    with pytest.raises(ContractError, match="train-1.npy: model 1 "):
+        neighbours(q, t, k=2, chunk_models=2, progress=False)
+
+
+def test_bad_model_selection_and_k(data):
+    tmp_path, test, train = data
+    q = ShardedLogits(write_shards(tmp_path, "test", test, []))
+    t = ShardedLogits(write_shards(tmp_path, "train", train, []))
+    with pytest.raises(ContractError, match="kernel.model_counts"):
+        neighbours(q, t, k=2, models=np.array([3]), progress=False)
+    with pytest.raises(ContractError, match="kernel.model_counts"):
+        neighbours(q, t, k=2, models=np.arange(24), progress=False)
+    with pytest.raises(ContractError, match="k_max"):
+        neighbours(q, t, k=62, progress=False)
+    with pytest.raises(ContractError, match="exclude_self"):
+        neighbours(q, t, k=2, exclude_self=True, progress=False)
+    other = ShardedLogits(write_shards(tmp_path, "other", train[:20], []))
+    with pytest.raises(ContractError, match="same models"):
+        neighbours(q, other, k=2, progress=False)

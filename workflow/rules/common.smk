@@ -1,0 +1,89 @@
+from pathlib import Path
+
+from multirun.config import check, shards
+
+check(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+
+R = config["results"]
+PUBLISHED = "published" in config
+if PUBLISHED:  # one shard per published log.pt
+    SHARDS = {f"{i:03d}": [i] for i in range(len(config["published"]["files"]))}
+else:
+    SHARDS = shards(config["train"]["seeds"], config["train"]["shard_size"])
+FEATURES = config["logits"].get("features", False) and not PUBLISHED
+FORMATS = config["figures"].get("formats", ["png", "pdf"])
+VARIANT = "logsoftmax" if config["kernel"].get("log_softmax", True) else "raw"
+SWEEPS = {
+    "default": config["sweep"]["default_widths"],
+    "full": config["sweep"]["widths"],
+}
+
+
+wildcard_constraints:
+    shard=r"\d{3}",
+    width=r"\d+",
+    index=r"\d+",
+    sweep="default|full",
+    variant="logsoftmax|raw",
+
+
+def logit_files(split):
+    """The logits of every shard for one split: results/logits/shard-XXX/{split}.npy."""
+    return [f"{R}/logits/shard-{s}/{split}.npy" for s in SHARDS]
+
+
+def figure_paths(name):
+    return [f"{R}/figures/{name}.{ext}" for ext in FORMATS]
+
+
+def hessian_checkpoints():
+    """Spectra of the first hessian.models members of shard 000."""
+    return [
+        f"{R}/hessian/shard-000-{i}.npz" for i in range(config["hessian"]["models"])
+    ]
+
+
+def default_targets():
+    targets = figure_paths("accuracy_vs_models") + [f"{R}/knn/{VARIANT}/scores.csv"]
+    if not PUBLISHED:
+        targets += figure_paths("hessian_spectrum") + figure_paths(
+            "width_sweep_default"
+        )
+        targets += [f"{R}/effdim/main.csv"]
+    return targets
+
+
+def sweep_spectra(sweep):
+    return [f"{R}/hessian/width-{w}-0.npz" for w in SWEEPS[sweep]]
+
+
+def effdim_inputs(name):
+    """main: members of shard 000; sweep-default / sweep-full: one model per width."""
+    if name == "main":
+        return hessian_checkpoints()
+    return sweep_spectra(name.removeprefix("sweep-"))
+
+
+def logits_outputs():
+    out = {
+        split: f"{R}/logits/shard-{{shard}}/{split}.npy"
+        for split in ("train", "test", "seeds")
+    }
+    if FEATURES:
+        out |= {
+            f"features_{s}": f"{R}/logits/shard-{{shard}}/features_{s}.npy"
+            for s in ("train", "test")
+        }
+    return out
+
+
+def figure_output(name, caption, category):
+    """The PNG (also in the --report) and any other formats of figures.formats."""
+    return {
+        "png": report(
+            f"{R}/figures/{name}.png",
+            caption=f"../report/{caption}.rst",
+            category=category,
+        ),
+        "other": [f"{R}/figures/{name}.{ext}" for ext in FORMATS if ext != "png"],
+    }

@@ -1,0 +1,16 @@
+rule dataset:
+    output:
+        f"{R}/data/dataset.npz",
+    log:
+        f"{R}/logs/dataset.log",
+    benchmark:
+        f"{R}/benchmarks/dataset.tsv"
+    conda:
+        "../../envs/multirun.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        dataset=config["dataset"],
+    script:
+        "../../scripts/dataset.py"

@@ -1,0 +1,52 @@
+rule hessian:
+    input:
+        data=f"{R}/data/dataset.npz",
+        checkpoint=f"{R}/train/{{ckpt}}.pt",
+    output:
+        spectrum=f"{R}/hessian/{{ckpt}}-{{index}}.npz",
+    log:
+        f"{R}/logs/hessian/{{ckpt}}-{{index}}.log",
+    benchmark:
+        f"{R}/benchmarks/hessian/{{ckpt}}-{{index}}.tsv"
+    wildcard_constraints:
+        ckpt=r"shard-\d{3}|width-\d+",
+    conda:
+        "../../envs/multirun.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=config["gpu"],
+    params:
+        top_k=config["hessian"]["top_k"],
+        steps=config["hessian"]["steps"],
+        examples=config["hessian"].get("examples", 10**9),
+        batch_size=config["hessian"].get("batch_size", 4096),
+        params=config["hessian"].get("params", "all"),
+        slq=config["hessian"].get("slq", {}),
+        seed=config["hessian"].get("seed", 0),
+        device=config["hessian"].get("device", "auto"),
+    script:
+        "../../scripts/hessian.py"
+
+
+rule effdim:
+    input:
+        spectra=lambda w: effdim_inputs(w.name),
+    output:
+        table=f"{R}/effdim/{{name}}.csv",
+    log:
+        f"{R}/logs/effdim/{{name}}.log",
+    benchmark:
+        f"{R}/benchmarks/effdim/{{name}}.tsv"
+    wildcard_constraints:
+        name="main|sweep-default|sweep-full",
+    conda:
+        "../../envs/multirun.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        z=config["hessian"].get("z", [1.0]),
+    script:
+        "../../scripts/effdim.py"

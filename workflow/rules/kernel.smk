@@ -1,0 +1,55 @@
+rule kernel:
+    input:
+        train=logit_files("train"),
+        test=logit_files("test"),
+    output:
+        neighbours=f"{R}/kernel/{{variant}}/neighbours.npz",
+    log:
+        f"{R}/logs/kernel/{{variant}}.log",
+    benchmark:
+        f"{R}/benchmarks/kernel/{{variant}}.tsv"
+    conda:
+        "../../envs/multirun.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=config["gpu"],
+    params:
+        log_softmax=lambda w: w.variant == "logsoftmax",
+        k_max=config["kernel"]["k_max"],
+        model_counts=config["kernel"]["model_counts"],
+        subsets=config["kernel"].get("subsets", 1),
+        subset_seed=config["kernel"].get("subset_seed", 0),
+        chunk_models=config["kernel"].get("chunk_models", 64),
+        block=config["kernel"].get("block", 4096),
+        precision=config["kernel"].get("precision", "fp32"),
+        device=config["kernel"].get("device", "auto"),
+    script:
+        "../../scripts/kernel.py"
+
+
+rule dense_kernel:
+    input:
+        train=logit_files("train"),
+        test=logit_files("test"),
+    output:
+        kernel=f"{R}/kernel/{{variant}}/dense.npy",
+    log:
+        f"{R}/logs/kernel/{{variant}}-dense.log",
+    benchmark:
+        f"{R}/benchmarks/kernel/{{variant}}-dense.tsv"
+    conda:
+        "../../envs/multirun.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=240,
+        gpu=config["gpu"],
+    params:
+        log_softmax=lambda w: w.variant == "logsoftmax",
+        chunk_models=config["kernel"].get("chunk_models", 64),
+        precision=config["kernel"].get("precision", "fp32"),
+        device=config["kernel"].get("device", "auto"),
+    script:
+        "../../scripts/dense_kernel.py"

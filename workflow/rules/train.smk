@@ -1,0 +1,48 @@
+rule train_shard:
+    input:
+        data=f"{R}/data/dataset.npz",
+    output:
+        checkpoint=f"{R}/train/shard-{{shard}}.pt",
+    log:
+        f"{R}/logs/train/shard-{{shard}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/shard-{{shard}}.tsv"
+    conda:
+        "../../envs/multirun.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=config["gpu"],
+    params:
+        seeds=lambda w: SHARDS[w.shard],
+        model=config["train"]["model"],
+        recipe=config["train"]["recipe"],
+        device=config["train"].get("device", "auto"),
+    script:
+        "../../scripts/train.py"
+
+
+rule train_width:
+    input:
+        data=f"{R}/data/dataset.npz",
+    output:
+        checkpoint=f"{R}/train/width-{{width}}.pt",
+    log:
+        f"{R}/logs/train/width-{{width}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/width-{{width}}.tsv"
+    conda:
+        "../../envs/multirun.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=config["gpu"],
+    params:
+        seeds=list(range(config["sweep"].get("seeds", 1))),
+        model=lambda w: {**config["sweep"]["model"], "width": int(w.width)},
+        recipe=config["sweep"]["recipe"],
+        device=config["train"].get("device", "auto"),
+    script:
+        "../../scripts/train.py"
