@@ -1,6 +1,5 @@
 """Effective dimensionality N_eff(H, z) = sum_i l_i / (l_i + z) from converged eigenvalues."""
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +29,7 @@ def main(smk):
             })
             print(rows[-1])
 
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    io.save_with(smk.output.table, write)
+    io.save_csv(smk.output[0], rows, FIELDS)
 
 
 run(snakemake, main)

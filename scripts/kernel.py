@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from multirun import io, kernel, knn
+from multirun import kernel, knn
 from multirun.snake import run
 
 
@@ -22,9 +22,8 @@ def main(smk):
         index.append(idx)
         similarity.append(sim)
         models[row, :size] = members
-    io.save_npz(
-        smk.output.neighbours,
-        index=np.stack(index), similarity=np.stack(similarity), models=models,
+    kernel.save_neighbours(
+        smk.output.neighbours, np.stack(index), np.stack(similarity), models=models,
         sizes=np.array([s for s, _ in subsets], dtype=np.int64),
     )
 

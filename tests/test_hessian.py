@@ -14,6 +14,7 @@ from multirun.hessian import (
     effective_dimension,
     effective_dimensions,
     lanczos,
+    lanczos_block,
     rademacher_probes,
     slq,
     spectral_density,
@@ -173,7 +174,7 @@ def test_top_and_bottom_eigenvalues_match_eigvalsh(case):
     ev = torch.linalg.eigvalsh(H).numpy()  # ascending
     P = H.shape[0]
     steps = min(P, 80)
-    spec = spectrum(model, x, y, top_k=10, steps=steps, batch_size=8, tol=1e-8)
+    spec = spectrum(model, x, y, top_k=10, steps=steps, batch_size=13, tol=1e-8)  # 13 + 13 + rest
     top_ref = ev[::-1][:10]
     np.testing.assert_allclose(spec["top"], top_ref, rtol=1e-6, atol=1e-6 * abs(ev).max())
     assert spec["top_converged"].all(), name
@@ -202,14 +203,14 @@ def test_negative_eigenvalues_are_reported_as_they_are():
 
 def test_eigsh_on_linear_operator_agrees(case):
     _, model, x, y, H = case
-    op = HessianOperator(model, x, y, batch_size=8)
+    op = HessianOperator(model, x, y, batch_size=len(y))
     A = op.as_linear_operator()
     assert A.shape == (op.dim, op.dim) and A.dtype == np.float64
     vals = np.sort(scipy.sparse.linalg.eigsh(A, k=10, which="LA", tol=1e-12,
                                              return_eigenvectors=False))[::-1]
     ev = torch.linalg.eigvalsh(H).numpy()[::-1][:10]
     np.testing.assert_allclose(vals, ev, rtol=1e-6, atol=1e-9)
-    spec = spectrum(model, x, y, top_k=10, steps=min(op.dim, 80), batch_size=8)
+    spec = spectrum(model, x, y, top_k=10, steps=min(op.dim, 80), batch_size=len(y))
     np.testing.assert_allclose(spec["top"], vals, rtol=1e-6, atol=1e-9)
 
 
@@ -227,7 +228,8 @@ def test_lanczos_on_known_matrix_and_breakdown():
     assert np.all(dist <= res + 1e-12)
     np.testing.assert_allclose(out["ritz_weights"].sum(), 1.0, rtol=1e-12)
     # a matrix with 3 distinct eigenvalues: the Krylov space is exhausted after 3 steps
-    B = Q @ torch.diag(torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64).repeat_interleave(torch.tensor([10, 20, 20]))) @ Q.T
+    three = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)
+    B = Q @ torch.diag(three.repeat_interleave(torch.tensor([10, 20, 20]))) @ Q.T
     out = lanczos(lambda v: B @ v, 50, steps=20, seed=1)
     assert out["breakdown"] and out["num_matvecs"] == 3
     np.testing.assert_allclose(out["ritz_values"], [-1.0, 0.5, 2.0], atol=1e-10)
@@ -262,7 +264,7 @@ def test_slq_density_and_moments_match_dense_spectrum():
     H = dense_hessian(model, x, y)
     ev = torch.linalg.eigvalsh(H).numpy()
     op = HessianOperator(model, x, y, batch_size=29)
-    out = slq(op, probes=60, steps=20, seed=0)
+    out = slq(op, probes=40, steps=10, seed=0)
     P = op.dim
     # the trace estimate lies within 4 standard errors of the true trace
     assert abs(out["trace_hutchinson"] - ev.sum()) <= 4 * out["trace_hutchinson_stderr"]
@@ -337,3 +339,28 @@ def test_nan_loss_names_the_checkpoint():
     x, y = make_data(10, 6, 4)
     with pytest.raises(ContractError, match=r"loss is NaN.*runs/seed3\.pt"):
         spectrum(model, x, y, top_k=2, steps=4, batch_size=10, source="runs/seed3.pt")
+
+
+def test_slq_lockstep_equals_one_probe_at_a_time():
+    model = make_cnn(False)
+    x, y = make_data(29, 12, 3, seed=3)
+    op = HessianOperator(model, x, y, batch_size=29)
+    one = slq(op, probes=3, steps=9, seed=4, block=1)
+    lock = slq(op, probes=3, steps=9, seed=4, block=3)
+    for key in ("nodes", "weights"):
+        np.testing.assert_allclose(lock[key], one[key], rtol=1e-9, atol=1e-12)
+    assert one["num_hvps"] == lock["num_hvps"] == 27
+
+
+def test_lanczos_block_runs_are_independent_lanczos_runs():
+    gen = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(30, 30, generator=gen, dtype=torch.float64))
+    A = Q @ torch.diag(torch.linspace(-2, 5, 30, dtype=torch.float64)) @ Q.T
+    starts = torch.randn(3, 30, generator=gen, dtype=torch.float64)
+    starts[1] = Q[:, :2] @ torch.tensor([1.0, 2.0], dtype=torch.float64)  # breaks down after 2 steps
+    runs = lanczos_block(lambda V: V @ A, starts, steps=12)
+    assert [r["num_matvecs"] for r in runs] == [12, 2, 12]
+    for r, s in zip(runs, starts, strict=True):
+        single = lanczos(lambda v: A @ v, 30, steps=12, v0=s)
+        np.testing.assert_allclose(r["ritz_values"], single["ritz_values"], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(r["alpha"], single["alpha"], rtol=1e-10, atol=1e-12)

@@ -144,9 +144,9 @@ def test_score_model_subsets_rows(tmp_path):
     rows = score_model_subsets(ShardedLogits([tmp_path / "test.npy"]),
                                ShardedLogits([tmp_path / "train.npy"]), y_train, y_test,
                                sizes=[3, 6], repeats=2, seed=0, ks=[1, 3], progress=False)
-    knn_rows = [r for r in rows if r["method"] == "kernel_knn"]
+    knn_rows = [r for r in rows if r["method"] == "kernel"]
     assert len(knn_rows) == 3 * 2 * 2  # 3 subsets x 2 votes x 2 k
-    assert {r["method"] for r in rows} == {"kernel_knn", "ensemble", "single_model_mean"}
+    assert {r["method"] for r in rows} == {"kernel", "ensemble", "single"}
     full = [r for r in rows if r["method"] == "ensemble" and r["n_models"] == 6]
     assert full[0]["accuracy"] == np.mean(ensemble_predict(test) == y_test)
     assert all(0 <= r["accuracy"] <= 1 for r in rows)

@@ -71,6 +71,8 @@ def check(config: dict, schema_path: str | Path) -> None:
     missing = sorted(set(config["sweep"]["default_widths"]) - set(config["sweep"]["widths"]))
     if missing:
         raise ConfigError(f"config key sweep.default_widths: {missing} are not in sweep.widths")
+    if config["figures"].get("neighbour_k", 1) > k_max:
+        raise ConfigError(f"config key figures.neighbour_k: exceeds kernel.k_max={k_max}")
     lo, hi = config["figures"].get("pair_ranks", [1, 2])
     if lo > hi:
         raise ConfigError(f"config key figures.pair_ranks: [{lo}, {hi}] must be increasing")

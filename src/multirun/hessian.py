@@ -282,54 +282,95 @@ def lanczos(
         components ``s_{1,i}^2`` (Gauss quadrature weights, sum to 1); ``num_matvecs`` (int);
         ``breakdown`` (bool). Arrays are float64 numpy.
     """
-    if steps < 1:
-        raise ContractError(f"hessian.steps must be >= 1, got {steps}")
-    steps = min(int(steps), int(dim))
     if v0 is None:
         gen = torch.Generator().manual_seed(int(seed))
-        v0 = torch.randn(dim, generator=gen, dtype=torch.float64)
-    device = torch.device(device) if device is not None else v0.device
-    q = v0.to(device, dtype)
-    norm = torch.linalg.vector_norm(q)
-    if not torch.isfinite(norm) or norm == 0:
+        v0 = torch.randn(int(dim), generator=gen, dtype=torch.float64)
+    return lanczos_block(lambda Q: matvec(Q[0])[None], v0[None], steps=steps, dtype=dtype,
+                         device=device, breakdown_tol=breakdown_tol)[0]
+
+
+def lanczos_block(
+    apply: Callable[[Tensor], Tensor],
+    starts: Tensor,
+    *,
+    steps: int,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+    breakdown_tol: float = 1e-10,
+) -> list[dict]:
+    """Independent Lanczos runs, one per start vector, advanced in lockstep.
+
+    ``apply`` maps a block of vectors (b', P) to their products (b', P); each step applies
+    it once to the still-active runs (b' <= b HVPs), so an operator with a vectorised
+    ``matmat`` shares work between runs (SLQ probes). Each run is exactly
+    :func:`lanczos` of its start vector. Memory: b x steps x P ``dtype``.
+
+    Args: ``starts`` (b, P); other arguments as :func:`lanczos`. Returns one dict per run.
+    """
+    if int(steps) < 1:
+        raise ContractError(f"hessian.steps must be >= 1, got {steps}")
+    b, dim = starts.shape
+    steps = min(int(steps), int(dim))
+    device = torch.device(device) if device is not None else starts.device
+    Q = starts.to(device, dtype)
+    norms = torch.linalg.vector_norm(Q, dim=1)
+    if not (torch.isfinite(norms).all() and (norms > 0).all()):
         raise ValueError("lanczos start vector is zero or not finite")
-    V = torch.zeros(steps, dim, dtype=dtype, device=device)
-    V[0] = q / norm
-    alpha = np.zeros(steps)
-    beta = np.zeros(steps)  # beta[j] couples v_j and v_{j+1}; beta[m-1] is beta_last
-    anorm = 0.0
-    m = steps
-    breakdown = False
+    V = torch.zeros(b, steps, dim, dtype=dtype, device=device)
+    V[:, 0] = Q / norms[:, None]
+    alpha = np.zeros((b, steps))
+    beta = np.zeros((b, steps))  # beta[i, j] couples v_j and v_{j+1}; beta[i, m-1] is beta_last
+    anorm = np.zeros(b)
+    m = np.full(b, steps)
+    active = list(range(b))
     for j in range(steps):
-        w = matvec(V[j]).to(device, dtype)
-        a = float(torch.dot(w, V[j]))
-        w = w - a * V[j]
+        rows = slice(None) if len(active) == b else torch.tensor(active, device=device)
+        Vact = V[rows]  # (b', steps, P): a view while every run is active
+        W = apply(Vact[:, j]).to(device, dtype)
+        a = (W * Vact[:, j]).sum(dim=1)
+        W = W - a[:, None] * Vact[:, j]
         if j > 0:
-            w = w - beta[j - 1] * V[j - 1]
+            W = W - torch.as_tensor(beta[active, j - 1], dtype=dtype, device=device)[:, None] * Vact[:, j - 1]
+        basis = Vact[:, : j + 1]
         for _ in range(2):  # full reorthogonalisation against the whole basis, twice
-            h = V[: j + 1] @ w
-            w = w - V[: j + 1].T @ h
-            a += float(h[j])
-        alpha[j] = a
-        beta[j] = float(torch.linalg.vector_norm(w))
-        anorm = max(anorm, math.hypot(a, beta[j], beta[j - 1] if j > 0 else 0.0))
-        if j + 1 < steps:
-            if beta[j] <= breakdown_tol * anorm:
-                m, breakdown = j + 1, True
-                break
-            V[j + 1] = w / beta[j]
-    alpha, beta_off, beta_last = alpha[:m], beta[: m - 1], float(beta[m - 1])
-    theta, S = scipy.linalg.eigh_tridiagonal(alpha, beta_off) if m > 1 else (alpha.copy(), np.ones((1, 1)))
-    return {
-        "alpha": alpha,
-        "beta": beta_off,
-        "beta_last": beta_last,
-        "ritz_values": theta,
-        "ritz_residuals": np.abs(beta_last * S[-1, :]),
-        "ritz_weights": S[0, :] ** 2,
-        "num_matvecs": m,
-        "breakdown": breakdown,
-    }
+            h = torch.bmm(basis, W[:, :, None])[:, :, 0]  # (b', j+1)
+            W = W - torch.bmm(h[:, None, :], basis)[:, 0]
+            a = a + h[:, j]
+        bnorm = torch.linalg.vector_norm(W, dim=1)
+        a_np, b_np = a.cpu().numpy(), bnorm.cpu().numpy()
+        still = []
+        for r, i in enumerate(active):
+            alpha[i, j], beta[i, j] = a_np[r], b_np[r]
+            prev = beta[i, j - 1] if j > 0 else 0.0
+            anorm[i] = max(anorm[i], math.sqrt(a_np[r] ** 2 + b_np[r] ** 2 + prev**2))
+            if j + 1 < steps:
+                if b_np[r] <= breakdown_tol * anorm[i]:
+                    m[i] = j + 1
+                    continue
+                V[i, j + 1] = W[r] / b_np[r]
+                still.append(i)
+        active = still
+        if not active:
+            break
+    out = []
+    for i in range(b):
+        mi = int(m[i])
+        a_i, b_i, last = alpha[i, :mi], beta[i, : mi - 1], float(beta[i, mi - 1])
+        if mi > 1:
+            theta, S = scipy.linalg.eigh_tridiagonal(a_i, b_i)
+        else:
+            theta, S = a_i.copy(), np.ones((1, 1))
+        out.append({
+            "alpha": a_i,
+            "beta": b_i,
+            "beta_last": last,
+            "ritz_values": theta,
+            "ritz_residuals": np.abs(last * S[-1, :]),
+            "ritz_weights": S[0, :] ** 2,
+            "num_matvecs": mi,
+            "breakdown": bool(mi < steps),
+        })
+    return out
 
 
 def converged_mask(ritz_values: np.ndarray, ritz_residuals: np.ndarray, tol: float) -> np.ndarray:
@@ -357,6 +398,7 @@ def spectrum(
     device: torch.device | str = "cpu",
     tol: float = 1e-6,
     source: str = "",
+    method: str = "auto",
 ) -> dict[str, np.ndarray]:
     """Top and bottom Hessian eigenvalues of the mean training loss by Lanczos.
 
@@ -367,6 +409,7 @@ def spectrum(
         seed: seeds the start vector.
         tol: convergence threshold, relative to the largest |Ritz value|.
         source: the checkpoint's name, quoted in errors.
+        method: HVP method of :class:`HessianOperator` (``auto`` | ``fwdrev`` | ``revrev``).
 
     Returns:
         ``top`` (top_k,) descending, ``top_residuals``, ``top_converged`` (bool);
@@ -389,7 +432,8 @@ def spectrum(
                             "gives at most `steps` Ritz values; raise hessian.steps or lower hessian.top_k")
     if not tol > 0:
         raise ContractError(f"hessian tol must be > 0, got {tol}")
-    op = HessianOperator(model, x, y, batch_size=batch_size, params=params, device=device)
+    op = HessianOperator(model, x, y, batch_size=batch_size, params=params, device=device,
+                         method=method)
     loss = op.loss()
     if not math.isfinite(loss):
         where = f" ({source})" if source else ""
@@ -429,10 +473,15 @@ def rademacher_probes(dim: int, probes: int, seed: int = 0) -> Tensor:
     return torch.randint(0, 2, (probes, dim), generator=gen).to(torch.float64) * 2 - 1
 
 
-def slq(operator: HessianOperator, *, probes: int, steps: int, seed: int = 0) -> dict[str, np.ndarray]:
+def slq(
+    operator: HessianOperator, *, probes: int, steps: int, seed: int = 0, block: int | None = None
+) -> dict[str, np.ndarray]:
     """Stochastic Lanczos quadrature of the spectral density of ``operator``.
 
-    One Lanczos run of ``steps`` per Rademacher probe (``rademacher_probes(dim, probes, seed)``).
+    One Lanczos run of ``steps`` per Rademacher probe (``rademacher_probes(dim, probes, seed)``),
+    ``block`` probes advanced in lockstep through :meth:`HessianOperator.matmat` (default: as
+    many as fit in ~1 GiB of float64 basis; 1 = one probe after the other; the result is
+    the same, lockstep shares the primal forward/backward of forward-over-reverse HVPs).
     Each run's Ritz values are Gauss quadrature nodes and the squared first components of
     the Ritz vectors their weights, so ``sum_i w_i f(theta_i) ~ z^T f(H) z / P``.
 
@@ -447,21 +496,28 @@ def slq(operator: HessianOperator, *, probes: int, steps: int, seed: int = 0) ->
     """
     if int(probes) < 1:
         raise ContractError(f"hessian.slq.probes must be >= 1, got {probes}")
+    if block is not None and int(block) < 1:
+        raise ContractError(f"slq block must be >= 1, got {block}")
     if int(steps) < 1:
         raise ContractError(f"hessian.slq.steps must be >= 1, got {steps}")
     P = operator.dim
     m = min(int(steps), P)
-    Z = rademacher_probes(P, int(probes), seed)
-    nodes = np.zeros((int(probes), m))
-    weights = np.zeros((int(probes), m))
-    quad = np.zeros(int(probes))
+    probes = int(probes)
+    if block is None:  # as many probes at once as fit in ~1 GiB of basis vectors
+        block = max(1, min(probes, (1 << 30) // (8 * m * P)))
+    Z = rademacher_probes(P, probes, seed)
+    nodes = np.zeros((probes, m))
+    weights = np.zeros((probes, m))
+    quad = np.zeros(probes)
     start = operator.num_matvecs
-    for i in range(int(probes)):
-        lz = lanczos(operator.matvec, P, steps=m, v0=Z[i].to(operator.device))
-        k = len(lz["ritz_values"])
-        nodes[i, :k], weights[i, :k] = lz["ritz_values"], lz["ritz_weights"]
-        nodes[i, k:] = lz["ritz_values"][-1]
-        quad[i] = P * lz["alpha"][0]  # z^T H z with ||z||^2 = P
+    for first in range(0, probes, int(block)):
+        group = Z[first : first + int(block)].to(operator.device)
+        runs = lanczos_block(lambda Q: operator.matmat(Q.T).T, group, steps=m)
+        for i, lz in enumerate(runs, start=first):
+            k = len(lz["ritz_values"])
+            nodes[i, :k], weights[i, :k] = lz["ritz_values"], lz["ritz_weights"]
+            nodes[i, k:] = lz["ritz_values"][-1]
+            quad[i] = P * lz["alpha"][0]  # z^T H z with ||z||^2 = P
     moments1 = (weights * nodes).sum(axis=1)
     stderr = float(quad.std(ddof=1) / math.sqrt(len(quad))) if len(quad) > 1 else float("nan")
     return {

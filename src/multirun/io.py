@@ -8,6 +8,7 @@ half-written output behind.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
@@ -67,6 +68,14 @@ def save_json(path: str | os.PathLike, obj) -> None:
     """Write JSON atomically (sorted keys, indented)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_csv(path: str | os.PathLike, rows: list[dict], fields: list[str]) -> None:
+    """Write ``rows`` (dicts with keys ``fields``) as CSV with a header, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def save_torch(path: str | os.PathLike, obj) -> None:

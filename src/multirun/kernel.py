@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import mmap as mmap_module
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -183,7 +184,20 @@ class ShardedLogits:
                 out[...] = block
             else:
                 out[where] = block
+            self._release(s)
         return out
+
+    def _release(self, s: int) -> None:
+        """Unmap the pages of shard ``s`` read so far (they stay in the page cache).
+
+        Without this, every page of a memory-mapped file that was touched counts in
+        the process's resident memory until exit, so streaming 20,000 models would
+        look like 24 GB of RSS although only one chunk is in use.
+        """
+        mm = getattr(self._arrays[s], "_mmap", None)
+        if mm is not None and hasattr(mm, "madvise") and hasattr(mmap_module, "MADV_DONTNEED"):
+            with contextlib.suppress(OSError, ValueError):
+                mm.madvise(mmap_module.MADV_DONTNEED)
 
 
 # --------------------------------------------------------------------------- engine
@@ -210,52 +224,357 @@ def _chunks(sel: np.ndarray, chunk_models: int) -> list[np.ndarray]:
     return [sel[i : i + chunk_models] for i in range(0, len(sel), chunk_models)]
 
 
-def _load_chunk(logits: ShardedLogits, idx: np.ndarray, rows: slice | None, device: torch.device,
-                log_softmax: bool, check: bool) -> Tensor:
-    """Read a chunk of models to ``device`` as float32 (m, n, C), log_softmax'd if asked."""
-    x = torch.from_numpy(logits.models(idx, rows)).to(device).float()
-    if check and not bool(torch.isfinite(x).all()):
-        bad = int(torch.nonzero(~torch.isfinite(x).flatten(1).all(1))[0, 0])
-        path, local = logits.shard_of(int(idx[bad]))
-        raise ContractError(f"{path}: model {local} holds NaN or inf logits; the run that produced "
-                            "it diverged: drop or retrain that shard, then rerun")
-    return torch.log_softmax(x, -1) if log_softmax else x
+# The per-chunk elementwise work (fp16 -> fp32, log_softmax over classes, z-score, transpose to
+# the GEMM layout) costs as much as the GEMM itself in plain torch ops on a CPU (log_softmax over
+# a last dimension of 10 is slow). These two fused loops, compiled once per machine with the
+# system C++ compiler (torch.utils.cpp_extension), bring it to a few percent of the GEMM. They
+# read every value once; NaN/inf are detected on the raw bits. Without a compiler (or with
+# MULTIRUN_KERNEL_FUSED=0) the same computation runs as torch ops; on CUDA torch ops are used.
+_FUSED_CPP = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+#include <immintrin.h>
+
+namespace {
+constexpr int64_t TILE = 256;
+
+
+// Load one (example tile, model) slab into class-major buf[c * TILE + j], log_softmax over c.
+// Contiguous conversion to float32 (F16C/AVX-512 when compiled for it); true if NaN/inf seen.
+inline bool to_float(const at::Half* s, int64_t k, float* out) {
+  const uint16_t* b = reinterpret_cast<const uint16_t*>(s);
+  uint16_t any = 0;
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= k; i += 16) {
+    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + i));
+    _mm512_storeu_ps(out + i, _mm512_cvtph_ps(h));
+  }
+#elif defined(__F16C__)
+  for (; i + 8 <= k; i += 8) {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i));
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(h));
+  }
+#endif
+  for (; i < k; ++i) out[i] = static_cast<float>(s[i]);
+  for (int64_t j = 0; j < k; ++j) any |= static_cast<uint16_t>((b[j] & 0x7C00u) == 0x7C00u);
+  return any != 0;
+}
+inline bool to_float(const float* s, int64_t k, float* out) {
+  uint32_t any = 0;
+  for (int64_t j = 0; j < k; ++j) {
+    uint32_t b; std::memcpy(&b, s + j, 4);
+    any |= static_cast<uint32_t>((b & 0x7F800000u) == 0x7F800000u);
+    out[j] = s[j];
+  }
+  return any != 0;
+}
+
+// exp(x) for x <= 0 by Cody-Waite reduction and the Cephes expf polynomial (about 1 ulp);
+// plain float arithmetic so that the loops vectorise without -ffast-math.
+inline float exp_nonpositive(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  return p * scale;
+}
+
+// log(x) for positive normal x by the Cephes logf polynomial (about 1 ulp), branch-free.
+inline float log_positive(float x) {
+  int32_t bits;
+  std::memcpy(&bits, &x, 4);
+  float e = static_cast<float>(((bits >> 23) & 0xff) - 126);
+  bits = (bits & 0x807fffff) | 0x3f000000;  // mantissa in [0.5, 1)
+  float f;
+  std::memcpy(&f, &bits, 4);
+  const bool small = f < 0.707106781186547524f;
+  e = small ? e - 1.0f : e;
+  f = small ? f + f - 1.0f : f - 1.0f;
+  const float z = f * f;
+  float y = 7.0376836292e-2f;
+  y = y * f - 1.1514610310e-1f;
+  y = y * f + 1.1676998740e-1f;
+  y = y * f - 1.2420140846e-1f;
+  y = y * f + 1.4249322787e-1f;
+  y = y * f - 1.6668057665e-1f;
+  y = y * f + 2.0000714765e-1f;
+  y = y * f - 2.4999993993e-1f;
+  y = y * f + 3.3333331174e-1f;
+  y = y * f * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  return f + y + 0.693359375f * e;
+}
+
+template <typename T>
+inline bool load_tile(const T* s, int64_t len, int64_t C, bool lsm, float* raw, float* buf,
+                      float* mx, float* lg) {
+  // On return buf[c * TILE + j] holds x and the log-probability is (x - mx[j]) - lg[j]
+  // (torch's order of operations); without log_softmax mx = lg = 0.
+  const bool bad = to_float(s, len * C, raw);
+  for (int64_t j = 0; j < len; ++j)
+    for (int64_t c = 0; c < C; ++c) buf[c * TILE + j] = raw[j * C + c];
+  if (!lsm) {
+    for (int64_t j = 0; j < len; ++j) mx[j] = lg[j] = 0.f;
+    return bad;
+  }
+  for (int64_t j = 0; j < len; ++j) mx[j] = buf[j];
+  for (int64_t c = 1; c < C; ++c)
+    for (int64_t j = 0; j < len; ++j) mx[j] = std::max(mx[j], buf[c * TILE + j]);
+  for (int64_t j = 0; j < len; ++j) lg[j] = 0.f;
+  for (int64_t c = 0; c < C; ++c) {
+    const float* b = buf + c * TILE;
+    for (int64_t j = 0; j < len; ++j) lg[j] += exp_nonpositive(b[j] - mx[j]);
+  }
+  for (int64_t j = 0; j < len; ++j) lg[j] = log_positive(lg[j]);  // the sum lies in [1, C]
+  return bad;
+}
+
+template <typename T>
+void transform_impl(const T* src, float* dst, const float* mean, const float* inv, int64_t m,
+                    int64_t n, int64_t C, bool lsm) {
+  const int64_t tiles = (n + TILE - 1) / TILE;
+  at::parallel_for(0, m * tiles, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> raw(C * TILE), buf(C * TILE), mx(TILE), acc(TILE);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t mi = t / tiles, i0 = (t % tiles) * TILE, len = std::min(TILE, n - i0);
+      load_tile(src + (mi * n + i0) * C, len, C, lsm, raw.data(), buf.data(),
+                           mx.data(), acc.data());
+      for (int64_t c = 0; c < C; ++c) {
+        float* d = dst + (mi * C + c) * n + i0;
+        const float* b = buf.data() + c * TILE;
+        const float* mc = mean + c * n + i0;
+        const float* ic = inv + c * n + i0;
+        const float* x = mx.data();
+        const float* l = acc.data();
+        for (int64_t j = 0; j < len; ++j) d[j] = ((b[j] - x[j]) - l[j] - mc[j]) * ic[j];
+      }
+    }
+  });
+}
+
+// Per (class, example): moments over the m models of this chunk (sums of y - y0 in double with
+// the shift y0 = the chunk's first model), merged into the running (count, mean, m2) by Chan's
+// pairwise rule. Returns true if any input value was NaN/inf.
+template <typename T>
+bool moments_impl(const T* src, double* mean, double* m2, int64_t count, int64_t m, int64_t n,
+                  int64_t C, bool lsm) {
+  const int64_t tiles = (n + TILE - 1) / TILE;
+  std::vector<char> bad_tile(tiles, 0);
+  const double total = static_cast<double>(count + m);
+  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> raw(C * TILE), buf(C * TILE), mx(TILE), acc(TILE);
+    std::vector<double> y0(C * TILE), a1(C * TILE), a2(C * TILE);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t i0 = t * TILE, len = std::min(TILE, n - i0);
+      bool bad = false;
+      std::fill(a1.begin(), a1.end(), 0.0);
+      std::fill(a2.begin(), a2.end(), 0.0);
+      for (int64_t mi = 0; mi < m; ++mi) {
+        bad |= load_tile(src + (mi * n + i0) * C, len, C, lsm, raw.data(), buf.data(),
+                         mx.data(), acc.data());
+        for (int64_t c = 0; c < C; ++c) {
+          const float* b = buf.data() + c * TILE;
+          double* z = y0.data() + c * TILE;
+          double* p = a1.data() + c * TILE;
+          double* q = a2.data() + c * TILE;
+          const float* x = mx.data();
+          const float* l = acc.data();
+          if (mi == 0)
+            for (int64_t j = 0; j < len; ++j) z[j] = (b[j] - x[j]) - l[j];
+          for (int64_t j = 0; j < len; ++j) {
+            const double d = ((b[j] - x[j]) - l[j]) - z[j];
+            p[j] += d;
+            q[j] += d * d;
+          }
+        }
+      }
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t j = 0; j < len; ++j) {
+          const int64_t k = c * TILE + j, o = c * n + i0 + j;
+          const double cmean = y0[k] + a1[k] / m, cm2 = a2[k] - a1[k] * a1[k] / m;
+          const double delta = cmean - mean[o];
+          mean[o] += delta * (m / total);
+          m2[o] += cm2 + delta * delta * (static_cast<double>(count) * m / total);
+        }
+      bad_tile[t] = bad;
+    }
+  });
+  return std::any_of(bad_tile.begin(), bad_tile.end(), [](char b) { return b != 0; });
+}
+}  // namespace
+
+// x: (m, n, C) half/float contiguous; mean, inv: (C, n) float; out: (m, C, n) float.
+void transform(torch::Tensor x, torch::Tensor mean, torch::Tensor inv, torch::Tensor out,
+               bool lsm) {
+  TORCH_CHECK(x.is_contiguous() && mean.is_contiguous() && inv.is_contiguous() &&
+              out.is_contiguous(), "contiguous tensors expected");
+  const int64_t m = x.size(0), n = x.size(1), C = x.size(2);
+  TORCH_CHECK(out.size(0) == m && out.size(1) == C && out.size(2) == n, "bad out shape");
+  auto run = [&](auto* src) {
+    transform_impl(src, out.data_ptr<float>(), mean.data_ptr<float>(), inv.data_ptr<float>(), m,
+                   n, C, lsm);
+  };
+  if (x.scalar_type() == at::kHalf) run(x.data_ptr<at::Half>());
+  else if (x.scalar_type() == at::kFloat) run(x.data_ptr<float>());
+  else TORCH_CHECK(false, "float16 or float32 logits expected");
+}
+
+// x: (m, n, C) half/float contiguous; mean, m2: running (C, n) float64 statistics of `count`
+// earlier models, updated in place. Returns whether any value of x was NaN/inf.
+bool moments(torch::Tensor x, torch::Tensor mean, torch::Tensor m2, int64_t count, bool lsm) {
+  TORCH_CHECK(x.is_contiguous() && mean.is_contiguous() && m2.is_contiguous(),
+              "contiguous tensors expected");
+  const int64_t m = x.size(0), n = x.size(1), C = x.size(2);
+  TORCH_CHECK(mean.scalar_type() == at::kDouble && m2.scalar_type() == at::kDouble &&
+              mean.size(0) == C && mean.size(1) == n, "bad statistics tensors");
+  bool bad = false;
+  auto run = [&](auto* src) {
+    bad = moments_impl(src, mean.data_ptr<double>(), m2.data_ptr<double>(), count, m, n, C, lsm);
+  };
+  if (x.scalar_type() == at::kHalf) run(x.data_ptr<at::Half>());
+  else if (x.scalar_type() == at::kFloat) run(x.data_ptr<float>());
+  else TORCH_CHECK(false, "float16 or float32 logits expected");
+  return bad;
+}
+"""
+_FUSED_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
+_fused_module: object | None | bool = None  # None: not tried yet; False: unavailable
+
+
+def _fused():
+    """The compiled CPU kernels (``transform``, ``moments``), or None when unavailable.
+
+    ``MULTIRUN_KERNEL_FUSED``: ``auto`` (default: build when a compiler works, else fall
+    back with a warning), ``1`` (fail if it cannot be built), ``0`` (never use it).
+    """
+    global _fused_module
+    if _fused_module is None:
+        mode = os.environ.get("MULTIRUN_KERNEL_FUSED", "auto")
+        if mode == "0":
+            _fused_module = False
+            return None
+        import hashlib
+        import platform
+        import sys
+
+        from torch.utils.cpp_extension import load_inline
+
+        cpu = ""
+        with contextlib.suppress(OSError):
+            cpu = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
+        key = "|".join([_FUSED_CPP, *_FUSED_FLAGS, torch.__version__, platform.machine(), cpu])
+        name = "multirun_kernel_" + hashlib.sha1(key.encode()).hexdigest()[:12]
+        try:
+            print("multirun.kernel: loading fused CPU kernels (the first build on a machine "
+                  "takes about a minute)", file=sys.stderr)
+            _fused_module = load_inline(name, cpp_sources=[_FUSED_CPP],
+                                        functions=["transform", "moments"],
+                                        extra_cflags=_FUSED_FLAGS, extra_ldflags=["-fopenmp"])
+        except Exception as err:  # no compiler, no ninja, unsupported flags...
+            if mode == "1":
+                raise
+            warnings.warn(f"fused CPU kernels unavailable ({type(err).__name__}: {err}); the "
+                          "kernel runs as plain torch ops (several times slower on CPU)",
+                          stacklevel=2)
+            _fused_module = False
+    return _fused_module or None
+
+
+def _raise_nonfinite(logits: ShardedLogits, idx: np.ndarray) -> None:
+    """Find the first model of chunk ``idx`` with NaN/inf and raise naming its shard file."""
+    for model in idx:
+        if not np.isfinite(logits.models(np.array([model]))).all():
+            path, local = logits.shard_of(int(model))
+            raise ContractError(f"{path}: model {local} holds NaN or inf logits; the run that "
+                                "produced it diverged: drop or retrain that shard, then rerun")
+    raise AssertionError("non-finite chunk without a non-finite model")
+
+
+def _read(logits: ShardedLogits, idx: np.ndarray, rows: slice | None, device: torch.device
+          ) -> Tensor:
+    """Models ``idx`` (examples ``rows``) as a (m, n, C) tensor in the shards' dtype."""
+    return torch.from_numpy(logits.models(idx, rows)).to(device)
 
 
 def _moments(logits: ShardedLogits, chunks: list[np.ndarray], device: torch.device,
-             log_softmax: bool, bar) -> tuple[Tensor, Tensor]:
-    """First pass: per-(example, class) mean and 1/std (unbiased; 0 where std == 0).
+             log_softmax: bool, fused, bar) -> tuple[Tensor, Tensor]:
+    """First pass: per-(class, example) mean and 1/std (unbiased; 0 where std == 0).
 
-    Chunk means and centred sums of squares in float32, merged across chunks in
-    float64 (Chan et al.), so the result does not drift with the number of models.
-    Returns two float32 (N, C) tensors on ``device``.
+    Chunk statistics merged across chunks in float64 (Chan et al.), so the result
+    does not drift with the number of models. Returns two float32 (C, N) tensors.
+    NaN/inf anywhere -> ContractError naming the shard file.
     """
     count = 0
-    mean = torch.zeros(logits.num_examples, logits.num_classes, dtype=torch.float64, device=device)
+    mean = torch.zeros(logits.num_classes, logits.num_examples, dtype=torch.float64, device=device)
     m2 = torch.zeros_like(mean)
     for idx in chunks:
-        x = _load_chunk(logits, idx, None, device, log_softmax, check=True)
-        cmean = x.mean(0)
-        cm2 = (x - cmean).square_().sum(0).double()
+        x = _read(logits, idx, None, device)
         n = len(idx)
-        delta = cmean.double() - mean
-        total = count + n
-        mean += delta * (n / total)
-        m2 += cm2 + delta.square() * (count * n / total)
-        count = total
+        if fused is not None:  # merges into mean, m2 in place
+            if fused.moments(x, mean, m2, count, log_softmax):
+                _raise_nonfinite(logits, idx)
+        else:
+            x = x.float()
+            x = (torch.log_softmax(x, -1) if log_softmax else x).permute(0, 2, 1)
+            cmean = x.mean(0)
+            cm2 = (x - cmean).square_().sum(0)
+            if not (bool(torch.isfinite(cmean).all()) and bool(torch.isfinite(cm2).all())):
+                _raise_nonfinite(logits, idx)
+            delta = cmean.double() - mean
+            mean += delta * (n / (count + n))
+            m2 += cm2.double() + delta.square() * (count * n / (count + n))
+        count += n
         bar.update(1)
-    std = (m2 / (count - 1)).sqrt()
+    if device.type == "cpu":  # numpy: no thread-pool wake-ups for these small arrays
+        mean_np, m2_np = mean.numpy(), m2.numpy()
+        std = np.sqrt(np.maximum(m2_np, 0) / (count - 1))
+        with np.errstate(divide="ignore"):
+            inv = np.where((std > STD_FLOOR * np.abs(mean_np)) & (std > 0), 1.0 / std, 0.0)
+        return torch.from_numpy(mean_np.astype(np.float32)), torch.from_numpy(inv.astype(np.float32))
+    std = (m2.clamp_min(0) / (count - 1)).sqrt()
     return mean.float(), _inverse_std(std, mean).float()
 
 
 def _normalised(logits: ShardedLogits, idx: np.ndarray, rows: slice, stats: tuple[Tensor, Tensor],
-                cls: list[int], device: torch.device, log_softmax: bool,
-                dtype: torch.dtype) -> Tensor:
-    """One chunk, normalised and class-stacked: (n_rows, m * len(cls)) in ``dtype``."""
-    x = _load_chunk(logits, idx, rows, device, log_softmax, check=False)
-    mean, inv = stats
-    x.sub_(mean[rows]).mul_(inv[rows])
-    return _stack_classes(x, cls).to(dtype)
+                cls: list[int], device: torch.device, log_softmax: bool, dtype: torch.dtype,
+                fused, buffers: dict) -> Tensor:
+    """One chunk normalised in the GEMM layout: (m * len(cls), n_rows) in ``dtype``.
+
+    Row ``model * len(cls) + k`` holds class ``cls[k]`` of that model, so a query block
+    times a key chunk is ``Zq.T @ Zk`` over the stacked (model, class) dimension.
+    """
+    x = _read(logits, idx, rows, device)
+    mean, inv = stats[0][:, rows], stats[1][:, rows]
+    m, n, c = x.shape
+    if fused is not None:
+        z = buffers.get((m, c, n))
+        if z is None:
+            z = buffers[(m, c, n)] = torch.empty(m, c, n)
+        fused.transform(x, mean.contiguous(), inv.contiguous(), z, log_softmax)
+    else:
+        x = x.float()
+        z = (torch.log_softmax(x, -1) if log_softmax else x).permute(0, 2, 1)
+        z = (z - mean) * inv
+    if len(cls) != c:
+        z = z[:, cls]
+    return z.reshape(m * len(cls), n).to(dtype)
 
 
 @contextlib.contextmanager
@@ -298,30 +617,40 @@ def _kernel_blocks(queries: ShardedLogits, keys: ShardedLogits, *, models, log_s
     cls = _class_index(classes, queries.num_classes)
     chunks = _chunks(sel, chunk_models)
     same = queries is keys or queries.paths == keys.paths
+    fused = _fused() if dev.type == "cpu" else None
     nq, nt = queries.num_examples, keys.num_examples
     nblocks = math.ceil(nq / block)
     gemm_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     alpha = 1.0 / (len(sel) * len(cls))
     bar = _progress(len(chunks) * ((1 if same else 2) + nblocks), progress, "kernel")
+    kbuf: dict = {}
+    qbuf: dict = {}
     with bar, torch.no_grad(), _matmul_precision(dev, precision):
-        stats_k = _moments(keys, chunks, dev, log_softmax, bar)
-        stats_q = stats_k if same else _moments(queries, chunks, dev, log_softmax, bar)
+        stats_k = _moments(keys, chunks, dev, log_softmax, fused, bar)
+        stats_q = stats_k if same else _moments(queries, chunks, dev, log_softmax, fused, bar)
         for start in range(0, nq, block):
             stop = min(start + block, nq)
-            acc = torch.zeros(stop - start, nt, dtype=torch.float32, device=dev)
-            for idx in chunks:
-                zk = _normalised(keys, idx, slice(None), stats_k, cls, dev, log_softmax, gemm_dtype)
+            acc = torch.empty(stop - start, nt, dtype=torch.float32, device=dev)
+            for j, idx in enumerate(chunks):
+                beta = 0.0 if j == 0 else 1.0  # the first product overwrites (acc is uninitialised)
+                zk = _normalised(keys, idx, slice(None), stats_k, cls, dev, log_softmax,
+                                 gemm_dtype, fused, kbuf)
                 if same:
-                    zq = zk[start:stop]
+                    zq = zk[:, start:stop]
                 else:
                     zq = _normalised(queries, idx, slice(start, stop), stats_q, cls, dev,
-                                     log_softmax, gemm_dtype)
+                                     log_softmax, gemm_dtype, fused, qbuf)
                 if gemm_dtype == torch.float32:
-                    acc.addmm_(zq, zk.T, alpha=alpha)
-                elif dev.type == "cuda":  # bf16 inputs, fp32 accumulation and output
-                    acc.add_(torch.mm(zq, zk.T, out_dtype=torch.float32), alpha=alpha)
-                else:  # CPU bf16 GEMM: accumulates in fp32, rounds each chunk's output to bf16
-                    acc.add_(torch.mm(zq, zk.T).float(), alpha=alpha)
+                    acc.addmm_(zq.T, zk, beta=beta, alpha=alpha)
+                else:
+                    if dev.type == "cuda":  # bf16 inputs, fp32 accumulation and output
+                        prod = torch.mm(zq.T, zk, out_dtype=torch.float32)
+                    else:  # CPU bf16 GEMM accumulates in fp32 but rounds its output to bf16
+                        prod = torch.mm(zq.T, zk).float()
+                    if j == 0:
+                        torch.mul(prod, alpha, out=acc)
+                    else:
+                        acc.add_(prod, alpha=alpha)
                 bar.update(1)
             yield start, stop, acc
 
@@ -392,7 +721,7 @@ def cosine_neighbours(query_features: np.ndarray, key_features: np.ndarray, *, k
     dev = pick_device(device)
 
     def unit(x: np.ndarray) -> Tensor:
-        t = torch.as_tensor(np.asarray(x)).to(dev).float()
+        t = torch.from_numpy(np.array(x, dtype=np.float32)).to(dev)
         if not bool(torch.isfinite(t).all()):
             raise ContractError("cosine_neighbours: features hold NaN or inf")
         return t / t.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
@@ -415,21 +744,24 @@ def cosine_neighbours(query_features: np.ndarray, key_features: np.ndarray, *, k
 
 def save_neighbours(path: str | os.PathLike, index: np.ndarray, similarity: np.ndarray,
                     **extra: np.ndarray) -> None:
-    """Write the neighbour contract: ``index`` (Nq, k) int32, ``similarity`` (Nq, k) float32."""
+    """Write the neighbour contract: ``index`` (..., Nq, k) int32, ``similarity`` float32.
+
+    The workflow stacks one (Nq, k) pair per model subset: (subsets, Nq, k), with ``models``
+    (subsets, max size) int64 (-1 padded) and ``sizes`` (subsets,) as ``extra`` arrays.
+    """
     save_npz(path, index=np.asarray(index, dtype=np.int32),
              similarity=np.asarray(similarity, dtype=np.float32), **extra)
 
 
-def load_neighbours(path: str | os.PathLike, num_keys: int | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Read and check a neighbour file written by :func:`save_neighbours`."""
+def load_neighbours(path: str | os.PathLike, num_keys: int | None = None) -> dict[str, np.ndarray]:
+    """Read and check a neighbour file written by :func:`save_neighbours`: all its arrays."""
     from multirun.io import load_npz
 
     data = load_npz(path, ("index", "similarity"))
     index, similarity = data["index"], data["similarity"]
-    if index.ndim != 2 or index.shape != similarity.shape or index.dtype != np.int32 \
+    if index.ndim < 2 or index.shape != similarity.shape or index.dtype != np.int32 \
             or similarity.dtype != np.float32:
-        raise ContractError(f"{path}: expected index (Nq, k) int32 and similarity (Nq, k) "
+        raise ContractError(f"{path}: expected index (..., Nq, k) int32 and similarity "
                             f"float32, got {index.shape} {index.dtype} and {similarity.shape} "
                             f"{similarity.dtype}; rerun the kernel stage")
     if not np.isfinite(similarity).all():
@@ -437,4 +769,4 @@ def load_neighbours(path: str | os.PathLike, num_keys: int | None = None
     if num_keys is not None and index.size and (index.min() < 0 or index.max() >= num_keys):
         raise ContractError(f"{path}: neighbour indices outside [0, {num_keys}); the kernel was "
                             "computed on another dataset: rerun the kernel stage")
-    return index, similarity
+    return data

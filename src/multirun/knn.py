@@ -147,8 +147,12 @@ def model_subsets(num_models: int, sizes: Sequence[int], repeats: int, seed: int
     return out
 
 
-class _Subset:
-    """A model subset of a ShardedLogits, streamed like one (no copy of the logits)."""
+class ModelSubset:
+    """Models ``sel`` of a ShardedLogits, streamed like one (nothing is copied until read).
+
+    Pass it to :func:`ensemble_predict`, :func:`single_model_accuracies` or
+    :func:`probability_correct` instead of ``logits.models(sel)`` to keep memory bounded.
+    """
 
     def __init__(self, logits, sel: np.ndarray):
         self.logits, self.sel = logits, sel
@@ -164,31 +168,48 @@ def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.asarray(pred) == np.asarray(labels)))
 
 
+def score_subset(index: np.ndarray, similarity: np.ndarray, logits, train_labels: np.ndarray,
+                 test_labels: np.ndarray, *, ks: Sequence[int], power: float = 4.0,
+                 votes: Sequence[str] = VOTES) -> list[dict]:
+    """Rows of accuracy for one model subset: kernel k-NN per (vote, k), ensemble, single.
+
+    ``index``/``similarity`` (Nq, k_max) are that subset's kernel neighbours; ``logits`` its
+    (M, Nq, C) test logits (array, :class:`ModelSubset` or ShardedLogits, streamed). Each row
+    has ``method`` (kernel | ensemble | single), ``k`` and ``vote`` ("" for the baselines) and
+    ``accuracy`` in [0, 1]: the columns of the workflow's ``knn/{variant}/scores.csv``.
+    """
+    c = _shape(logits)[2]
+    rows = []
+    for vote in votes:
+        for k in ks:
+            pred = knn_predict(index, similarity, train_labels, k=k, vote=vote, power=power,
+                               num_classes=c)
+            rows.append({"method": "kernel", "k": k, "vote": vote,
+                         "accuracy": accuracy(pred, test_labels)})
+    rows.append({"method": "ensemble", "k": "", "vote": "",
+                 "accuracy": accuracy(ensemble_predict(logits), test_labels)})
+    rows.append({"method": "single", "k": "", "vote": "",
+                 "accuracy": float(single_model_accuracies(logits, test_labels).mean())})
+    return rows
+
+
 def score_model_subsets(test, train, train_labels: np.ndarray, test_labels: np.ndarray, *,
                         sizes: Sequence[int], repeats: int, seed: int, ks: Sequence[int],
                         power: float = 4.0, votes: Sequence[str] = VOTES, **engine) -> list[dict]:
-    """Accuracy vs number of models: kernel k-NN, logit ensemble and single models per subset.
+    """Accuracy vs number of models in memory: neighbours then :func:`score_subset` per subset.
 
     ``test``/``train``: :class:`multirun.kernel.ShardedLogits`; ``engine``: keyword
     arguments of :func:`multirun.kernel.neighbours` (log_softmax, chunk_models, ...).
-    One row per (method, n_models, subset, vote, k) with ``accuracy`` in [0, 1].
+    Rows of :func:`score_subset` with ``n_models`` and ``subset`` (index among its size).
     """
     from multirun.kernel import neighbours
 
-    c = test.num_classes
     rows: list[dict] = []
-    for j, (size, sel) in enumerate(model_subsets(test.num_models, sizes, repeats, seed)):
-        base = {"n_models": size, "subset": j}
+    seen: dict[int, int] = {}
+    for size, sel in model_subsets(test.num_models, sizes, repeats, seed):
+        seen[size] = seen.get(size, -1) + 1
         index, sim = neighbours(test, train, k=max(ks), models=sel, **engine)
-        for vote in votes:
-            for k in ks:
-                pred = knn_predict(index, sim, train_labels, k=k, vote=vote, power=power,
-                                   num_classes=c)
-                rows.append({**base, "method": "kernel_knn", "vote": vote, "k": k,
-                             "accuracy": accuracy(pred, test_labels)})
-        logits = _Subset(test, sel)
-        rows.append({**base, "method": "ensemble", "vote": "", "k": 0,
-                     "accuracy": accuracy(ensemble_predict(logits), test_labels)})
-        rows.append({**base, "method": "single_model_mean", "vote": "", "k": 0,
-                     "accuracy": float(single_model_accuracies(logits, test_labels).mean())})
+        scored = score_subset(index, sim, ModelSubset(test, sel), train_labels, test_labels,
+                              ks=ks, power=power, votes=votes)
+        rows += [{"n_models": size, "subset": seen[size], **r} for r in scored]
     return rows

@@ -232,7 +232,7 @@ def _check_data(x: Tensor, y: Tensor, num_classes: int | None) -> tuple[Tensor, 
     c = int(y.max()) + 1 if num_classes is None else int(num_classes)
     if int(y.max()) >= c:
         raise ContractError(f"training data: label {int(y.max())} >= num_classes {c}")
-    return x.to(torch.float32), y, c
+    return (x if x.dtype == torch.float64 else x.to(torch.float32)), y, c
 
 
 def _check_seeds(seeds: Sequence[int]) -> list[int]:
@@ -265,7 +265,7 @@ def train_one(x: Tensor, y: Tensor, seed: int, model_spec: Mapping[str, Any],
     spec, recipe = normalize_spec(model_spec), normalize_recipe(recipe)
     x, y, num_classes = _check_data(x, y, num_classes)
     device = torch.device(device)
-    model = init_model(seed, spec, tuple(x.shape[1:]), num_classes).to(device).train()
+    model = init_model(seed, spec, tuple(x.shape[1:]), num_classes).to(device, x.dtype).train()
     opt = torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
                           weight_decay=recipe["weight_decay"],
                           nesterov=recipe["optimizer"] == "nesterov")
@@ -288,6 +288,11 @@ def train_one(x: Tensor, y: Tensor, seed: int, model_spec: Mapping[str, Any],
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+def _cast(t: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Move ``t`` to ``device``; floating tensors also to ``dtype`` (integer counters stay)."""
+    return t.to(device, dtype) if t.is_floating_point() else t.to(device)
+
+
 def _meta_model(spec: Mapping[str, Any], input_shape: tuple[int, ...],
                 num_classes: int) -> nn.Module:
     """A parameter-less (meta device) copy of the architecture for ``functional_call``."""
@@ -295,16 +300,55 @@ def _meta_model(spec: Mapping[str, Any], input_shape: tuple[int, ...],
         return build_model(spec, input_shape, num_classes)
 
 
+def _match_grad_layout(params: dict[str, Tensor], buffers: dict[str, Tensor], batched_loss,
+                       xb: Tensor, yb: Tensor) -> dict[str, Tensor]:
+    """Re-lay out each stacked parameter in the memory order its batched gradient has.
+
+    Under ``vmap`` the weight gradient of a linear/conv layer comes out of a batched
+    matrix product transposed relative to the stacked weight. ``AccumulateGrad``
+    would then copy every gradient into the parameter's layout and SGD would add
+    tensors of different strides, both slow strided passes (on the CPU they cost
+    as much as the matrix products). One probe step on ``xb`` (B, ...) shared by
+    all seeds (BatchNorm buffers are copied, not touched) reads the gradient
+    strides; each parameter is copied into a tensor with those strides. Values
+    are unchanged; only the memory order differs.
+    """
+    s = next(iter(params.values())).shape[0]
+    probe_x = xb.unsqueeze(0).expand(s, *xb.shape)
+    probe_y = yb.to(xb.device).unsqueeze(0).expand(s, *yb.shape)
+    loss, _ = batched_loss(params, {k: v.clone() for k, v in buffers.items()}, probe_x, probe_y)
+    grads = torch.autograd.grad(loss.sum(), list(params.values()), allow_unused=True)
+    out = {}
+    for (k, p), g in zip(params.items(), grads, strict=True):
+        if g is not None and g.stride() != p.stride() and _dense(g):
+            q = torch.empty_strided(p.shape, g.stride(), dtype=p.dtype, device=p.device)
+            p = q.copy_(p.detach()).requires_grad_(True)
+        out[k] = p
+    return out
+
+
+def _dense(t: Tensor) -> bool:
+    """``t`` covers its storage exactly once (a permutation of a contiguous tensor)."""
+    order = sorted(range(t.dim()), key=lambda d: t.stride(d))
+    expected = 1
+    for d in order:
+        if t.shape[d] != 1 and t.stride(d) != expected:
+            return False
+        expected *= t.shape[d]
+    return True
+
+
 def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe: dict,
                 device: torch.device | str, progress: bool = True, *,
                 num_classes: int | None = None) -> dict:
     """Train every seed of ``seeds`` as one vectorised program; return the checkpoint.
 
-    ``x`` (N, ...) float32 and ``y`` (N,) int64 clean labels (label noise is drawn
-    per seed). Returns ``{"format": 1, "model_spec", "recipe", "seeds",
-    "input_shape", "num_classes", "num_train", "state": {name: (S, ...) CPU tensor},
-    "history": {"train_loss": (S, epochs) float32, "train_acc": (S, epochs)
-    float32, "lr": (total_steps,) float32}}``. ``train_loss``/``train_acc`` are
+    ``x`` (N, ...) float32 (float64 trains in float64, for exactness checks) and
+    ``y`` (N,) int64 clean labels (label noise is drawn per seed). Returns
+    ``{"format": 1, "model_spec", "recipe", "seeds", "input_shape", "num_classes",
+    "num_train", "state": {name: (S, ...) CPU tensor}, "history": {"train_loss":
+    (S, epochs) float32, "train_acc": (S, epochs) float32, "lr": (total_steps,)
+    float32}}``. ``train_loss``/``train_acc`` are
     means over the epoch's steps, measured on the (augmented, noisy) batches as
     trained, in train mode. ``num_classes`` defaults to ``max(y) + 1``.
     A tqdm bar over steps goes to stderr when ``progress``.
@@ -319,22 +363,14 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
     base = _meta_model(spec, input_shape, num_classes).train()
     param_names = [k for k, _ in models[0].named_parameters()]
     buffer_names = [k for k, _ in models[0].named_buffers()]
-    params = {k: torch.stack([m.get_parameter(k).detach() for m in models]).to(device)
+    params = {k: torch.stack([m.get_parameter(k).detach() for m in models]).to(device, x.dtype)
               for k in param_names}
-    buffers = {k: torch.stack([m.get_buffer(k) for m in models]).to(device)
+    buffers = {k: _cast(torch.stack([m.get_buffer(k) for m in models]), device, x.dtype)
                for k in buffer_names}
     del models
+    xd = x.to(device)
     for p in params.values():
         p.requires_grad_(True)
-    opt = torch.optim.SGD(list(params.values()), lr=recipe["lr"], momentum=recipe["momentum"],
-                          weight_decay=recipe["weight_decay"],
-                          nesterov=recipe["optimizer"] == "nesterov")
-
-    labels = torch.stack([training_labels(y, seed, recipe["label_noise"], num_classes)
-                          for seed in seeds]).to(device)  # (S, N)
-    xd = x.to(device)
-    order_gs = [generator(seed, "order") for seed in seeds]
-    aug_gs = [generator(seed, "augment") for seed in seeds]
     smoothing = recipe["label_smoothing"]
 
     def loss_one(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor,
@@ -344,6 +380,16 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
         return loss, (logits.argmax(-1) == yb).sum()
 
     batched_loss = vmap(loss_one, randomness="error")
+    batch = min(recipe["batch_size"], n)
+    params = _match_grad_layout(params, buffers, batched_loss, xd[:batch], y[:batch])
+    opt = torch.optim.SGD(list(params.values()), lr=recipe["lr"], momentum=recipe["momentum"],
+                          weight_decay=recipe["weight_decay"],
+                          nesterov=recipe["optimizer"] == "nesterov")
+
+    labels = torch.stack([training_labels(y, seed, recipe["label_noise"], num_classes)
+                          for seed in seeds]).to(device)  # (S, N)
+    order_gs = [generator(seed, "order") for seed in seeds]
+    aug_gs = [generator(seed, "augment") for seed in seeds]
     steps, total, warmup = _schedule(n, recipe)
     epochs = recipe["epochs"]
     loss_hist = torch.zeros(s, epochs, dtype=torch.float64, device=device)
@@ -376,8 +422,14 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
         if progress:
             bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss_hist[:, epoch].mean()) / steps:.4f}")
     bar.close()
-    state = {k: v.detach().to("cpu", copy=True) for k, v in {**params, **buffers}.items()}
-    batch = min(recipe["batch_size"], n)
+    state = {k: v.detach().to("cpu", copy=True).contiguous()
+             for k, v in {**params, **buffers}.items()}
+    finite = torch.stack([torch.isfinite(v.flatten(1)).all(1) for v in state.values()
+                          if v.is_floating_point()]).all(0)
+    if not finite.all():
+        bad = [seed for seed, ok in zip(seeds, finite.tolist(), strict=True) if not ok]
+        raise ContractError(f"train.recipe.lr: seeds {bad} diverged (NaN/inf weights) with "
+                            f"lr {recipe['lr']}; lower train.recipe.lr (or add warm-up)")
     return {
         "format": CHECKPOINT_FORMAT,
         "model_spec": spec,
@@ -495,6 +547,8 @@ def evaluate_shard(ckpt: Mapping[str, Any], x: Tensor, *, batch_size: int,
     device = torch.device(device)
     base = _meta_model(ckpt["model_spec"], tuple(ckpt["input_shape"]),
                        int(ckpt["num_classes"])).eval()
+    dtype = next((v.dtype for v in ckpt["state"].values() if v.dtype == torch.float64),
+                 torch.float32)  # float64 only for exactness checks
     state = {k: v.to(device) for k, v in ckpt["state"].items()}
 
     def run(st: dict[str, Tensor], xb: Tensor) -> tuple[Tensor, Tensor]:
@@ -505,7 +559,7 @@ def evaluate_shard(ckpt: Mapping[str, Any], x: Tensor, *, batch_size: int,
     logits_out: Tensor | None = None
     feats_out: Tensor | None = None
     for start in range(0, n, int(batch_size)):
-        xb = x[start:start + int(batch_size)].to(device, torch.float32)
+        xb = x[start:start + int(batch_size)].to(device, dtype)
         f, lg = batched(state, xb)
         if logits_out is None:
             logits_out = torch.empty(s, n, lg.shape[-1], dtype=torch.float32)

@@ -32,6 +32,27 @@ def logit_files(split):
     return [f"{R}/logits/shard-{s}/{split}.npy" for s in SHARDS]
 
 
+def feature_files():
+    """Penultimate features of the first shard (the cosine-neighbour baseline), if stored."""
+    first = next(iter(SHARDS))
+    if not FEATURES:
+        return {}
+    return {
+        f"features_{s}": f"{R}/logits/shard-{first}/features_{s}.npy"
+        for s in ("train", "test")
+    }
+
+
+NEIGHBOUR_FIGURES = [
+    "neighbour_pairs",
+    "neighbour_failures",
+    "neighbour_random",
+    "probability_correct",
+    "per_class_vs_summed",
+    "logsoftmax_vs_raw",
+]
+
+
 def figure_paths(name):
     return [f"{R}/figures/{name}.{ext}" for ext in FORMATS]
 
@@ -45,6 +66,7 @@ def hessian_checkpoints():
 
 def default_targets():
     targets = figure_paths("accuracy_vs_models") + [f"{R}/knn/{VARIANT}/scores.csv"]
+    targets += [path for name in NEIGHBOUR_FIGURES for path in figure_paths(name)]
     if not PUBLISHED:
         targets += figure_paths("hessian_spectrum") + figure_paths(
             "width_sweep_default"
@@ -77,13 +99,13 @@ def logits_outputs():
     return out
 
 
-def figure_output(name, caption, category):
-    """The PNG (also in the --report) and any other formats of figures.formats."""
+def figure_output(name, caption, category, key=""):
+    """Named outputs {key}png (also in the --report) and {key}other (the other formats)."""
     return {
-        "png": report(
+        f"{key}png": report(
             f"{R}/figures/{name}.png",
             caption=f"../report/{caption}.rst",
             category=category,
         ),
-        "other": [f"{R}/figures/{name}.{ext}" for ext in FORMATS if ext != "png"],
+        f"{key}other": [f"{R}/figures/{name}.{ext}" for ext in FORMATS if ext != "png"],
     }

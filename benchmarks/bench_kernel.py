@@ -1,0 +1,321 @@
+"""Ensemble-kernel throughput against the write-up's reference code and the machine's GEMM peak.
+
+Default (a few minutes on a 2-core CPU): synthetic fp16 logits (512 models, 10,000 train,
+2,000 test, 10 classes) written as two .npy shards per split, then, in this one process:
+
+* ``peak``: the machine's fp32 GEMM rate, best of a few large square ``torch.mm``;
+* ``reference``: the write-up's ``compute_kernel`` (adapted from .cuda() to CPU, below) + top-k;
+* ``engine``: :func:`multirun.kernel.neighbours` (fused CPU kernels), and the same with plain
+  torch ops (the fallback without a C++ compiler);
+* ``precision``: error of bf16 (run) and TF32 (emulated: inputs rounded to 10 mantissa bits)
+  against float64, on a smaller problem.
+
+Ratios printed: engine GFLOP/s / peak, reference time / engine time.
+
+``--memory``: peak resident memory of the engine at M and 8M models (child processes).
+``--scale``: 20,000 models x 10,000 train x 2,000 test streamed from disk (written in chunks
+to a temp dir, ~4.8 GB): time, GFLOP/s, peak memory. Takes many minutes.
+
+    .venv/bin/python benchmarks/bench_kernel.py [--models 512] [--memory] [--scale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import multirun.kernel as K
+from multirun.kernel import ShardedLogits, neighbours
+
+TOPK = 20
+
+
+# --------------------------------------------------------------------------- the reference
+
+
+def reference_normalize(logits):
+    logits = logits.float()
+    logits = logits.log_softmax(-1)
+    logits = (logits - logits.mean(0, keepdim=True)) / logits.std(0, keepdim=True)
+    return logits
+
+
+def reference_compute_kernel(logits1, logits2):
+    """The write-up's compute_kernel, with .cuda() removed and 10 read from the shape."""
+    logits1 = reference_normalize(logits1)
+    logits2 = reference_normalize(logits2)
+    assert len(logits1) == len(logits2)
+    num_classes = logits1.shape[-1]
+    kernel = torch.zeros(logits1.shape[1], logits2.shape[1])
+    for c in range(num_classes):
+        logits1_cls = logits1[..., c]
+        logits2_cls = logits2[..., c]
+        corr_cls = (logits1_cls.T @ logits2_cls) / len(logits1)
+        kernel += corr_cls / num_classes
+    return kernel
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def synthetic_logits(rng, models, examples, classes, chunk=256):
+    """fp16 logits with structure: a per-example class profile shared by models, plus noise."""
+    profile = rng.standard_normal((examples, classes)).astype(np.float32) * 3
+    out = np.empty((models, examples, classes), dtype=np.float16)
+    for start in range(0, models, chunk):
+        m = min(chunk, models - start)
+        noise = rng.standard_normal((m, examples, classes), dtype=np.float32)
+        out[start : start + m] = profile + 2 * noise
+    return out
+
+
+def write_shards(folder: Path, name: str, array: np.ndarray, shards: int = 2) -> list[Path]:
+    paths = []
+    for i, part in enumerate(np.array_split(array, shards)):
+        paths.append(folder / f"{name}-{i:03d}.npy")
+        np.save(paths[-1], part)
+    return paths
+
+
+def gemm_peak(n: int = 4096, repeats: int = 2) -> float:
+    """Measured fp32 GEMM rate (FLOP/s): best of ``repeats`` square n x n products."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def timed(fn, repeats: int = 1):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set (VmHWM) of this process in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def bench_default(models: int, train: int, test: int, classes: int, repeats: int) -> None:
+    rng = np.random.default_rng(0)
+    flops = 2.0 * test * train * models * classes
+    print(f"machine: {machine()}")
+    print(f"problem: {models} models, {train} train, {test} test, {classes} classes, top-{TOPK}; "
+          f"{flops / 1e9:.1f} GFLOP per kernel")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        x_train = synthetic_logits(rng, models, train, classes)
+        x_test = synthetic_logits(rng, models, test, classes)
+        q = ShardedLogits(write_shards(tmp, "test", x_test))
+        t = ShardedLogits(write_shards(tmp, "train", x_train))
+        K._fused()  # build/load outside the timings
+
+        def reference():
+            kern = reference_compute_kernel(torch.from_numpy(x_test), torch.from_numpy(x_train))
+            return kern.topk(TOPK, dim=1)
+
+        def engine():
+            return neighbours(q, t, k=TOPK, progress=False, device="cpu")
+
+        # The machine is shared: measure the GEMM peak right before and after every engine
+        # run and pair each reference run with an engine run; report medians of the ratios.
+        peaks, engine_s, reference_s, of_peak, speedup = [], [], [], [], []
+        for r in range(repeats):
+            before = gemm_peak()
+            t_eng, (index, sim) = timed(engine)
+            after = gemm_peak()
+            peaks += [before, after]
+            engine_s.append(t_eng)
+            of_peak.append(flops / t_eng / ((before + after) / 2))
+            if r < max(1, repeats - 1):
+                t_ref, ref = timed(reference)
+                reference_s.append(t_ref)
+                speedup.append(t_ref / t_eng)
+        peak = float(np.median(peaks))
+        t_eng, t_ref = float(np.median(engine_s)), float(np.median(reference_s))
+        print(f"peak   fp32 GEMM (4096^3 torch.mm)   : {peak / 1e9:7.1f} GFLOP/s (median; range "
+              f"{min(peaks) / 1e9:.1f}-{max(peaks) / 1e9:.1f})")
+        print(f"reference (write-up code on CPU)     : {t_ref:7.2f} s  "
+              f"{flops / t_ref / 1e9:7.1f} GFLOP/s  {flops / t_ref / peak:6.1%} of peak")
+        print(f"engine (fused CPU kernels)           : {t_eng:7.2f} s  "
+              f"{flops / t_eng / 1e9:7.1f} GFLOP/s  {flops / t_eng / peak:6.1%} of peak")
+        saved = K._fused_module
+        K._fused_module = False
+        try:
+            t_torch, _ = timed(engine)
+        finally:
+            K._fused_module = saved
+        print(f"engine (plain torch ops, fallback)   : {t_torch:7.2f} s  "
+              f"{flops / t_torch / 1e9:7.1f} GFLOP/s  {flops / t_torch / peak:6.1%} of peak")
+        err = float(np.abs(sim - ref.values.numpy()).max())
+        print(f"max |similarity - reference|         : {err:.2e}")
+        print(f"RATIO engine / GEMM peak             : {np.median(of_peak):.3f} (target >= 0.85; "
+              f"per run, against the peak measured around it: "
+              f"{', '.join(f'{x:.3f}' for x in of_peak)})")
+        print(f"RATIO reference time / engine time   : {np.median(speedup):.2f} (target >= 2; per "
+              f"pair: {', '.join(f'{x:.2f}' for x in speedup)})")
+        precision_errors(x_test[:128, :1000], x_train[:128, :4000])
+
+
+def precision_errors(x_test: np.ndarray, x_train: np.ndarray) -> None:
+    """bf16 (run) and TF32 (emulated) kernels against float64."""
+    def rounded_tf32(z: torch.Tensor) -> torch.Tensor:  # round to nearest, 10 mantissa bits
+        bits = z.contiguous().view(torch.int32)
+        return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+    def stacked(x):
+        return K.normalize(torch.from_numpy(x)).permute(1, 0, 2).reshape(x.shape[1], -1)
+
+    zq, zk = stacked(x_test), stacked(x_train)
+    alpha = 1.0 / (x_test.shape[0] * x_test.shape[2])
+    exact = (zq.double() @ zk.double().T) * alpha
+    variants = {
+        "fp32": (zq @ zk.T) * alpha,
+        "tf32 (emulated)": (rounded_tf32(zq) @ rounded_tf32(zk).T) * alpha,
+        "bf16": (zq.bfloat16().float() @ zk.bfloat16().float().T) * alpha,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        q = ShardedLogits(write_shards(Path(tmp), "q", x_test, 1))
+        t = ShardedLogits(write_shards(Path(tmp), "t", x_train, 1))
+        variants["bf16 (engine, CPU)"] = torch.from_numpy(
+            K.dense_kernel(q, t, precision="bf16", device="cpu", chunk_models=64))
+    top_exact = exact.topk(TOPK, dim=1).indices
+    print(f"precision vs float64 ({x_test.shape[0]} models, {x_test.shape[1]} x "
+          f"{x_train.shape[1]}): max abs error, mean abs error, top-{TOPK} sets identical")
+    for name, kern in variants.items():
+        diff = (kern.double() - exact).abs()
+        top = kern.topk(TOPK, dim=1).indices
+        same = np.mean([set(a.tolist()) == set(b.tolist()) for a, b in zip(top, top_exact,
+                                                                             strict=True)])
+        print(f"  {name:20s}: {diff.max():.2e}  {diff.mean():.2e}  {same:6.1%}")
+
+
+def child_memory(models: int, train: int, test: int, classes: int, folder: str) -> None:
+    """Run the engine on shards in ``folder`` (made by the parent) and print JSON."""
+    paths = sorted(Path(folder).glob("*.npy"))
+    t = ShardedLogits([p for p in paths if p.name.startswith("train")])
+    q = ShardedLogits([p for p in paths if p.name.startswith("test")])
+    sel = np.arange(models)
+    t0 = time.perf_counter()
+    neighbours(q, t, k=TOPK, models=sel, progress=False, device="cpu")
+    print(json.dumps({"models": models, "seconds": time.perf_counter() - t0,
+                      "peak_rss_mib": peak_rss_mib()}))
+
+
+def bench_memory(models: int, train: int, test: int, classes: int) -> None:
+    """Peak RSS at M and 8M models: bounded by chunk and block, not by M."""
+    rng = np.random.default_rng(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        for split, n in (("train", train), ("test", test)):
+            write_shards(Path(tmp), split, synthetic_logits(rng, 8 * models, n, classes), 8)
+        for m in (models, 8 * models):
+            out = subprocess.run([sys.executable, __file__, "--child-memory", str(m), "--train",
+                                  str(train), "--test", str(test), "--classes", str(classes),
+                                  "--folder", tmp], capture_output=True, text=True, check=True)
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"memory: {row['models']:6d} models  {row['seconds']:7.1f} s  "
+                  f"peak RSS {row['peak_rss_mib']:7.0f} MiB")
+
+
+def bench_scale(models: int, train: int, test: int, classes: int, folder: str | None) -> None:
+    """Stream ``models`` models from disk (shards of 1,000 models, written chunk by chunk)."""
+    rng = np.random.default_rng(2)
+    flops = 2.0 * test * train * models * classes
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        paths: dict[str, list[Path]] = {"train": [], "test": []}
+        profiles = {s: rng.standard_normal((n, classes)).astype(np.float32) * 3
+                    for s, n in (("train", train), ("test", test))}
+        per_shard = 1000
+        for i, start in enumerate(range(0, models, per_shard)):
+            m = min(per_shard, models - start)
+            for split, n in (("train", train), ("test", test)):
+                path = tmp / f"{split}-{i:03d}.npy"
+                out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16,
+                                                shape=(m, n, classes))
+                for a in range(0, m, 100):
+                    b = min(a + 100, m)
+                    noise = rng.standard_normal((b - a, n, classes), dtype=np.float32)
+                    out[a:b] = profiles[split] + 2 * noise
+                out.flush()
+                del out
+                paths[split].append(path)
+        print(f"scale: wrote {models} models in {time.perf_counter() - t0:.0f} s "
+              f"({sum(p.stat().st_size for v in paths.values() for p in v) / 2**30:.1f} GiB)")
+        peak = gemm_peak()
+        q, t = ShardedLogits(paths["test"]), ShardedLogits(paths["train"])
+        K._fused()
+        t0 = time.perf_counter()
+        neighbours(q, t, k=TOPK, progress=True, device="cpu")
+        dt = time.perf_counter() - t0
+        print(f"scale: {models} models x {train} train x {test} test: {dt:.0f} s, "
+              f"{flops / dt / 1e9:.1f} GFLOP/s ({flops / dt / peak:.1%} of the {peak / 1e9:.1f} "
+              f"GFLOP/s peak), peak RSS {peak_rss_mib():.0f} MiB")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--models", type=int, default=512)
+    p.add_argument("--train", type=int, default=10_000)
+    p.add_argument("--test", type=int, default=2_000)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=3, help="engine runs (each between two peaks)")
+    p.add_argument("--memory", action="store_true", help="peak RSS at --memory-models and 8x")
+    p.add_argument("--memory-models", type=int, default=128)
+    p.add_argument("--scale", action="store_true", help="20,000 models streamed from disk")
+    p.add_argument("--scale-models", type=int, default=20_000)
+    p.add_argument("--scale-dir", default=None, help="where the temporary shards go")
+    p.add_argument("--skip-default", action="store_true")
+    p.add_argument("--child-memory", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--folder", default="", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child_memory:
+        child_memory(a.child_memory, a.train, a.test, a.classes, a.folder)
+        return
+    if not a.skip_default:
+        bench_default(a.models, a.train, a.test, a.classes, a.repeats)
+    if a.memory:
+        bench_memory(a.memory_models, a.train, a.test, a.classes)
+    if a.scale:
+        bench_scale(a.scale_models, a.train, a.test, a.classes, a.scale_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Figures: shared style (``style``), neighbour interpretability (``neighbours``), spectra."""

@@ -1,0 +1,90 @@
+"""The spectrum and width-sweep figures render from made-up data and show what they claim."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from multirun.plots.spectra import plot_spectrum, plot_width_sweep  # noqa: E402
+
+
+def fake_spectrum(rng, scale: float, slq: bool = True) -> dict[str, np.ndarray]:
+    top = np.sort(np.exp(rng.normal(0, 1, 10)) * scale)[::-1]
+    bottom = np.sort(rng.normal(0, 0.05, 10))
+    out = {"top": top, "bottom": bottom, "top_converged": np.arange(10) < 7,
+           "bottom_converged": np.arange(10) < 2}
+    if slq:
+        nodes = np.sort(rng.normal(0, 0.1, (3, 15)), axis=1)
+        nodes[:, -3:] = top[:3]
+        out["slq_nodes"], out["slq_weights"] = nodes, np.full((3, 15), 1 / 15)
+    return out
+
+
+def test_plot_spectrum_overlays_models(tmp_path):
+    rng = np.random.default_rng(0)
+    spectra = {"w8": fake_spectrum(rng, 1.0), "w32": fake_spectrum(rng, 3.0)}
+    spectra["w32"]["top"][-1] = np.nan  # a Lanczos run that stopped early
+    fig = plot_spectrum(spectra, sigma=0.02, title="t")
+    ritz, dens = fig.axes[:2]
+    assert ritz.get_yscale() == "symlog" and dens.get_yscale() == "log"
+    # one top and one bottom line per model, one density curve per model
+    assert len(ritz.get_lines()) == 2 * 2 + 1  # + the zero line
+    assert [ln.get_label() for ln in dens.get_lines() if not ln.get_label().startswith("_")] == ["w8", "w32"]
+    # NaN entries are dropped, not drawn
+    assert len(ritz.get_lines()[2].get_xdata()) == 9
+    # the density curves integrate to ~1 over their grid
+    for ln in dens.get_lines()[:2]:
+        x, y = ln.get_xdata(), ln.get_ydata()
+        if len(x) > 2:
+            assert np.trapezoid(y, x) == pytest.approx(1.0, abs=1e-3)
+    fig.savefig(tmp_path / "s.png")
+    assert (tmp_path / "s.png").stat().st_size > 10_000
+    plt.close(fig)
+
+
+def test_plot_spectrum_without_slq_has_one_panel():
+    rng = np.random.default_rng(1)
+    fig = plot_spectrum({"only": fake_spectrum(rng, 1.0, slq=False)})
+    assert len(fig.axes) == 1
+    plt.close(fig)
+    with pytest.raises(ValueError):
+        plot_spectrum({})
+
+
+def test_plot_width_sweep_panels_and_parameter_axis(tmp_path):
+    widths = [4, 8, 16, 64]
+    rows = []
+    for w in widths:
+        for seed in range(2):
+            for z in (1.0, 10.0):
+                rows.append({"width": w, "num_params": 51 * w + 10, "train_loss": 1.0 / w + seed,
+                             "test_loss": 1.0 + seed, "z": z,
+                             "effective_dimension": w / z + seed})
+    fig = plot_width_sweep(rows, title="sweep")
+    main = [ax for ax in fig.axes if ax.get_xlabel().startswith("width")]
+    assert len(main) == 3
+    for ax in main:
+        assert ax.get_xscale() == "log"
+        np.testing.assert_allclose(ax.get_xticks(), widths)
+    # train-loss panel: seed mean per width
+    line = main[0].containers[0].lines[0]
+    np.testing.assert_allclose(line.get_ydata(), [1.0 / w + 0.5 for w in widths])
+    # effective dimension panel: one curve per z
+    effd = [c.lines[0] for c in main[2].containers]
+    assert len(effd) == 2
+    np.testing.assert_allclose(effd[1].get_ydata(), [w / 10 + 0.5 for w in widths])
+    # parameter counts on the secondary axes
+    fig.canvas.draw()
+    tops = [child for ax in main for child in ax.child_axes]
+    assert len(tops) == 3
+    texts = {t.get_text() for ax in tops for t in ax.get_xticklabels()}
+    assert {"214", "418", "826", "3.3k"} <= texts
+    fig.savefig(tmp_path / "w.png")
+    plt.close(fig)
+    with pytest.raises(ValueError, match="test_loss"):
+        plot_width_sweep({"width": [1], "num_params": [1], "train_loss": [1],
+                          "effective_dimension": [1]})
