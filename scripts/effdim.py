@@ -14,8 +14,8 @@ FIELDS = ["spectrum", "width", "seed", "num_params", "train_loss", "test_loss", 
 def main(smk):
     rows = []
     for path in smk.input.spectra:
-        s = io.load_npz(path, ("top", "top_converged", "loss", "num_params", "weight_decay"))
-        eig = s["top"][s["top_converged"]]
+        s = io.load_npz(path, ("ritz_values", "ritz_converged", "top", "loss", "num_params"))
+        eig = s["ritz_values"][s["ritz_converged"]]  # every converged eigenvalue, raw (negatives too)
         zs = list(smk.params.z)
         if s["weight_decay"] > 0:  # the write-up's heuristic: N * weight decay
             zs.append(float(s["num_examples"] * s["weight_decay"]))

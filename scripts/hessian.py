@@ -43,6 +43,8 @@ def main(smk):
         slq_nodes=density["nodes"], slq_weights=density["weights"],
         trace_slq=np.float64(density["trace_slq"]),
         trace_hutchinson=np.float64(density["trace_hutchinson"]),
+        trace_hutchinson_stderr=np.float64(density["trace_hutchinson_stderr"]),
+        slq_second_moment=np.float64(density["second_moment"]),
         test_loss=np.float64(test_loss), test_accuracy=np.float64(test_acc),
         train_accuracy_clean=np.float64(
             (model(x).argmax(1) == y_clean[:n]).float().mean().item()

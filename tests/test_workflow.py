@@ -45,7 +45,8 @@ def test_knn_setting_reruns_only_scoring_and_its_figure(tiny_copy):
     workdir, cfg = tiny_copy
     cfg["knn"]["power"] = 2
     write_config(workdir, cfg)
-    assert planned_jobs(workdir) == {"knn": 1, "figure_accuracy": 1, "all": 1}
+    # both kernel variants' scores (logsoftmax, raw) and the two figures that read scores
+    assert planned_jobs(workdir) == {"knn": 2, "figure_accuracy": 1, "figure_neighbours": 1, "all": 1}
 
 
 def test_one_more_shard_trains_only_that_shard(tiny_copy):
@@ -54,7 +55,7 @@ def test_one_more_shard_trains_only_that_shard(tiny_copy):
     write_config(workdir, cfg)
     jobs = planned_jobs(workdir)
     assert jobs["train_shard"] == 1 and jobs["logits"] == 1
-    assert jobs["kernel"] == 1 and jobs["knn"] == 1
+    assert jobs["kernel"] == 2 and jobs["knn"] == 2  # both variants read every shard
     assert "hessian" not in jobs and "train_width" not in jobs and "dataset" not in jobs
 
 
