@@ -120,6 +120,13 @@ def test_a_seed_does_not_depend_on_its_shard(vectors):
     assert not torch.allclose(b["state"]["head.weight"][0], b["state"]["head.weight"][1])
 
 
+def test_same_seed_twice_gives_identical_logits(vectors):
+    x, y = vectors
+    runs = [train_shard(x, y, [3, 4], MLP, RECIPE, "cpu", progress=False) for _ in range(2)]
+    logits = [evaluate_shard(r, x, batch_size=32, device="cpu")[0] for r in runs]
+    assert torch.equal(logits[0], logits[1])  # bit for bit on the CPU
+
+
 # ----------------------------------------------------------------------------- recipe pieces
 
 
