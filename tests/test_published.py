@@ -11,8 +11,8 @@ import csv
 import numpy as np
 import pytest
 import torch
-
 from conftest import snakemake, tiny_config, write_config
+
 from multirun import data
 
 pytestmark = pytest.mark.workflow
