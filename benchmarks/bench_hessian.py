@@ -1,7 +1,8 @@
 """Hessian benchmark: Lanczos vs PyHessian-style deflated power iteration, HVP vs gradient cost.
 
-Everything runs in one process on one trained model of the default run (MLP
-40 -> 256 -> 256 -> 10, ReLU, MNIST-1D generated offline, trained briefly with plain SGD
+Everything runs in one process on one trained MLP of the default run's family, at width
+256 (40 -> 256 -> 256 -> 10, ReLU; the default run's models are 40 -> 100 -> 100 -> 10,
+so this is the harder case), MNIST-1D generated offline, trained briefly with plain SGD
 so that the Hessian is not the one at initialisation), on the first ``--examples``
 training examples with the full batch (``hessian.batch_size`` of the default config).
 
@@ -40,12 +41,10 @@ from multirun.hessian import HessianOperator, lanczos, slq, spectrum
 
 
 def load_mnist1d(examples: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from mnist1d.data import get_dataset_args, make_dataset
+    from multirun.data import make_mnist1d
 
-    data = make_dataset(get_dataset_args())  # generated offline from the templates
-    x = torch.tensor(data["x"][:examples], dtype=torch.float32)
-    y = torch.tensor(data["y"][:examples], dtype=torch.long)
-    return x, y
+    data = make_mnist1d()  # generated offline, the workflow's default dataset
+    return torch.from_numpy(data["x_train"][:examples]), torch.from_numpy(data["y_train"][:examples])
 
 
 def train_mlp(x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float, seed: int = 0) -> nn.Module:

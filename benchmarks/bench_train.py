@@ -42,9 +42,9 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F
 import yaml  # noqa: E402
-from mnist1d.data import get_dataset_args, make_dataset  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from multirun.data import make_mnist1d  # noqa: E402
 from multirun.train import evaluate_shard, init_model, train_one, train_shard  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,13 +52,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def mnist1d(seed: int, num_samples: int) -> dict[str, torch.Tensor]:
     """MNIST-1D generated offline with the package's default arguments (80/20 split)."""
-    args = get_dataset_args()
-    args.seed, args.num_samples = seed, num_samples
-    d = make_dataset(args)
-    return {"x": torch.tensor(d["x"], dtype=torch.float32),
-            "y": torch.tensor(d["y"], dtype=torch.int64),
-            "x_test": torch.tensor(d["x_test"], dtype=torch.float32),
-            "y_test": torch.tensor(d["y_test"], dtype=torch.int64)}
+    d = make_mnist1d(seed=seed, num_samples=num_samples)
+    return {"x": torch.from_numpy(d["x_train"]), "y": torch.from_numpy(d["y_train"]),
+            "x_test": torch.from_numpy(d["x_test"]), "y_test": torch.from_numpy(d["y_test"])}
 
 
 def gemm_rate(n: int = 1024, repeats: int = 20) -> float:

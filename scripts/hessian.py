@@ -4,8 +4,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from multirun import hessian, io, train
+from multirun import hessian, io, snake, train
 from multirun.snake import run
+
+
+@torch.no_grad()
+def evaluate(model, x, y, batch_size, device):
+    """Mean cross-entropy and accuracy of ``model`` on (x, y), in batches on ``device``."""
+    model = model.to(device)
+    loss = correct = 0.0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
+        logits = model(xb)
+        loss += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
+    model.cpu()
+    return loss / len(x), correct / len(x)
 
 
 def main(smk):
@@ -22,7 +36,7 @@ def main(smk):
     y = train.training_labels(y_clean, seed, recipe["label_noise"], ckpt["num_classes"])
     n = min(p.examples, len(y))
     x = torch.from_numpy(ds["x_train"])[:n]
-    device = io.pick_device(p.device)
+    device = io.pick_device(snake.device(smk, "hessian"))
     result = hessian.spectrum(
         model, x, y[:n], top_k=p.top_k, steps=p.steps, batch_size=p.batch_size,
         params=p.params, seed=p.seed, device=device, source=str(smk.input.checkpoint),
@@ -31,11 +45,9 @@ def main(smk):
                                  device=device)
     density = hessian.slq(op, probes=p.slq.get("probes", 4), steps=p.slq.get("steps", 60),
                           seed=p.seed)
-    with torch.no_grad():
-        logits = model(torch.from_numpy(ds["x_test"]))
-        y_test = torch.from_numpy(ds["y_test"])
-        test_loss = F.cross_entropy(logits, y_test).item()
-        test_acc = (logits.argmax(1) == y_test).float().mean().item()
+    test_loss, test_acc = evaluate(model, torch.from_numpy(ds["x_test"]),
+                                   torch.from_numpy(ds["y_test"]), p.batch_size, device)
+    _, train_acc_clean = evaluate(model, x, y_clean[:n], p.batch_size, device)
     print(f"top eigenvalues: {result['top'][:5]} ... loss {result['loss']:.4f}, "
           f"{int(result['num_hvps'])} HVPs; test loss {test_loss:.4f} acc {test_acc:.4f}")
     io.save_npz(
@@ -46,9 +58,7 @@ def main(smk):
         trace_hutchinson_stderr=np.float64(density["trace_hutchinson_stderr"]),
         slq_second_moment=np.float64(density["second_moment"]),
         test_loss=np.float64(test_loss), test_accuracy=np.float64(test_acc),
-        train_accuracy_clean=np.float64(
-            (model(x).argmax(1) == y_clean[:n]).float().mean().item()
-        ),
+        train_accuracy_clean=np.float64(train_acc_clean),
         width=np.int64(ckpt["model_spec"].get("width", 0)), seed=np.int64(seed),
         num_examples=np.int64(n), weight_decay=np.float64(recipe["weight_decay"]),
     )

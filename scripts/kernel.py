@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from multirun import kernel, knn
+from multirun import kernel, knn, snake
 from multirun.snake import run
 
 
@@ -17,7 +17,8 @@ def main(smk):
         print(f"subset {row + 1}/{len(subsets)}: {size} models", flush=True)
         idx, sim = kernel.neighbours(
             test, train, k=p.k_max, models=members, log_softmax=p.log_softmax,
-            chunk_models=p.chunk_models, block=p.block, device=p.device, precision=p.precision,
+            chunk_models=p.chunk_models, block=p.block, precision=p.precision,
+            device=snake.device(smk, "kernel"),
         )
         index.append(idx)
         similarity.append(sim)

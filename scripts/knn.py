@@ -9,7 +9,8 @@ FIELDS = ["n_models", "subset", "method", "k", "vote", "accuracy"]
 def main(smk):
     ds = io.load_dataset(smk.input.data)
     test = kernel.ShardedLogits(smk.input.test)
-    nb = kernel.load_neighbours(smk.input.neighbours, num_keys=len(ds["y_train"]))
+    nb = kernel.load_neighbours(smk.input.neighbours, num_keys=len(ds["y_train"]),
+                                extra=("models", "sizes"))
     rows, seen = [], {}
     for r, size in enumerate(int(s) for s in nb["sizes"]):
         seen[size] = seen.get(size, -1) + 1

@@ -3,14 +3,14 @@
 import numpy as np
 import torch
 
-from multirun import io, train
+from multirun import io, snake, train
 from multirun.snake import run
 
 
 def main(smk):
     ds = io.load_dataset(smk.input.data)
     ckpt = train.load_checkpoint(smk.input.checkpoint, seeds=list(smk.params.seeds))
-    device = io.pick_device(smk.params.device)
+    device = io.pick_device(snake.device(smk, "train"))
     want_features = "features_train" in smk.output.keys()
     for split in ("train", "test"):
         x = torch.from_numpy(ds[f"x_{split}"])

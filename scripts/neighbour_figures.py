@@ -12,7 +12,7 @@ import csv
 
 import numpy as np
 
-from multirun import io, kernel, knn
+from multirun import io, kernel, knn, snake
 from multirun.plots import neighbours as nplots
 from multirun.snake import run
 
@@ -40,7 +40,7 @@ def main(smk):
     test = kernel.ShardedLogits(smk.input.test)
     num_classes = train.num_classes
 
-    nb = io.load_npz(smk.input.neighbours, ("index", "similarity", "sizes"))
+    nb = kernel.load_neighbours(smk.input.neighbours, num_keys=len(y_train), extra=("sizes",))
     full = int(np.argmax(nb["sizes"]))  # the subset with the most models (all of them)
     index, similarity = nb["index"][full], nb["similarity"][full]
     print(f"kernel neighbours of {int(nb['sizes'][full])} models, k_max={index.shape[1]}")
@@ -76,7 +76,7 @@ def main(smk):
         for c in range(num_classes):
             idx, sim = kernel.neighbours(test, train, k=p.k, models=members, classes=[c],
                                          chunk_models=p.chunk_models, block=p.block,
-                                         device=p.device, progress=False)
+                                         device=snake.device(smk, "kernel"), progress=False)
             pred = knn.knn_predict(idx, sim, y_train, k=p.k, vote=p.vote, power=p.power,
                                    num_classes=num_classes)
             per_class[c].append({"n_models": size, "subset": j, "method": "kernel", "k": p.k,

@@ -2,7 +2,7 @@
 
 import torch
 
-from multirun import io, train
+from multirun import io, snake, train
 from multirun.snake import run
 
 
@@ -11,7 +11,7 @@ def main(smk):
     ckpt = train.train_shard(
         torch.from_numpy(ds["x_train"]), torch.from_numpy(ds["y_train"]),
         seeds=list(smk.params.seeds), model_spec=dict(smk.params.model),
-        recipe=dict(smk.params.recipe), device=io.pick_device(smk.params.device),
+        recipe=dict(smk.params.recipe), device=io.pick_device(snake.device(smk, "train")),
     )
     io.save_torch(smk.output.checkpoint, ckpt)
 

@@ -41,6 +41,7 @@ def test_every_preset_is_valid():
         (lambda c: c["knn"].update(k=[1, 50]), "config key knn.k: 50 exceeds kernel.k_max"),
         (lambda c: c["hessian"].update(top_k=200), "config key hessian.top_k: 200 exceeds"),
         (lambda c: c["sweep"].update(default_widths=[7]), "sweep.default_widths: [7] are not in"),
+        (lambda c: c["figures"].update(neighbour_k=7), "figures.neighbour_k: 7 is not one of knn.k"),
     ],
 )
 def test_bad_config_names_the_key(cfg, edit, message):

@@ -163,8 +163,8 @@ def test_neighbour_figures_script(tmp_path):
         output=SimpleNamespace(**output),
         params=SimpleNamespace(pair_ranks=[5, 12], examples=4, seed=0, dpi=50,
                                model_counts=[2, m], subsets=2, subset_seed=0, k=3,
-                               vote="majority", power=4, chunk_models=4, block=16,
-                               device="cpu"),
+                               vote="majority", power=4, chunk_models=4, block=16),
+        config={"kernel": {"device": "cpu"}},
         log=[str(tmp_path / "log.txt")], threads=1, rule="figure_neighbours",
     )
     script = Path(__file__).resolve().parents[1] / "scripts" / "neighbour_figures.py"

@@ -68,6 +68,17 @@ def test_hessian_setting_touches_neither_training_nor_kernel(tiny_copy):
     assert not {"train_shard", "train_width", "logits", "kernel", "knn", "dataset"} & set(jobs)
 
 
+def test_device_and_figure_settings_rerun_no_computation(tiny_copy):
+    workdir, cfg = tiny_copy
+    for section in ("train", "kernel", "hessian"):
+        cfg[section]["device"] = "cpu"  # where a job runs does not change what it computes
+    write_config(workdir, cfg)
+    assert planned_jobs(workdir) == {}
+    cfg["hessian"]["slq"]["sigma"] = 0.05  # density broadening: drawing only
+    write_config(workdir, cfg)
+    assert planned_jobs(workdir) == {"figure_spectrum": 1, "figure_width_sweep": 1, "all": 1}
+
+
 def test_unknown_config_key_is_named_before_any_job(tiny_copy):
     workdir, cfg = tiny_copy
     cfg["knn"]["powr"] = 2

@@ -71,8 +71,11 @@ def check(config: dict, schema_path: str | Path) -> None:
     missing = sorted(set(config["sweep"]["default_widths"]) - set(config["sweep"]["widths"]))
     if missing:
         raise ConfigError(f"config key sweep.default_widths: {missing} are not in sweep.widths")
-    if config["figures"].get("neighbour_k", 1) > k_max:
-        raise ConfigError(f"config key figures.neighbour_k: exceeds kernel.k_max={k_max}")
+    if config["figures"].get("neighbour_k", 3) not in config["knn"]["k"]:
+        raise ConfigError(
+            f"config key figures.neighbour_k: {config['figures'].get('neighbour_k', 3)} is not "
+            f"one of knn.k={config['knn']['k']}; the figures plot scored k only"
+        )
     lo, hi = config["figures"].get("pair_ranks", [1, 2])
     if lo > hi:
         raise ConfigError(f"config key figures.pair_ranks: [{lo}, {hi}] must be increasing")

@@ -753,11 +753,15 @@ def save_neighbours(path: str | os.PathLike, index: np.ndarray, similarity: np.n
              similarity=np.asarray(similarity, dtype=np.float32), **extra)
 
 
-def load_neighbours(path: str | os.PathLike, num_keys: int | None = None) -> dict[str, np.ndarray]:
-    """Read and check a neighbour file written by :func:`save_neighbours`: all its arrays."""
+def load_neighbours(path: str | os.PathLike, num_keys: int | None = None,
+                    extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Read and check a neighbour file written by :func:`save_neighbours`: all its arrays.
+
+    ``extra``: further arrays that must be present (the workflow's ``models``, ``sizes``).
+    """
     from multirun.io import load_npz
 
-    data = load_npz(path, ("index", "similarity"))
+    data = load_npz(path, ("index", "similarity", *extra))
     index, similarity = data["index"], data["similarity"]
     if index.ndim < 2 or index.shape != similarity.shape or index.dtype != np.int32 \
             or similarity.dtype != np.float32:

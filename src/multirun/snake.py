@@ -9,12 +9,22 @@ Snakemake then removes the job's outputs, so nothing half-written stays behind.
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable
 
 import torch
 
 from multirun.config import ConfigError
 from multirun.io import ContractError
+
+
+def device(snakemake, section: str) -> str:
+    """The ``device`` of config section ``section`` (``auto`` when unset).
+
+    Read from the config rather than ``params:`` on purpose: where a job runs does not
+    change what it computes, so switching devices must not rerun anything.
+    """
+    return snakemake.config[section].get("device", "auto")
 
 
 def run(snakemake, main: Callable[[object], None]) -> None:
@@ -32,6 +42,10 @@ def run(snakemake, main: Callable[[object], None]) -> None:
         if log:
             print(f"error: {err}", file=log)
         sys.exit(1)
+    except BaseException:
+        if log:  # the traceback belongs in the job's log too
+            traceback.print_exc(file=log)
+        raise
     finally:
         if log:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__

@@ -67,16 +67,25 @@ def hessian_checkpoints():
 def default_targets():
     targets = figure_paths("accuracy_vs_models") + [f"{R}/knn/{VARIANT}/scores.csv"]
     targets += [path for name in NEIGHBOUR_FIGURES for path in figure_paths(name)]
-    if not PUBLISHED:
-        targets += figure_paths("hessian_spectrum") + figure_paths(
-            "width_sweep_default"
-        )
-        targets += [f"{R}/effdim/main.csv"]
+    if config["kernel"].get("dense", False):
+        targets.append(f"{R}/kernel/{VARIANT}/dense.npy")
+    if not PUBLISHED and config["hessian"]["models"] > 0:
+        targets += figure_paths("hessian_spectrum") + [f"{R}/effdim/main.csv"]
+    if not PUBLISHED and SWEEPS["default"]:
+        targets += figure_paths("width_sweep_default")
     return targets
 
 
+def dataset_params():
+    """Only the keys the configured dataset uses, so unrelated keys rerun nothing."""
+    used = {"mnist1d": ("name", "seed", "num_samples"), "cifar10": ("name", "root")}
+    cfg = config["dataset"]
+    return {k: cfg[k] for k in used[cfg["name"]] if k in cfg}
+
+
 def sweep_spectra(sweep):
-    return [f"{R}/hessian/width-{w}-0.npz" for w in SWEEPS[sweep]]
+    seeds = range(config["sweep"].get("seeds", 1))
+    return [f"{R}/hessian/width-{w}-{i}.npz" for w in SWEEPS[sweep] for i in seeds]
 
 
 def effdim_inputs(name):

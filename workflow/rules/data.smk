@@ -11,6 +11,6 @@ rule dataset:
         mem_mb=4000,
         runtime=30,
     params:
-        dataset=config["dataset"],
+        dataset=dataset_params(),
     script:
         "../../scripts/dataset.py"

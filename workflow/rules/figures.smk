@@ -127,6 +127,5 @@ rule figure_neighbours:
         power=config["knn"].get("power", 4),
         chunk_models=config["kernel"].get("chunk_models", 64),
         block=config["kernel"].get("block", 4096),
-        device=config["kernel"].get("device", "auto"),
     script:
         "../../scripts/neighbour_figures.py"

@@ -23,9 +23,8 @@ rule hessian:
         examples=config["hessian"].get("examples", 10**9),
         batch_size=config["hessian"].get("batch_size", 4096),
         params=config["hessian"].get("params", "all"),
-        slq=config["hessian"].get("slq", {}),
+        slq={k: v for k, v in config["hessian"].get("slq", {}).items() if k != "sigma"},
         seed=config["hessian"].get("seed", 0),
-        device=config["hessian"].get("device", "auto"),
     script:
         "../../scripts/hessian.py"
 

@@ -24,7 +24,6 @@ rule kernel:
         chunk_models=config["kernel"].get("chunk_models", 64),
         block=config["kernel"].get("block", 4096),
         precision=config["kernel"].get("precision", "fp32"),
-        device=config["kernel"].get("device", "auto"),
     script:
         "../../scripts/kernel.py"
 
@@ -50,6 +49,5 @@ rule dense_kernel:
         log_softmax=lambda w: w.variant == "logsoftmax",
         chunk_models=config["kernel"].get("chunk_models", 64),
         precision=config["kernel"].get("precision", "fp32"),
-        device=config["kernel"].get("device", "auto"),
     script:
         "../../scripts/dense_kernel.py"

@@ -43,6 +43,5 @@ else:
         params:
             seeds=lambda w: SHARDS[w.shard],
             batch_size=config["logits"].get("batch_size", 2048),
-            device=config["train"].get("device", "auto"),
         script:
             "../../scripts/logits.py"

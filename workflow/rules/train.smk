@@ -18,7 +18,6 @@ rule train_shard:
         seeds=lambda w: SHARDS[w.shard],
         model=config["train"]["model"],
         recipe=config["train"]["recipe"],
-        device=config["train"].get("device", "auto"),
     script:
         "../../scripts/train.py"
 
@@ -43,6 +42,5 @@ rule train_width:
         seeds=list(range(config["sweep"].get("seeds", 1))),
         model=lambda w: {**config["sweep"]["model"], "width": int(w.width)},
         recipe=config["sweep"]["recipe"],
-        device=config["train"].get("device", "auto"),
     script:
         "../../scripts/train.py"
