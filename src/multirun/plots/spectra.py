@@ -84,6 +84,9 @@ def plot_spectrum(
                 scale = max(scale, float(np.abs(vals[ok]).max()))
     linthresh = max(scale * 1e-3, np.finfo(float).tiny)
     ax.set_yscale("symlog", linthresh=linthresh)
+    decades = ax.yaxis.get_major_formatter()  # label 0 and the decades, not +-linthresh next to 0
+    ax.yaxis.set_major_formatter(FuncFormatter(
+        lambda v, pos: "" if 0 < abs(v) <= 1.01 * linthresh else decades(v, pos)))
     ax.axhline(0.0, color="0.6", lw=0.8, zorder=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("rank from each end (top: largest first, bottom: smallest first)")
@@ -94,7 +97,8 @@ def plot_spectrum(
                 Line2D([], [], color="0.3", ls="--", label="bottom"),
                 Line2D([], [], marker="o", color="0.3", ls="", label="converged"),
                 Line2D([], [], marker="o", color="0.3", mfc="white", ls="", label="not converged")]
-    ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.9)
+    ncol = 2 if len(handles) > 8 else 1  # many models: a wider, shorter legend
+    ax.legend(handles=handles, fontsize=7 if ncol > 1 else 8, loc="best", framealpha=0.9, ncol=ncol)
     ax.grid(alpha=0.3)
 
     if has_slq:
@@ -193,6 +197,8 @@ def plot_width_sweep(table, *, title: str | None = None) -> plt.Figure:
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        if len(ticks) > 8:  # keep neighbouring width labels apart
+            ax.tick_params(axis="x", labelsize=8, labelrotation=45)
         ax.set_xlabel("width (log2 scale)")
         ax.grid(alpha=0.3)
         top = ax.secondary_xaxis("top")
