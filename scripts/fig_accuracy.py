@@ -1,15 +1,13 @@
 """Figure: kernel k-NN vs logit ensemble vs single model, against the number of models."""
 
-import csv
-
+from multirun import io
 from multirun.plots.neighbours import accuracy_vs_models
 from multirun.plots.style import save_figure
 from multirun.snake import run
 
 
 def main(smk):
-    with open(smk.input.scores) as f:
-        rows = list(csv.DictReader(f))
+    rows = io.load_csv(smk.input.scores)
     ks = list(smk.params.k)
     series = [("majority", 3 if 3 in ks else ks[0]), ("weighted", max(ks))]  # the write-up's two
     fig = accuracy_vs_models(rows, knn=series)

@@ -1,7 +1,5 @@
 """Figure: train loss, test loss and effective dimensionality across widths, and their spectra."""
 
-import csv
-
 from multirun import io
 from multirun.plots.spectra import plot_spectrum, plot_width_sweep
 from multirun.plots.style import save_figure
@@ -9,8 +7,7 @@ from multirun.snake import run
 
 
 def main(smk):
-    with open(smk.input.table) as f:
-        rows = [{k: float(v) for k, v in r.items() if k != "spectrum"} for r in csv.DictReader(f)]
+    rows = [{k: float(v) for k, v in r.items() if k != "spectrum"} for r in io.load_csv(smk.input.table)]
     fig = plot_width_sweep(rows, title="Width sweep: loss and effective dimensionality")
     save_figure(fig, [smk.output.png, *smk.output.other], dpi=smk.params.dpi)
     spectra = {}

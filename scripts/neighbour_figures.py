@@ -8,8 +8,6 @@ single-class kernel for every model subset). Outputs, each as ``{key}_png`` plus
 and ``numbers`` (JSON of the plotted per-class accuracies and summary values).
 """
 
-import csv
-
 import numpy as np
 
 from multirun import io, kernel, knn, snake
@@ -22,11 +20,6 @@ FIGURES = ("pairs", "failures", "random", "pcorrect", "per_class", "raw")
 def _paths(output, key):
     other = output[f"{key}_other"]
     return [output[f"{key}_png"], *([other] if isinstance(other, str) else other)]
-
-
-def _read_scores(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def main(smk):
@@ -81,10 +74,10 @@ def main(smk):
                                    num_classes=num_classes)
             per_class[c].append({"n_models": size, "subset": j, "method": "kernel", "k": p.k,
                                  "vote": p.vote, "accuracy": knn.accuracy(pred, y_test)})
-    summed = _read_scores(smk.input.scores)
+    summed = io.load_csv(smk.input.scores)
     fig = nplots.per_class_vs_summed(summed, per_class, vote=p.vote, k=p.k, classes=classes)
     nplots.save_figure(fig, _paths(smk.output, "per_class"), p.dpi)
-    fig = nplots.logsoftmax_vs_raw(summed, _read_scores(smk.input.scores_raw), vote=p.vote,
+    fig = nplots.logsoftmax_vs_raw(summed, io.load_csv(smk.input.scores_raw), vote=p.vote,
                                    k=p.k)
     nplots.save_figure(fig, _paths(smk.output, "raw"), p.dpi)
 

@@ -85,30 +85,19 @@ def test_batchnorm_running_stats_are_per_seed(vectors):
     assert_matches_plain_loop(ckpt, x, y, spec, RECIPE, atol=1e-5)
 
 
-def test_resnet18_with_batchnorm_and_augmentation(images):
+@pytest.mark.parametrize("spec, augment, seeds, dtype, atol", [
+    ({"name": "resnet18", "width": 2, "batchnorm": True}, "flip_crop", [2, 5], torch.float32, 1e-5),
+    ({"name": "airbench", "width": 4, "batchnorm": False}, "flip", [0, 1], torch.float32, 1e-5),
+    # In fp32 airbench's BatchNorm on 1x1 maps amplifies rounding (the plain loop in fp32
+    # differs from fp64 by as much); fp64 shows the two programs compute the same.
+    ({"name": "airbench", "width": 4, "batchnorm": True}, "flip_crop", [0, 1], torch.float64, 1e-10),
+], ids=["resnet18-bn-flipcrop", "airbench-fp32", "airbench-bn-fp64"])
+def test_image_models_equal_plain_loop(images, spec, augment, seeds, dtype, atol):
     x, y = images
-    spec = {"name": "resnet18", "width": 2, "batchnorm": True}
-    recipe = {**RECIPE, "batch_size": 8, "epochs": 1, "augment": "flip_crop"}
-    ckpt = train_shard(x, y, [2, 5], spec, recipe, "cpu", progress=False)
-    assert_matches_plain_loop(ckpt, x, y, spec, recipe, atol=1e-5)
-
-
-def test_airbench_without_batchnorm_fp32(images):
-    x, y = images
-    spec = {"name": "airbench", "width": 4, "batchnorm": False}
-    recipe = {**RECIPE, "batch_size": 8, "epochs": 1, "augment": "flip"}
-    ckpt = train_shard(x, y, [0, 1], spec, recipe, "cpu", progress=False)
-    assert_matches_plain_loop(ckpt, x, y, spec, recipe, atol=1e-5)
-
-
-def test_airbench_with_batchnorm_fp64(images):
-    # In fp32 this net's BatchNorm on 1x1 maps amplifies rounding (the plain loop in
-    # fp32 differs from fp64 by as much); fp64 shows the two programs compute the same.
-    x, y = images
-    spec = {"name": "airbench", "width": 4, "batchnorm": True}
-    recipe = {**RECIPE, "batch_size": 8, "epochs": 1, "augment": "flip_crop"}
-    ckpt = train_shard(x.double(), y, [0, 1], spec, recipe, "cpu", progress=False)
-    assert_matches_plain_loop(ckpt, x.double(), y, spec, recipe, atol=1e-10)
+    x = x.to(dtype)
+    recipe = {**RECIPE, "batch_size": 8, "epochs": 1, "augment": augment}
+    ckpt = train_shard(x, y, seeds, spec, recipe, "cpu", progress=False)
+    assert_matches_plain_loop(ckpt, x, y, spec, recipe, atol=atol)
 
 
 def test_a_seed_does_not_depend_on_its_shard(vectors):

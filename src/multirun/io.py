@@ -78,6 +78,15 @@ def save_csv(path: str | os.PathLike, rows: list[dict], fields: list[str]) -> No
         writer.writerows(rows)
 
 
+def load_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of a CSV written by :func:`save_csv` (values as strings)."""
+    path = Path(path)
+    if not path.exists():
+        raise _fail(path, "file is missing", "run the stage that makes it (snakemake makes it for you)")
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def save_torch(path: str | os.PathLike, obj) -> None:
     """``torch.save`` atomically."""
     with atomic_path(path) as tmp:
