@@ -1,18 +1,24 @@
 """Configuration checks: the JSON schema, then the rules a schema cannot say.
 
-:func:`check` raises :class:`ConfigError` with one message that names the
-offending key (``train.seeds``) and what to do, before any job is scheduled.
+:func:`check` coerces command-line strings to the schema's types, fills in every
+default the schema holds (``multirun.schema``), and raises :class:`ConfigError`
+with one message that names the offending key (``train.seeds``) and what to do,
+before any job is scheduled.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import yaml
 
+from multirun.io import ContractError
+from multirun.schema import SCHEMA_PATH, fill, load_schema, resolve
 
-class ConfigError(ValueError):
+
+class ConfigError(ContractError):
     """The configuration is invalid; the message names the key."""
 
 
@@ -33,12 +39,51 @@ def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
     return ConfigError(f"config key {key}: {err.message} (see docs/config.md)")
 
 
-def check(config: dict, schema_path: str | Path) -> None:
-    """Validate ``config`` against the schema and the cross-key rules.
+def _parse(text: str, types: list[str]) -> Any:
+    """A command-line string as the schema's ``types`` want it ("96" -> 96, "5e-4" -> 0.0005)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str) and "number" in types:
+        try:
+            return float(value)
+        except ValueError:
+            return text
+    return value
 
-    Raises :class:`ConfigError` naming the first offending key.
+
+def coerce(instance: Any, node: dict, root: dict) -> Any:
+    """``instance`` with strings parsed where schema ``node`` wants another type (in place).
+
+    Snakemake hands nested ``--config`` values over as strings
+    (``--config train='{seeds: 96}'`` gives ``{"seeds": "96"}``); this makes them
+    what a YAML config file would have given.
     """
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    node = resolve(node, root)
+    types = node.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(instance, str) and types and "string" not in types:
+        instance = _parse(instance, types)
+    if isinstance(instance, dict):
+        props = node.get("properties", {})
+        for key in instance:
+            if key in props:
+                instance[key] = coerce(instance[key], props[key], root)
+    elif isinstance(instance, list) and isinstance(node.get("items"), dict):
+        instance[:] = [coerce(v, node["items"], root) for v in instance]
+    return instance
+
+
+def check(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """Complete ``config`` in place and validate it; return it.
+
+    Strings from the command line become the schema's types, absent keys take the
+    schema's defaults, then the schema and the cross-key rules are checked. Raises
+    :class:`ConfigError` naming the first offending key.
+    """
+    schema = load_schema(schema_path)
+    fill(coerce(config, schema, schema), schema, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.path)))
     if errors:
@@ -71,14 +116,15 @@ def check(config: dict, schema_path: str | Path) -> None:
     missing = sorted(set(config["sweep"]["default_widths"]) - set(config["sweep"]["widths"]))
     if missing:
         raise ConfigError(f"config key sweep.default_widths: {missing} are not in sweep.widths")
-    if config["figures"].get("neighbour_k", 3) not in config["knn"]["k"]:
+    if config["figures"]["neighbour_k"] not in config["knn"]["k"]:
         raise ConfigError(
-            f"config key figures.neighbour_k: {config['figures'].get('neighbour_k', 3)} is not "
+            f"config key figures.neighbour_k: {config['figures']['neighbour_k']} is not "
             f"one of knn.k={config['knn']['k']}; the figures plot scored k only"
         )
-    lo, hi = config["figures"].get("pair_ranks", [1, 2])
+    lo, hi = config["figures"]["pair_ranks"]
     if lo > hi:
         raise ConfigError(f"config key figures.pair_ranks: [{lo}, {hi}] must be increasing")
+    return config
 
 
 def shards(seeds: int, shard_size: int) -> dict[str, list[int]]:

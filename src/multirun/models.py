@@ -42,9 +42,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multirun.io import ContractError
+from multirun.schema import default
 
 MODEL_NAMES = ("mlp", "cnn1d", "airbench", "resnet18")
-_SPEC_DEFAULTS: dict[str, Any] = {"depth": 2, "batchnorm": False}
+_SPEC_DEFAULTS: dict[str, Any] = default("train", "model")  # the config schema's
 
 
 def normalize_spec(spec: Mapping[str, Any], where: str = "train.model") -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The one entry point every ``scripts/*.py`` goes through.
 
 ``run(snakemake, main)`` sends the job's stdout/stderr (tqdm bars included) to its
-``log:`` file, uses the job's ``threads``, and turns a :class:`ContractError` or
-:class:`ConfigError` into one line on the console naming the file or key, exit 1.
+``log:`` file, uses the job's ``threads``, and turns a :class:`ContractError` (a
+:class:`ConfigError` is one) into one line on the console naming the file or key, exit 1.
 Snakemake then removes the job's outputs, so nothing half-written stays behind.
 """
 
@@ -14,17 +14,16 @@ from collections.abc import Callable
 
 import torch
 
-from multirun.config import ConfigError
 from multirun.io import ContractError
 
 
 def device(snakemake, section: str) -> str:
-    """The ``device`` of config section ``section`` (``auto`` when unset).
+    """The ``device`` of config section ``section`` (``auto``: CUDA when present).
 
     Read from the config rather than ``params:`` on purpose: where a job runs does not
     change what it computes, so switching devices must not rerun anything.
     """
-    return snakemake.config[section].get("device", "auto")
+    return snakemake.config[section]["device"]
 
 
 def run(snakemake, main: Callable[[object], None]) -> None:
@@ -37,7 +36,7 @@ def run(snakemake, main: Callable[[object], None]) -> None:
     torch.set_num_threads(max(1, int(snakemake.threads)))
     try:
         main(snakemake)
-    except (ContractError, ConfigError) as err:
+    except ContractError as err:
         print(f"multirun error in rule {snakemake.rule}: {err}", file=console)
         if log:
             print(f"error: {err}", file=log)

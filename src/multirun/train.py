@@ -49,6 +49,7 @@ from tqdm import tqdm
 
 from multirun.io import ContractError, load_torch
 from multirun.models import build_model, normalize_spec
+from multirun.schema import default
 
 CHECKPOINT_FORMAT = 1
 STREAMS = {"init": 0, "order": 1, "noise": 2, "augment": 3}
@@ -56,10 +57,7 @@ OPTIMIZERS = ("sgd", "nesterov")
 SCHEDULES = ("cosine", "linear", "constant")
 AUGMENTS = ("none", "flip", "flip_crop")
 CROP_PAD = 2  # flip_crop: translate by up to 2 pixels with reflection padding (airbench94)
-_RECIPE_DEFAULTS: dict[str, Any] = {
-    "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0, "warmup_epochs": 0,
-    "schedule": "constant", "label_smoothing": 0.0, "label_noise": 0.0, "augment": "none",
-}
+_RECIPE_DEFAULTS: dict[str, Any] = default("train", "recipe")  # the config schema's
 
 
 # ----------------------------------------------------------------------------- randomness

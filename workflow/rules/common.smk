@@ -1,7 +1,11 @@
 from pathlib import Path
 
+from multirun.codehash import code_hash
 from multirun.config import check, shards
+from multirun.models import normalize_spec
+from multirun.train import normalize_recipe
 
+# Strings from --config become the schema's types; every absent key takes its default.
 check(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 
 R = config["results"]
@@ -10,9 +14,9 @@ if PUBLISHED:  # one shard per published log.pt
     SHARDS = {f"{i:03d}": [i] for i in range(len(config["published"]["files"]))}
 else:
     SHARDS = shards(config["train"]["seeds"], config["train"]["shard_size"])
-FEATURES = config["logits"].get("features", False) and not PUBLISHED
-FORMATS = config["figures"].get("formats", ["png", "pdf"])
-VARIANT = "logsoftmax" if config["kernel"].get("log_softmax", True) else "raw"
+FEATURES = config["logits"]["features"] and not PUBLISHED
+FORMATS = config["figures"]["formats"]
+VARIANT = "logsoftmax" if config["kernel"]["log_softmax"] else "raw"
 SWEEPS = {
     "default": config["sweep"]["default_widths"],
     "full": config["sweep"]["widths"],
@@ -67,7 +71,7 @@ def hessian_checkpoints():
 def default_targets():
     targets = figure_paths("accuracy_vs_models") + [f"{R}/knn/{VARIANT}/scores.csv"]
     targets += [path for name in NEIGHBOUR_FIGURES for path in figure_paths(name)]
-    if config["kernel"].get("dense", False):
+    if config["kernel"]["dense"]:
         targets.append(f"{R}/kernel/{VARIANT}/dense.npy")
     if not PUBLISHED and config["hessian"]["models"] > 0:
         targets += figure_paths("hessian_spectrum") + [f"{R}/effdim/main.csv"]
@@ -80,11 +84,11 @@ def dataset_params():
     """Only the keys the configured dataset uses, so unrelated keys rerun nothing."""
     used = {"mnist1d": ("name", "seed", "num_samples"), "cifar10": ("name", "root")}
     cfg = config["dataset"]
-    return {k: cfg[k] for k in used[cfg["name"]] if k in cfg}
+    return {k: cfg[k] for k in used[cfg["name"]]}
 
 
 def sweep_spectra(sweep):
-    seeds = range(config["sweep"].get("seeds", 1))
+    seeds = range(config["sweep"]["seeds"])
     return [f"{R}/hessian/width-{w}-{i}.npz" for w in SWEEPS[sweep] for i in seeds]
 
 
@@ -118,3 +122,19 @@ def figure_output(name, caption, category, key=""):
         ),
         f"{key}other": [f"{R}/figures/{name}.{ext}" for ext in FORMATS if ext != "png"],
     }
+
+
+def code(script):
+    """Hash of the library code scripts/SCRIPT runs: a rule parameter, so editing it reruns the rule."""
+    return code_hash(Path(workflow.basedir) / "scripts" / script)
+
+
+def train_spec(section, width=None):
+    """The model spec of train / sweep in canonical form (a default written out changes nothing)."""
+    spec = config[section]["model"] | ({"width": width} if width else {})
+    return normalize_spec(spec, f"{section}.model")
+
+
+def train_recipe(section):
+    """The recipe of train / sweep in canonical form (defaults filled, numbers as floats)."""
+    return normalize_recipe(config[section]["recipe"], f"{section}.recipe")

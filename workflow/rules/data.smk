@@ -4,7 +4,7 @@ rule dataset:
     log:
         f"{R}/logs/dataset.log",
     benchmark:
-        f"{R}/benchmarks/dataset.tsv"
+        f"{R}/runtimes/dataset.tsv"
     conda:
         "../../envs/multirun.yaml"
     resources:
@@ -12,5 +12,6 @@ rule dataset:
         runtime=30,
     params:
         dataset=dataset_params(),
+        code=code("dataset.py"),
     script:
         "../../scripts/dataset.py"

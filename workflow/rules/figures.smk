@@ -6,15 +6,16 @@ rule figure_accuracy:
     log:
         f"{R}/logs/figures/accuracy_vs_models.log",
     benchmark:
-        f"{R}/benchmarks/figures/accuracy_vs_models.tsv"
+        f"{R}/runtimes/figures/accuracy_vs_models.tsv"
     conda:
         "../../envs/multirun.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
     params:
-        dpi=config["figures"].get("dpi", 150),
+        dpi=config["figures"]["dpi"],
         k=config["knn"]["k"],
+        code=code("fig_accuracy.py"),
     script:
         "../../scripts/fig_accuracy.py"
 
@@ -27,15 +28,16 @@ rule figure_spectrum:
     log:
         f"{R}/logs/figures/hessian_spectrum.log",
     benchmark:
-        f"{R}/benchmarks/figures/hessian_spectrum.tsv"
+        f"{R}/runtimes/figures/hessian_spectrum.tsv"
     conda:
         "../../envs/multirun.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
     params:
-        dpi=config["figures"].get("dpi", 150),
-        sigma=config["hessian"].get("slq", {}).get("sigma", 0.01),
+        dpi=config["figures"]["dpi"],
+        sigma=config["hessian"]["slq"]["sigma"],
+        code=code("fig_spectrum.py"),
     script:
         "../../scripts/fig_spectrum.py"
 
@@ -52,15 +54,16 @@ rule figure_width_sweep:
     log:
         f"{R}/logs/figures/width_sweep_{{sweep}}.log",
     benchmark:
-        f"{R}/benchmarks/figures/width_sweep_{{sweep}}.tsv"
+        f"{R}/runtimes/figures/width_sweep_{{sweep}}.tsv"
     conda:
         "../../envs/multirun.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
     params:
-        dpi=config["figures"].get("dpi", 150),
-        sigma=config["hessian"].get("slq", {}).get("sigma", 0.01),
+        dpi=config["figures"]["dpi"],
+        sigma=config["hessian"]["slq"]["sigma"],
+        code=code("fig_width_sweep.py"),
     script:
         "../../scripts/fig_width_sweep.py"
 
@@ -106,7 +109,7 @@ rule figure_neighbours:
     log:
         f"{R}/logs/figures/neighbours.log",
     benchmark:
-        f"{R}/benchmarks/figures/neighbours.tsv"
+        f"{R}/runtimes/figures/neighbours.tsv"
     conda:
         "../../envs/multirun.yaml"
     threads: 2
@@ -115,17 +118,18 @@ rule figure_neighbours:
         runtime=30,
         gpu=config["gpu"],
     params:
-        pair_ranks=config["figures"].get("pair_ranks", [601, 648]),
-        examples=config["figures"].get("examples", 10),
-        seed=config["kernel"].get("subset_seed", 0),
-        dpi=config["figures"].get("dpi", 150),
+        pair_ranks=config["figures"]["pair_ranks"],
+        examples=config["figures"]["examples"],
+        seed=config["kernel"]["subset_seed"],
+        dpi=config["figures"]["dpi"],
         model_counts=config["kernel"]["model_counts"],
-        subsets=config["kernel"].get("subsets", 1),
-        subset_seed=config["kernel"].get("subset_seed", 0),
-        k=config["figures"].get("neighbour_k", 3),
-        vote=config["figures"].get("neighbour_vote", "majority"),
-        power=config["knn"].get("power", 4),
-        chunk_models=config["kernel"].get("chunk_models", 64),
-        block=config["kernel"].get("block", 4096),
+        subsets=config["kernel"]["subsets"],
+        subset_seed=config["kernel"]["subset_seed"],
+        k=config["figures"]["neighbour_k"],
+        vote=config["figures"]["neighbour_vote"],
+        power=config["knn"]["power"],
+        chunk_models=config["kernel"]["chunk_models"],
+        block=config["kernel"]["block"],
+        code=code("neighbour_figures.py"),
     script:
         "../../scripts/neighbour_figures.py"

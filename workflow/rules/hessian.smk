@@ -7,7 +7,7 @@ rule hessian:
     log:
         f"{R}/logs/hessian/{{ckpt}}-{{index}}.log",
     benchmark:
-        f"{R}/benchmarks/hessian/{{ckpt}}-{{index}}.tsv"
+        f"{R}/runtimes/hessian/{{ckpt}}-{{index}}.tsv"
     wildcard_constraints:
         ckpt=r"shard-\d{3}|width-\d+",
     conda:
@@ -20,11 +20,12 @@ rule hessian:
     params:
         top_k=config["hessian"]["top_k"],
         steps=config["hessian"]["steps"],
-        examples=config["hessian"].get("examples", 10**9),
-        batch_size=config["hessian"].get("batch_size", 4096),
-        params=config["hessian"].get("params", "all"),
-        slq={k: v for k, v in config["hessian"].get("slq", {}).items() if k != "sigma"},
-        seed=config["hessian"].get("seed", 0),
+        examples=config["hessian"]["examples"],
+        batch_size=config["hessian"]["batch_size"],
+        params=config["hessian"]["params"],
+        slq={k: v for k, v in config["hessian"]["slq"].items() if k != "sigma"},
+        seed=config["hessian"]["seed"],
+        code=code("hessian.py"),
     script:
         "../../scripts/hessian.py"
 
@@ -37,7 +38,7 @@ rule effdim:
     log:
         f"{R}/logs/effdim/{{name}}.log",
     benchmark:
-        f"{R}/benchmarks/effdim/{{name}}.tsv"
+        f"{R}/runtimes/effdim/{{name}}.tsv"
     wildcard_constraints:
         name="main|sweep-default|sweep-full",
     conda:
@@ -46,6 +47,7 @@ rule effdim:
         mem_mb=1000,
         runtime=10,
     params:
-        z=config["hessian"].get("z", [1.0]),
+        z=config["hessian"]["z"],
+        code=code("effdim.py"),
     script:
         "../../scripts/effdim.py"

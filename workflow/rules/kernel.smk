@@ -7,7 +7,7 @@ rule kernel:
     log:
         f"{R}/logs/kernel/{{variant}}.log",
     benchmark:
-        f"{R}/benchmarks/kernel/{{variant}}.tsv"
+        f"{R}/runtimes/kernel/{{variant}}.tsv"
     conda:
         "../../envs/multirun.yaml"
     threads: 2
@@ -19,11 +19,12 @@ rule kernel:
         log_softmax=lambda w: w.variant == "logsoftmax",
         k_max=config["kernel"]["k_max"],
         model_counts=config["kernel"]["model_counts"],
-        subsets=config["kernel"].get("subsets", 1),
-        subset_seed=config["kernel"].get("subset_seed", 0),
-        chunk_models=config["kernel"].get("chunk_models", 64),
-        block=config["kernel"].get("block", 4096),
-        precision=config["kernel"].get("precision", "fp32"),
+        subsets=config["kernel"]["subsets"],
+        subset_seed=config["kernel"]["subset_seed"],
+        chunk_models=config["kernel"]["chunk_models"],
+        block=config["kernel"]["block"],
+        precision=config["kernel"]["precision"],
+        code=code("kernel.py"),
     script:
         "../../scripts/kernel.py"
 
@@ -37,7 +38,7 @@ rule dense_kernel:
     log:
         f"{R}/logs/kernel/{{variant}}-dense.log",
     benchmark:
-        f"{R}/benchmarks/kernel/{{variant}}-dense.tsv"
+        f"{R}/runtimes/kernel/{{variant}}-dense.tsv"
     conda:
         "../../envs/multirun.yaml"
     threads: 2
@@ -47,7 +48,8 @@ rule dense_kernel:
         gpu=config["gpu"],
     params:
         log_softmax=lambda w: w.variant == "logsoftmax",
-        chunk_models=config["kernel"].get("chunk_models", 64),
-        precision=config["kernel"].get("precision", "fp32"),
+        chunk_models=config["kernel"]["chunk_models"],
+        precision=config["kernel"]["precision"],
+        code=code("dense_kernel.py"),
     script:
         "../../scripts/dense_kernel.py"

@@ -8,7 +8,7 @@ rule knn:
     log:
         f"{R}/logs/knn/{{variant}}.log",
     benchmark:
-        f"{R}/benchmarks/knn/{{variant}}.tsv"
+        f"{R}/runtimes/knn/{{variant}}.tsv"
     conda:
         "../../envs/multirun.yaml"
     resources:
@@ -16,6 +16,7 @@ rule knn:
         runtime=30,
     params:
         k=config["knn"]["k"],
-        power=config["knn"].get("power", 4),
+        power=config["knn"]["power"],
+        code=code("knn.py"),
     script:
         "../../scripts/knn.py"

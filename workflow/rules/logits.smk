@@ -8,7 +8,7 @@ if PUBLISHED:
         log:
             f"{R}/logs/logits/shard-{{shard}}.log",
         benchmark:
-            f"{R}/benchmarks/logits/shard-{{shard}}.tsv"
+            f"{R}/runtimes/logits/shard-{{shard}}.tsv"
         conda:
             "../../envs/multirun.yaml"
         resources:
@@ -17,7 +17,8 @@ if PUBLISHED:
         params:
             file=lambda w: config["published"]["files"][int(w.shard)],
             repo_id=config["published"]["repo_id"],
-            revision=config["published"].get("revision"),
+            revision=config["published"]["revision"],
+            code=code("import_published.py"),
         script:
             "../../scripts/import_published.py"
 
@@ -32,7 +33,7 @@ else:
         log:
             f"{R}/logs/logits/shard-{{shard}}.log",
         benchmark:
-            f"{R}/benchmarks/logits/shard-{{shard}}.tsv"
+            f"{R}/runtimes/logits/shard-{{shard}}.tsv"
         conda:
             "../../envs/multirun.yaml"
         threads: 2
@@ -42,6 +43,7 @@ else:
             gpu=config["gpu"],
         params:
             seeds=lambda w: SHARDS[w.shard],
-            batch_size=config["logits"].get("batch_size", 2048),
+            batch_size=config["logits"]["batch_size"],
+            code=code("logits.py"),
         script:
             "../../scripts/logits.py"

@@ -6,7 +6,7 @@ rule train_shard:
     log:
         f"{R}/logs/train/shard-{{shard}}.log",
     benchmark:
-        f"{R}/benchmarks/train/shard-{{shard}}.tsv"
+        f"{R}/runtimes/train/shard-{{shard}}.tsv"
     conda:
         "../../envs/multirun.yaml"
     threads: 2
@@ -16,8 +16,9 @@ rule train_shard:
         gpu=config["gpu"],
     params:
         seeds=lambda w: SHARDS[w.shard],
-        model=config["train"]["model"],
-        recipe=config["train"]["recipe"],
+        model=train_spec("train"),
+        recipe=train_recipe("train"),
+        code=code("train.py"),
     script:
         "../../scripts/train.py"
 
@@ -30,7 +31,7 @@ rule train_width:
     log:
         f"{R}/logs/train/width-{{width}}.log",
     benchmark:
-        f"{R}/benchmarks/train/width-{{width}}.tsv"
+        f"{R}/runtimes/train/width-{{width}}.tsv"
     conda:
         "../../envs/multirun.yaml"
     threads: 2
@@ -39,8 +40,9 @@ rule train_width:
         runtime=120,
         gpu=config["gpu"],
     params:
-        seeds=list(range(config["sweep"].get("seeds", 1))),
-        model=lambda w: {**config["sweep"]["model"], "width": int(w.width)},
-        recipe=config["sweep"]["recipe"],
+        seeds=list(range(config["sweep"]["seeds"])),
+        model=lambda w: train_spec("sweep", width=int(w.width)),
+        recipe=train_recipe("sweep"),
+        code=code("train.py"),
     script:
         "../../scripts/train.py"

@@ -1,0 +1,83 @@
+"""Which library code a script runs, as one content hash (a rule parameter).
+
+A rule that passes ``code=code_hash(script)`` among its ``params`` reruns when
+the library code its script runs changes, and only then: the hash covers the
+``multirun`` modules the script imports, followed transitively through the
+library (found by reading ``import`` statements with :mod:`ast`, nothing is
+executed), the ``__init__`` of every package on the way, and files beside a
+module that carry its name with another suffix (``kernel.cpp`` beside
+``kernel.py``) or that sit in an imported package's folder.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+
+import multirun
+
+PACKAGE = "multirun"
+PACKAGE_DIR = Path(multirun.__file__).resolve().parent
+
+
+def _module_file(name: str, root: Path) -> Path | None:
+    """``multirun.a.b`` -> ``root/a/b.py`` or ``root/a/b/__init__.py`` (None if neither)."""
+    parts = name.split(".")[1:]
+    base = root.joinpath(*parts)
+    candidates = [base.with_suffix(".py")] if parts else []
+    return next((p for p in [*candidates, base / "__init__.py"] if p.is_file()), None)
+
+
+def _imported(path: Path, module: str) -> set[str]:
+    """Dotted names of the ``multirun`` modules that ``path`` (module ``module``) may import."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    is_pkg = path.name == "__init__.py"
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                base = module.split(".")
+                base = base if is_pkg else base[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                stem = ".".join(base + ([node.module] if node.module else []))
+            else:
+                stem = node.module or ""
+            names.add(stem)
+            names.update(f"{stem}.{alias.name}" for alias in node.names)  # submodules
+    return {n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")}
+
+
+def module_files(script: str | Path, root: Path = PACKAGE_DIR) -> list[Path]:
+    """Every library file ``script`` runs: the closure of its ``multirun`` imports, sorted."""
+    seen: dict[str, Path] = {}
+    todo = sorted(_imported(Path(script), "__main__"))
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        # importing a.b.c runs the __init__ of a and a.b first
+        parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
+        todo += [p for p in parents if p not in seen]
+        path = _module_file(name, root)
+        if path is None:  # a name imported from a module, not a module
+            continue
+        seen[name] = path
+        todo += sorted(_imported(path, name) - set(seen))
+    files = set(seen.values())
+    for path in list(files):
+        if path.name == "__init__.py":
+            files |= {p for p in path.parent.iterdir() if p.is_file() and p.suffix not in (".py", ".pyc")}
+        else:
+            files |= {p for p in path.parent.glob(path.stem + ".*") if p.suffix not in (".py", ".pyc")}
+    return sorted(files)
+
+
+def code_hash(script: str | Path, root: Path = PACKAGE_DIR) -> str:
+    """sha256 over the relative paths and contents of :func:`module_files` (hex, 16 chars)."""
+    h = hashlib.sha256()
+    for path in module_files(script, root):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]

@@ -1,0 +1,85 @@
+"""The config schema, the one place every default lives.
+
+``workflow/schemas/config.schema.yaml`` holds each key's type, range and
+``default:``. The workflow fills the config from it (:func:`multirun.config.check`);
+library functions that take a part of the config (a model spec, a recipe) read
+their defaults from it with :func:`default`, so no default is written twice.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@cache
+def _load(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: the config schema is missing; multirun reads it from the checkout it is "
+            "installed from (pip install -e .)"
+        )
+    return yaml.safe_load(path.read_text())
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """The parsed schema (a fresh copy: callers may modify it)."""
+    return copy.deepcopy(_load(Path(path).resolve()))
+
+
+def resolve(node: dict, root: dict) -> dict:
+    """``node`` with a local ``$ref`` (``#/$defs/NAME``) replaced by its target, siblings kept."""
+    while "$ref" in node:
+        target = root
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def default(*keys: str, path: str | Path = SCHEMA_PATH) -> Any:
+    """The default of config key ``keys``, e.g. ``default("train", "recipe")`` -> a full recipe.
+
+    Exactly what :func:`multirun.config.check` puts into a config that leaves the key out.
+    """
+    root = load_schema(path)
+    value = fill({}, root, root)
+    for key in keys:
+        value = value[key]
+    return value
+
+
+def fill(instance: Any, node: dict, root: dict) -> Any:
+    """Fill ``instance`` in place with the defaults of schema ``node`` (recursively); return it.
+
+    An absent key takes its ``default:``; an object that is present keeps its keys
+    and gets the default's other keys beneath them (as Snakemake merges a
+    ``--configfile`` over ``config.yaml``).
+    """
+    node = resolve(node, root)
+    if not isinstance(instance, dict):
+        return instance
+    for key, sub in node.get("properties", {}).items():
+        sub = resolve(sub, root)
+        if "default" in sub:
+            if key not in instance:
+                instance[key] = copy.deepcopy(sub["default"])
+            elif isinstance(instance[key], dict) and isinstance(sub["default"], dict):
+                _merge_under(instance[key], sub["default"])
+        if key in instance:
+            fill(instance[key], sub, root)
+    return instance
+
+
+def _merge_under(target: dict, defaults: dict) -> None:
+    for key, value in defaults.items():
+        if key not in target:
+            target[key] = copy.deepcopy(value)
+        elif isinstance(target[key], dict) and isinstance(value, dict):
+            _merge_under(target[key], value)
