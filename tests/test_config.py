@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, TINY_CONFIG
 
 from multirun.config import ConfigError, check, shards
+from multirun.models import normalize_spec
+from multirun.schema import default
+from multirun.train import normalize_recipe
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -22,9 +27,67 @@ def test_default_config_is_valid(cfg):
 
 def test_every_preset_is_valid():
     presets = sorted((ROOT / "configs").glob("*.yaml"))
-    assert presets, "configs/ holds the presets"
+    assert TINY_CONFIG in presets, "configs/ holds the presets and the tests' tiny config"
     for path in presets:
         check(yaml.safe_load(path.read_text()), SCHEMA)
+
+
+def test_config_yaml_spells_out_exactly_the_schema_defaults(cfg):
+    assert check({}, SCHEMA) == cfg
+
+
+def test_presets_need_no_dummy_sections():
+    published = yaml.safe_load((ROOT / "configs" / "published.yaml").read_text())
+    assert not {"train", "hessian", "sweep", "knn", "figures"} & set(published)
+    full = check(published, SCHEMA)
+    assert full["train"] == check({}, SCHEMA)["train"]
+
+
+def test_absent_keys_take_the_defaults_of_their_place():
+    cfg = check({"train": {"recipe": {"epochs": 3}}, "sweep": {"recipe": {"lr": 0.1}}}, SCHEMA)
+    assert cfg["train"]["recipe"] == {**default("train", "recipe"), "epochs": 3}
+    # the sweep's recipe has its own defaults (label noise, constant lr, no weight decay)
+    assert cfg["sweep"]["recipe"] == {**default("sweep", "recipe"), "lr": 0.1}
+    assert cfg["sweep"]["recipe"]["label_noise"] == 0.2 and cfg["train"]["recipe"]["label_noise"] == 0.0
+    assert cfg["hessian"]["slq"]["sigma"] == 0.01 and cfg["kernel"]["device"] == "auto"
+    assert cfg["figures"]["pair_ranks"] == [601, 648]
+
+
+def test_library_defaults_are_the_schemas():
+    """A recipe or model spec that leaves keys out means what the config's defaults say."""
+    assert normalize_recipe({"epochs": 30, "batch_size": 128, "lr": 0.05}) == normalize_recipe(
+        default("train", "recipe"))
+    assert normalize_spec({"name": "mlp", "width": 100}) == normalize_spec(default("train", "model"))
+
+
+@pytest.mark.parametrize(
+    "given, key, value",
+    [  # what Snakemake hands over for --config train='{seeds: 96}' and the like
+        ({"train": {"seeds": "96"}}, ("train", "seeds"), 96),
+        ({"train": {"recipe": {"lr": "5e-4"}}}, ("train", "recipe", "lr"), 5e-4),
+        ({"train": {"recipe": {"momentum": "0.5"}}}, ("train", "recipe", "momentum"), 0.5),
+        ({"knn": {"k": ["1", "3"]}}, ("knn", "k"), [1, 3]),
+        ({"kernel": {"dense": "true"}}, ("kernel", "dense"), True),
+        ({"hessian": {"z": "[0.5, 2]"}}, ("hessian", "z"), [0.5, 2]),
+        ({"train": {"model": {"name": "cnn1d", "width": "25"}}}, ("train", "model", "width"), 25),
+        ({"dataset": {"root": "123"}}, ("dataset", "root"), "123"),  # a string stays a string
+    ],
+)
+def test_command_line_strings_take_the_schema_types(given, key, value):
+    cfg = check(given, SCHEMA)
+    for k in key:
+        cfg = cfg[k]
+    assert cfg == value and type(cfg) is type(value)
+
+
+def test_rules_and_scripts_repeat_no_default():
+    """Rules read config["sec"]["key"]: the schema filled every key, no `.get(key, default)`."""
+    files = [*(ROOT / "workflow" / "rules").glob("*.smk"), *(ROOT / "scripts").glob("*.py"),
+             ROOT / "src" / "multirun" / "snake.py", ROOT / "src" / "multirun" / "config.py"]
+    pattern = re.compile(r"config\[[^\]]+\](\[[^\]]+\])*\.get\(")
+    offenders = [f"{f.name}: {line.strip()}" for f in files for line in f.read_text().splitlines()
+                 if pattern.search(line)]
+    assert not offenders
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import shutil
 
 import numpy as np
 import pytest
-from conftest import planned_jobs, snakemake, write_config
+from conftest import ROOT, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -77,6 +78,63 @@ def test_device_and_figure_settings_rerun_no_computation(tiny_copy):
     cfg["hessian"]["slq"]["sigma"] = 0.05  # density broadening: drawing only
     write_config(workdir, cfg)
     assert planned_jobs(workdir) == {"figure_spectrum": 1, "figure_width_sweep": 1, "all": 1}
+
+
+def test_default_written_out_retrains_nothing(tiny_copy):
+    workdir, cfg = tiny_copy
+    assert "label_smoothing" not in cfg["train"]["recipe"]  # the tiny config leaves it to the schema
+    cfg["train"]["recipe"].update(label_smoothing=0.0, momentum=0.9, lr=0.05, schedule="cosine")
+    cfg["train"]["model"].update(name="mlp", depth=2, batchnorm=False)
+    cfg["sweep"]["recipe"]["label_noise"] = 0.2
+    cfg["figures"]["pair_ranks"] = [601, 648]
+    write_config(workdir, cfg)
+    assert planned_jobs(workdir) == {}
+
+
+def test_nested_key_from_the_command_line(tiny_copy):
+    """--config hands nested values over as strings; they take the schema's types."""
+    workdir, _ = tiny_copy
+    jobs = planned_jobs(workdir, "--config", "train={seeds: 6}", "knn={power: 2}")
+    assert jobs["train_shard"] == 1 and jobs["knn"] == 2
+    assert "train_width" not in jobs and "hessian" not in jobs
+
+
+@pytest.fixture
+def source_copy(tmp_path):
+    """A copy of the workflow and its library, to edit (never the repository itself)."""
+    dst = tmp_path / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("workflow", "scripts", "src"):
+        shutil.copytree(ROOT / name, dst / name, ignore=ignore)
+    shutil.copy2(ROOT / "Snakefile", dst / "Snakefile")
+    return dst
+
+
+def edit(path):
+    original = path.read_text()
+    path.write_text(original + "\n# an edit\n")
+    return original
+
+
+def test_plotting_code_edit_redraws_only_its_figures(tiny_copy, source_copy):
+    workdir, _ = tiny_copy
+    assert planned_jobs(workdir, root=source_copy) == {}
+    spectra = source_copy / "src" / "multirun" / "plots" / "spectra.py"
+    original = edit(spectra)
+    assert planned_jobs(workdir, root=source_copy) == {
+        "figure_spectrum": 1, "figure_width_sweep": 1, "all": 1}
+    spectra.write_text(original)  # the same content again: nothing to do
+    assert planned_jobs(workdir, root=source_copy) == {}
+
+
+def test_kernel_code_edit_reruns_kernel_and_downstream_not_training(tiny_copy, source_copy):
+    workdir, _ = tiny_copy
+    edit(source_copy / "src" / "multirun" / "kernel.py")
+    jobs = planned_jobs(workdir, root=source_copy)
+    assert jobs["kernel"] == 2 and jobs["knn"] == 2 and jobs["figure_accuracy"] == 1
+    untouched = {"dataset", "train_shard", "train_width", "logits", "hessian", "effdim",
+                 "figure_spectrum", "figure_width_sweep"}
+    assert not untouched & set(jobs)
 
 
 def test_unknown_config_key_is_named_before_any_job(tiny_copy):

@@ -1,0 +1,61 @@
+"""The library code a script runs, found from its imports, and the hash that reruns its rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import ROOT
+
+from multirun.codehash import code_hash, module_files
+
+SRC = ROOT / "src" / "multirun"
+
+
+def names(script: str) -> set[str]:
+    return {p.relative_to(SRC).as_posix() for p in module_files(ROOT / "scripts" / script, SRC)}
+
+
+def test_figure_scripts_run_plots_not_training():
+    spectrum = names("fig_spectrum.py")
+    assert {"plots/spectra.py", "plots/style.py", "plots/__init__.py", "hessian.py"} <= spectrum
+    assert not {"train.py", "kernel.py", "models.py", "config.py"} & spectrum
+
+
+def test_training_runs_models_not_kernel_or_plots():
+    train = names("train.py")
+    assert {"__init__.py", "train.py", "models.py", "io.py", "snake.py"} <= train
+    assert not {"kernel.py", "knn.py", "hessian.py", "config.py"} & train
+    assert not any(n.startswith("plots/") for n in train)
+
+
+def make_package(root: Path) -> tuple[Path, Path]:
+    pkg = root / "multirun"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('"""pkg"""\n')
+    (pkg / "a.py").write_text("import os\nfrom .b import f\n\ndef g():\n    import multirun.sub.c\n")
+    (pkg / "b.py").write_text("def f():\n    return 1\n")
+    (pkg / "b.cpp").write_text("int f() { return 1; }\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "c.py").write_text("from ..b import f\n")
+    (pkg / "unused.py").write_text("x = 1\n")
+    script = root / "script.py"
+    script.write_text("from multirun import a\nimport numpy\n")
+    return pkg, script
+
+
+def test_closure_follows_relative_lazy_and_package_imports(tmp_path):
+    pkg, script = make_package(tmp_path)
+    found = {p.relative_to(pkg).as_posix() for p in module_files(script, pkg)}
+    assert found == {"__init__.py", "a.py", "b.py", "b.cpp", "sub/__init__.py", "sub/c.py"}
+
+
+def test_hash_changes_with_used_code_only(tmp_path):
+    pkg, script = make_package(tmp_path)
+    before = code_hash(script, pkg)
+    (pkg / "unused.py").write_text("x = 2\n")
+    assert code_hash(script, pkg) == before
+    (pkg / "b.cpp").write_text("int f() { return 2; }\n")
+    changed = code_hash(script, pkg)
+    assert changed != before
+    (pkg / "b.cpp").write_text("int f() { return 1; }\n")
+    assert code_hash(script, pkg) == before  # content, not modification time
