@@ -120,3 +120,21 @@ def test_shards_are_stable_when_seeds_grow():
     assert {k: large[k] for k in small} == small
     assert large["002"] == list(range(64, 96))
     assert shards(5, 2) == {"000": [0, 1], "001": [2, 3], "002": [4]}
+
+
+def test_docs_state_the_schema_defaults():
+    """Every row of docs/config.md names a real key; a default written as code is the schema's."""
+    defaults = check({}, SCHEMA)
+    rows = re.findall(r"^\| `([\w.]+)` \| ([^|]*) \|", (ROOT / "docs" / "config.md").read_text(), re.M)
+    assert len(rows) > 50
+    for key, cell in rows:
+        node = defaults if not key.startswith("published.") else {"published": {"revision": None}}
+        for part in key.split("."):
+            if part not in node:
+                assert key in ("published.repo_id", "published.files"), f"{key}: no such key"
+                break
+            node = node[part]
+        else:
+            code = re.match(r"`([^`]*)`", cell.strip())
+            if code:
+                assert yaml.safe_load(code.group(1)) == node, f"docs/config.md, {key}: {cell}"

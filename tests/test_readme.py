@@ -146,3 +146,25 @@ def test_conda_env_pins_the_tested_versions():
     for name, version in pins.items():
         assert importlib.metadata.version(name).split("+")[0] == version, name
     assert "-e .." in pip  # the library itself, installed from this checkout
+
+
+def test_layout_matches_the_tree():
+    """The README's layout names every top-level entry of the checkout, and only real paths."""
+    text = README.read_text()
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    named = []
+    for line in block.strip("\n").splitlines():
+        if line.startswith(" "):  # a description's second line
+            continue
+        first = re.split(r"\s{2,}", line)[0]
+        for part in first.split(", "):
+            brace = re.fullmatch(r"(.*)\{(.*)\}(.*)", part)
+            alternatives = brace.group(2).split(",") if brace else [""]
+            named += [f"{brace.group(1)}{a}{brace.group(3)}" if brace else part for a in alternatives]
+    for path in named:
+        assert list(ROOT.glob(path.rstrip("/"))), f"README layout names {path}, which is not there"
+    tops = {p.split("/")[0] for p in named}
+    ignored = {".git", ".venv", "results", "data", ".snakemake", ".pytest_cache", ".ruff_cache",
+               ".gitignore", "README.md"}
+    missing = {p.name for p in ROOT.iterdir()} - tops - ignored
+    assert not {m for m in missing if not m.endswith(".egg-info")}, "add them to README's layout"

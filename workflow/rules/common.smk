@@ -61,7 +61,7 @@ def figure_paths(name):
     return [f"{R}/figures/{name}.{ext}" for ext in FORMATS]
 
 
-def hessian_checkpoints():
+def main_spectra():
     """Spectra of the first hessian.models members of shard 000."""
     return [
         f"{R}/hessian/shard-000-{i}.npz" for i in range(config["hessian"]["models"])
@@ -95,7 +95,7 @@ def sweep_spectra(sweep):
 def effdim_inputs(name):
     """main: members of shard 000; sweep-default / sweep-full: one model per width."""
     if name == "main":
-        return hessian_checkpoints()
+        return main_spectra()
     return sweep_spectra(name.removeprefix("sweep-"))
 
 

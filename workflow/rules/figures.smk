@@ -22,7 +22,7 @@ rule figure_accuracy:
 
 rule figure_spectrum:
     input:
-        spectra=hessian_checkpoints(),
+        spectra=main_spectra(),
     output:
         **figure_output("hessian_spectrum", "hessian_spectrum", "Hessian"),
     log:
