@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from multirun.config import check
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 TINY_CONFIG = ROOT / "configs" / "test.yaml"
@@ -24,11 +26,9 @@ def job_env(root: Path = ROOT, env: dict | None = None) -> dict:
 
 
 def tiny_config() -> dict:
-    """configs/test.yaml: the default config shrunk so the whole DAG runs in about a minute.
-
-    As written (keys it leaves out take the schema's defaults when the workflow runs).
-    """
-    return yaml.safe_load(TINY_CONFIG.read_text())
+    """configs/test.yaml, the default config shrunk so the whole DAG runs in about a minute,
+    with every key it leaves out filled in from the schema's defaults (as the workflow does)."""
+    return check(yaml.safe_load(TINY_CONFIG.read_text()))
 
 
 def write_config(workdir: Path, cfg: dict) -> None:

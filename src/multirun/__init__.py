@@ -10,6 +10,8 @@ Modules (each small, pure and tested):
 * ``knn``      — k-NN votes on kernel neighbours, ensemble and single-model baselines.
 * ``hessian``  — Hessian-vector products, Lanczos, spectral density, effective dimension.
 * ``plots``    — the figures.
+* ``config``, ``schema`` — the config's checks and its defaults (the schema, the one place).
+* ``snake``, ``codehash`` — what every script runs through; the library code a rule's script uses.
 """
 
 __version__ = "0.1.0"
