@@ -90,7 +90,8 @@ def test_every_job_ran_through_sbatch_in_its_partition(slurm_run):
         if rule in CPU_ONLY_RULES or rule.startswith("figure"):
             assert not gpu or rule == "figure_neighbours", job
     rules = {rule_of(j["comment"]): j["partition"] for j in jobs}
-    assert rules["train"] == "gpu" and rules["dataset"] == rules["knn"] == rules["effdim"] == "cpu"
+    assert rules["train_shard"] == rules["hessian"] == "gpu"
+    assert rules["dataset"] == rules["knn"] == rules["effdim"] == rules["figure_accuracy"] == "cpu"
 
 
 def same_files(a: Path, b: Path, pattern: str) -> list[str]:
