@@ -1,0 +1,123 @@
+"""The README's SLURM command against a real one-node SLURM on localhost (tests/services.py).
+
+The tiny workflow runs through `snakemake --workflow-profile profiles/slurm` (every job an
+sbatch job, no accounting database) and must produce the same results as the local run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import ROOT, tiny_config, write_config
+from services import slurm_unavailable, start_slurm
+
+pytestmark = pytest.mark.workflow
+PROFILE = ROOT / "profiles" / "slurm"
+CPU_ONLY_RULES = ("dataset", "knn", "effdim")  # and every figure rule without a GPU request
+
+
+def test_profile_follows_threads_and_works_without_accounting():
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    assert profile["slurm-status-command"] == "squeue"
+    requested = [profile.get("default-resources", {}), *profile.get("set-resources", {}).values()]
+    assert not any("cpus_per_task" in r for r in requested), "CPUs must follow each rule's threads"
+    parts = yaml.safe_load((PROFILE / profile["slurm-partition-config"]).read_text())["partitions"]
+    assert parts["cpu"]["max_gpu"] == 0 and parts["gpu"]["max_gpu"] > 0
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    reason = slurm_unavailable()
+    if reason:
+        pytest.skip(reason)
+    cluster = start_slurm()
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm, tmp_path_factory):
+    """The tiny config with gpu: 1 through the README's SLURM command; account from SBATCH_ACCOUNT."""
+    workdir = tmp_path_factory.mktemp("slurm_run")
+    cfg = tiny_config()
+    cfg["gpu"] = 1  # GPU rules ask for one GPU (the test node's GRES), so they go to partition gpu
+    write_config(workdir, cfg)
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+           "--directory", str(workdir), "--workflow-profile", str(PROFILE),
+           # test only: poll squeue every few seconds instead of the plugin's 40 s
+           "--slurm-init-seconds-before-status-checks", "3"]
+    env = {**slurm.env, "SBATCH_ACCOUNT": "multirun-test", "PYTHONWARNINGS": "ignore"}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+    except subprocess.TimeoutExpired as err:
+        raise AssertionError(f"the SLURM run hung; jobs: {slurm.jobs()}\n{err.stderr}") from err
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        logs = "".join(f"--- {p}\n{p.read_text()[-2000:]}\n"
+                       for p in sorted(workdir.glob(".snakemake/slurm_logs/**/*.log")))
+        raise AssertionError(f"SLURM run failed:\n{out[-6000:]}\njobs: {slurm.jobs()}\n{logs}")
+    return workdir, cfg, out, slurm.jobs()
+
+
+def rule_of(comment: str) -> str:
+    return re.match(r"rule_(.+?)(?:_wildcards_.*)?$", comment).group(1)
+
+
+def test_every_job_ran_through_sbatch_in_its_partition(slurm_run):
+    _, _, out, jobs = slurm_run
+    stats = out.split("Job stats:", 1)[1].split("total", 1)[0]
+    planned = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+    planned.pop("all")  # the target rule is local
+    ran = [rule_of(j["comment"]) for j in jobs]
+    assert {r: ran.count(r) for r in ran} == planned  # one sbatch job per Snakemake job
+    assert {j["state"] for j in jobs} == {"COMPLETED"}
+    assert {j["account"] for j in jobs} == {"multirun-test"}  # SBATCH_ACCOUNT reached sbatch
+    ncpus = os.cpu_count()
+    for job in jobs:
+        rule, gpu = rule_of(job["comment"]), job["gpus"] != "N/A"
+        assert job["partition"] == ("gpu" if gpu else "cpu"), job
+        assert 1 <= int(job["cpus"]) <= ncpus, job
+        if rule in CPU_ONLY_RULES or rule.startswith("figure"):
+            assert not gpu or rule == "figure_neighbours", job
+    rules = {rule_of(j["comment"]): j["partition"] for j in jobs}
+    assert rules["train_shard"] == rules["hessian"] == "gpu"
+    assert rules["dataset"] == rules["knn"] == rules["effdim"] == rules["figure_accuracy"] == "cpu"
+
+
+def same_files(a: Path, b: Path, pattern: str) -> list[str]:
+    """Compare every file matching pattern under two results folders; .npz array by array."""
+    files = sorted(p.relative_to(a) for p in a.glob(pattern))
+    assert files, f"no {pattern} under {a}"
+    assert files == sorted(p.relative_to(b) for p in b.glob(pattern))
+    for rel in files:
+        if rel.suffix == ".npz":
+            with np.load(a / rel) as x, np.load(b / rel) as y:
+                assert sorted(x.files) == sorted(y.files), rel
+                for key in x.files:
+                    assert x[key].dtype == y[key].dtype and np.array_equal(x[key], y[key]), (rel, key)
+        else:
+            assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    return [str(f) for f in files]
+
+
+def test_slurm_results_equal_the_local_run(slurm_run, tiny_run):
+    workdir, cfg, _, _ = slurm_run
+    local, local_cfg = tiny_run
+    assert {k: v for k, v in cfg.items() if k != "gpu"} == {k: v for k, v in local_cfg.items() if k != "gpu"}
+    a, b = workdir / cfg["results"], local / local_cfg["results"]
+    same_files(a, b, "logits/**/*.npy")
+    same_files(a, b, "kernel/**/neighbours.npz")
+    same_files(a, b, "knn/**/scores.csv")
+    same_files(a, b, "effdim/*.csv")
+    pngs = sorted(p.name for p in (a / "figures").glob("*.png"))
+    assert pngs == sorted(p.name for p in (b / "figures").glob("*.png")) and pngs
