@@ -67,13 +67,12 @@ rule figure_width_sweep:
 
 rule figure_neighbours:
     input:
-        **feature_files(),
         data=f"{R}/data/dataset.npz",
         neighbours=f"{R}/kernel/logsoftmax/neighbours.npz",
+        per_class=f"{R}/kernel/logsoftmax/per_class.csv",
+        arrays=f"{R}/kernel/logsoftmax/figure_data.npz",
         scores=f"{R}/knn/logsoftmax/scores.csv",
         scores_raw=f"{R}/knn/raw/scores.csv",
-        train=logit_files("train"),
-        test=logit_files("test"),
     output:
         **figure_output(
             "neighbour_pairs", "neighbour_pairs", "Ensemble kernel", key="pairs_"
@@ -109,23 +108,15 @@ rule figure_neighbours:
         f"{R}/benchmarks/figures/neighbours.tsv"
     conda:
         "../../envs/multirun.yaml"
-    threads: 2
     resources:
         mem_mb=4000,
         runtime=30,
-        gpu=config["gpu"],
     params:
         pair_ranks=config["figures"].get("pair_ranks", [601, 648]),
         examples=config["figures"].get("examples", 10),
         seed=config["kernel"].get("subset_seed", 0),
         dpi=config["figures"].get("dpi", 150),
-        model_counts=config["kernel"]["model_counts"],
-        subsets=config["kernel"].get("subsets", 1),
-        subset_seed=config["kernel"].get("subset_seed", 0),
         k=config["figures"].get("neighbour_k", 3),
         vote=config["figures"].get("neighbour_vote", "majority"),
-        power=config["knn"].get("power", 4),
-        chunk_models=config["kernel"].get("chunk_models", 64),
-        block=config["kernel"].get("block", 4096),
     script:
         "../../scripts/neighbour_figures.py"
