@@ -79,6 +79,16 @@ def test_device_and_figure_settings_rerun_no_computation(tiny_copy):
     assert planned_jobs(workdir) == {"figure_spectrum": 1, "figure_width_sweep": 1, "all": 1}
 
 
+def test_figure_resolution_reruns_only_drawing(tiny_copy):
+    """Figure rules only draw: the kernels behind the neighbour figures are cached rules."""
+    workdir, cfg = tiny_copy
+    cfg["figures"]["dpi"] = 80
+    write_config(workdir, cfg)
+    jobs = planned_jobs(workdir)
+    assert "figure_neighbours" in jobs and "figure_accuracy" in jobs
+    assert all(name.startswith("figure_") or name == "all" for name in jobs), jobs
+
+
 def test_unknown_config_key_is_named_before_any_job(tiny_copy):
     workdir, cfg = tiny_copy
     cfg["knn"]["powr"] = 2
