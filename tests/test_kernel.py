@@ -357,3 +357,33 @@ def test_bytes_read_are_logged(data, capsys):
     assert "6 pass(es)" in capsys.readouterr().out
     assert t.bytes_read == 5 * train.nbytes  # keys re-read per block
     assert q.bytes_read == 2 * test.nbytes  # each query row read once for the products
+
+
+def test_fused_loops_are_built_at_setup_and_loaded_without_compiling(monkeypatch):
+    """`make setup` builds the fused loops (python -m multirun.kernel.build); a job then
+    imports the built library and never compiles."""
+    import subprocess
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    from multirun.kernel import build
+
+    root = Path(__file__).resolve().parents[1]
+    assert "python -m multirun.kernel.build" in (root / "Makefile").read_text()
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert build.SOURCE.name in package_data["package-data"]["multirun.kernel"]
+    monkeypatch.setattr(build, "_fused_module", None)
+    if build.fused() is None:
+        pytest.skip("fused CPU kernels cannot be built here (no C++ compiler)")
+    done = subprocess.run([sys.executable, "-m", "multirun.kernel.build"], capture_output=True,
+                          text=True, check=True)
+    assert "ready" in done.stdout and "building" not in done.stderr  # already built: loaded
+
+    def compile_extension(name):
+        raise AssertionError("a job compiled the fused loops")
+
+    monkeypatch.setattr(build, "_fused_module", None)
+    monkeypatch.setattr(build, "compile_extension", compile_extension)
+    module = build.fused()
+    assert module is not None and callable(module.transform) and callable(module.moments)

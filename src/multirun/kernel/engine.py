@@ -338,7 +338,7 @@ def kernel_blocks(queries: ShardedLogits, keys: ShardedLogits, models: Sequence[
     data = len(union) * (nt + (0 if same else nq)) * keys.num_classes * keys.dtype.itemsize
     print(f"kernel: {len(selections)} subset(s) of {len(union)} models in {len(groups)} group(s), "
           f"query block {block} of {nq} rows (budget {budget / 2**30:.2f} GiB): {passes} "
-          f"pass(es) over the data, {read / 2**30:.3f} GiB read = {read / data:.2f} x the "
+          f"pass(es) over the data, {read / 2**20:.1f} MiB read = {read / data:.2f} x the "
           "logits used", flush=True)
 
 
