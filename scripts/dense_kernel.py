@@ -8,6 +8,7 @@ def main(smk):
     dense = kernel.dense_kernel(
         kernel.ShardedLogits(smk.input.test), kernel.ShardedLogits(smk.input.train),
         options=kernel.KernelOptions.from_params(smk.params, device=snake.device(smk, "kernel"),
+                                                 job_memory_mb=smk.resources.get("mem_mb"),
                                                  progress=False),
     )
     io.save_npy(smk.output.kernel, dense)

@@ -14,7 +14,8 @@ def main(smk):
     print(f"{len(subsets)} model subsets: sizes {[size for size, _ in subsets]}", flush=True)
     index, similarity = kernel.subset_neighbours(
         test, train, [members for _, members in subsets], k=p.k_max,
-        options=kernel.KernelOptions.from_params(p, device=snake.device(smk, "kernel")),
+        options=kernel.KernelOptions.from_params(p, device=snake.device(smk, "kernel"),
+                                                 job_memory_mb=smk.resources.get("mem_mb")),
     )
     models = np.full((len(subsets), max(len(m) for _, m in subsets)), -1, dtype=np.int64)
     for row, (size, members) in enumerate(subsets):

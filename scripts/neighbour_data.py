@@ -36,6 +36,7 @@ def main(smk):
     subsets = knn.model_subsets(train.num_models, list(p.model_counts), p.subsets, p.subset_seed)
     numbers = knn.subset_numbers([size for size, _ in subsets])
     options = kernel.KernelOptions.from_params(p, device=snake.device(smk, "kernel"),
+                                               job_memory_mb=smk.resources.get("mem_mb"),
                                                progress=False)
     rows = []
     for c in range(num_classes):

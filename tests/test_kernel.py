@@ -341,6 +341,12 @@ def test_plan_reads_the_data_once_when_the_accumulators_fit():
     assert group == 1 and 1 <= block < 10_000
     assert block * 50_000 * 4 + 3 * 640 * 50_000 * 4 <= gib
     assert plan(10_000, 50_000, 3, 640, 16 * gib, block=2048) == (3, 2048)
+    # the default budget stays inside a cluster job's memory request
+    from multirun.kernel.engine import memory_budget
+
+    cpu = torch.device("cpu")
+    assert 0 < memory_budget(cpu, None, job_memory_gb=1.0) <= 0.75 * gib
+    assert memory_budget(cpu, 2.5, job_memory_gb=1.0) == int(2.5 * gib)  # explicit wins
 
 
 def test_bytes_read_are_logged(data, capsys):

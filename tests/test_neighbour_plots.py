@@ -145,7 +145,7 @@ def test_neighbour_figures_script(tmp_path):
         params=SimpleNamespace(model_counts=[2, m], subsets=2, subset_seed=0, k=3,
                                vote="majority", power=None, chunk_models=4, block=16,
                                memory_gb=None, precision="fp32"),
-        config={"kernel": {"device": "cpu"}},
+        config={"kernel": {"device": "cpu"}}, resources={"mem_mb": 4000},
         log=[str(tmp_path / "data-log.txt")], threads=1, rule="neighbour_data",
     )
     scripts = Path(__file__).resolve().parents[1] / "scripts"

@@ -49,7 +49,8 @@ class KernelOptions:
 
     ``log_softmax``: the variant (False: raw logits). ``chunk_models``: models per GEMM
     chunk. ``block``: query rows per pass (None: from ``memory_gb``). ``memory_gb``: memory
-    the accumulators and chunk buffers may use (None: half the free memory of the device).
+    the accumulators and chunk buffers may use (None: half the free memory of the device,
+    on a CPU at most 3/4 of ``job_memory_gb``, the job's memory request).
     ``precision``: fp32 | tf32 (CUDA only; fp32 elsewhere) | bf16 (GEMM inputs in bfloat16,
     fp32 accumulation). ``device``: auto | cpu | cuda.
     """
@@ -61,13 +62,17 @@ class KernelOptions:
     precision: str = "fp32"
     device: str = "auto"
     progress: bool = True
+    job_memory_gb: float | None = None
 
     @classmethod
-    def from_params(cls, params, device: str = "auto", **overrides) -> KernelOptions:
-        """Options from a rule's ``params`` (attributes named like the fields; absent = default)."""
-        names = [f for f in cls.__dataclass_fields__ if f != "device"]
+    def from_params(cls, params, device: str = "auto", job_memory_mb: float | None = None,
+                    **overrides) -> KernelOptions:
+        """Options from a rule's ``params`` (attributes named like the fields; absent = default)
+        and its ``resources.mem_mb`` (``job_memory_mb``)."""
+        names = [f for f in cls.__dataclass_fields__ if f not in ("device", "job_memory_gb")]
         given = {f: getattr(params, f) for f in names if hasattr(params, f)}
-        return cls(device=device, **(given | overrides))
+        job = None if job_memory_mb is None else job_memory_mb / 1024
+        return cls(device=device, job_memory_gb=job, **(given | overrides))
 
 
 @dataclass
@@ -115,19 +120,26 @@ def _chunks(sel: np.ndarray, chunk_models: int) -> list[np.ndarray]:
     return [sel[i : i + chunk_models] for i in range(0, len(sel), chunk_models)]
 
 
-def memory_budget(device: torch.device, memory_gb: float | None) -> int:
-    """Bytes the engine may use: ``memory_gb``, or half the device's free memory."""
+def memory_budget(device: torch.device, memory_gb: float | None,
+                  job_memory_gb: float | None = None) -> int:
+    """Bytes the engine may use: ``memory_gb``, or half the device's free memory (on a CPU
+    at most 3/4 of the job's memory request ``job_memory_gb``, so a cluster job stays
+    inside its allocation)."""
     if memory_gb is not None:
         if memory_gb <= 0:
             raise ContractError(f"kernel.memory_gb must be > 0, got {memory_gb}")
         return int(memory_gb * 2**30)
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0] // 2
+    free = 4 * 2**30
     with contextlib.suppress(OSError, StopIteration, ValueError):
         with open("/proc/meminfo") as f:
             line = next(line for line in f if line.startswith("MemAvailable:"))
-        return int(line.split()[1]) * 1024 // 2
-    return 4 * 2**30
+        free = int(line.split()[1]) * 1024
+    budget = free // 2
+    if job_memory_gb:
+        budget = min(budget, int(0.75 * job_memory_gb * 2**30))
+    return budget
 
 
 def plan(nq: int, nt: int, subsets: int, chunk_rows: int, budget: int,
@@ -312,7 +324,7 @@ def kernel_blocks(queries: ShardedLogits, keys: ShardedLogits, models: Sequence[
     chunks = _chunks(union, o.chunk_models)
     same = queries is keys or queries.paths == keys.paths
     nq, nt = queries.num_examples, keys.num_examples
-    budget = memory_budget(dev, o.memory_gb)
+    budget = memory_budget(dev, o.memory_gb, o.job_memory_gb)
     group, block = plan(nq, nt, len(selections), min(o.chunk_models, len(union)) * len(cls),
                         budget, o.block)
     groups = [list(range(g, min(g + group, len(selections))))
