@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup system-deps run test lint report clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml src/multirun/kernel/fused.cpp
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev,slurm]'
+	$(BIN)/python -m multirun.kernel.build  # the fused CPU kernel loops, once per machine
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -10,13 +10,18 @@ Default (a few minutes on a 2-core CPU): synthetic fp16 logits (512 models, 10,0
 * ``precision``: error of bf16 (run) and TF32 (emulated: inputs rounded to 10 mantissa bits)
   against float64, on a smaller problem.
 
-Ratios printed: engine GFLOP/s / peak, reference time / engine time.
+Ratios printed: engine GFLOP/s / peak, bytes of logits read / their size (2.00: one pass
+for the statistics, one for the products), reference time / engine time.
+
+``--exactness``: max abs error of the engine (fused and plain-torch paths) against the
+formula evaluated exactly in float64, per logit scale (3, 12, 30, 60), classes (10, 100),
+variant and kind of fabricated logits (37 models in shards of 5, 20, 12).
 
 ``--memory``: peak resident memory of the engine at M and 8M models (child processes).
 ``--scale``: 20,000 models x 10,000 train x 2,000 test streamed from disk (written in chunks
 to a temp dir, ~4.8 GB): time, GFLOP/s, peak memory. Takes many minutes.
 
-    .venv/bin/python benchmarks/bench_kernel.py [--models 512] [--memory] [--scale]
+    .venv/bin/python benchmarks/bench_kernel.py [--models 512] [--memory] [--scale] [--exactness]
 """
 
 from __future__ import annotations
@@ -151,6 +156,7 @@ def bench_default(models: int, train: int, test: int, classes: int, repeats: int
             return kern.topk(TOPK, dim=1)
 
         def engine():
+            q.bytes_read = t.bytes_read = 0
             return neighbours(q, t, k=TOPK, progress=False, device="cpu")
 
         # The machine is shared: measure the GEMM peak right before and after every engine
@@ -159,6 +165,7 @@ def bench_default(models: int, train: int, test: int, classes: int, repeats: int
         for r in range(repeats):
             before = gemm_peak()
             t_eng, (index, sim) = timed(engine)
+            read = (q.bytes_read + t.bytes_read) / (x_test.nbytes + x_train.nbytes)
             after = gemm_peak()
             peaks += [before, after]
             engine_s.append(t_eng)
@@ -188,6 +195,8 @@ def bench_default(models: int, train: int, test: int, classes: int, repeats: int
         print(f"RATIO engine / GEMM peak             : {np.median(of_peak):.3f} (target >= 0.85; "
               f"per run, against the peak measured around it: "
               f"{', '.join(f'{x:.3f}' for x in of_peak)})")
+        print(f"RATIO bytes read / data size         : {read:.2f} (statistics + products; "
+              "2.00 = each pass reads the data once)")
         print(f"RATIO reference time / engine time   : {np.median(speedup):.2f} (target >= 2; per "
               f"pair: {', '.join(f'{x:.2f}' for x in speedup)})")
         precision_errors(x_test[:128, :1000], x_train[:128, :4000])
@@ -285,9 +294,70 @@ def bench_scale(models: int, train: int, test: int, classes: int, folder: str | 
         t0 = time.perf_counter()
         neighbours(q, t, k=TOPK, progress=True, device="cpu")
         dt = time.perf_counter() - t0
+        size = sum(p.stat().st_size for v in paths.values() for p in v)
         print(f"scale: {models} models x {train} train x {test} test: {dt:.0f} s, "
               f"{flops / dt / 1e9:.1f} GFLOP/s ({flops / dt / peak:.1%} of the {peak / 1e9:.1f} "
-              f"GFLOP/s peak), peak RSS {peak_rss_mib():.0f} MiB")
+              f"GFLOP/s peak), peak RSS {peak_rss_mib():.0f} MiB, bytes read / data size "
+              f"{(q.bytes_read + t.bytes_read) / size:.2f}")
+
+
+def exact_kernel64(x1: np.ndarray, x2: np.ndarray, log_softmax: bool) -> np.ndarray:
+    """The formula in float64, the top class's log-probability as -log1p(sum of the others)."""
+    def z(x):
+        x = x.astype(np.float64)
+        if log_softmax:
+            d = x - x.max(-1, keepdims=True)
+            e = np.exp(d)
+            np.put_along_axis(e, d.argmax(-1)[..., None], 0.0, -1)
+            x = d - np.log1p(e.sum(-1, keepdims=True))
+        return (x - x.mean(0)) / x.std(0, ddof=1)
+
+    m, _, c = x1.shape
+    z1, z2 = z(x1), z(x2)
+    return sum(z1[..., k].T @ z2[..., k] for k in range(c)) / m / c
+
+
+def bench_exactness(test: int = 517, train: int = 2049, models: int = 37) -> None:
+    """Max abs error vs float64 per logit scale x path (chunks of 64 and of 7 models)."""
+    print(f"exactness: {models} models in shards of 5, 20, {models - 25}; {test} x {train}; "
+          "max abs error vs the float64 formula (nan: the float64 formula itself is NaN)")
+    kinds = {
+        "random": lambda rng, n, c, s: rng.standard_normal((models, n, c)) * s,
+        "confident": lambda rng, n, c, s: s * (rng.uniform(0, 1, (n, c))
+                                               + 0.05 * rng.standard_normal((models, n, c))),
+        "shared": lambda rng, n, c, s: s * (rng.standard_normal((n, c))
+                                            + 0.1 * rng.standard_normal((models, n, c))),
+    }
+    print(f"  {'kind':10s} {'C':>4s} {'scale':>5s} {'variant':8s} {'fused':>9s} {'torch':>9s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind, make in kinds.items():
+            for c in (10, 100):
+                for scale in (3, 12, 30, 60):
+                    rng = np.random.default_rng([scale, c])
+                    x = {n: make(rng, size, c, scale).astype(np.float16)
+                         for n, size in (("q", test), ("t", train))}
+                    shards = {}
+                    for name, arr in x.items():
+                        paths = []
+                        for i, part in enumerate(np.split(arr, [5, 25])):
+                            paths.append(Path(tmp) / f"{name}{i}.npy")
+                            np.save(paths[-1], part)
+                        shards[name] = ShardedLogits(paths)
+                    for ls in (True, False):
+                        want = exact_kernel64(x["q"], x["t"], ls)
+                        errors = []
+                        for fused in (True, False):
+                            saved = K._fused_module
+                            K._fused_module = None if fused else False
+                            try:
+                                errors.append(max(float(np.abs(K.dense_kernel(
+                                    shards["q"], shards["t"], log_softmax=ls, chunk_models=chunk,
+                                    device="cpu", progress=False) - want).max())
+                                    for chunk in (64, 7)))
+                            finally:
+                                K._fused_module = saved
+                        print(f"  {kind:10s} {c:4d} {scale:5d} {'lsm' if ls else 'raw':8s} "
+                              f"{errors[0]:9.1e} {errors[1]:9.1e}", flush=True)
 
 
 def main() -> None:
@@ -302,6 +372,7 @@ def main() -> None:
     p.add_argument("--scale", action="store_true", help="20,000 models streamed from disk")
     p.add_argument("--scale-models", type=int, default=20_000)
     p.add_argument("--scale-dir", default=None, help="where the temporary shards go")
+    p.add_argument("--exactness", action="store_true", help="error table vs float64 per scale")
     p.add_argument("--skip-default", action="store_true")
     p.add_argument("--child-memory", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--folder", default="", help=argparse.SUPPRESS)
@@ -313,6 +384,8 @@ def main() -> None:
         bench_default(a.models, a.train, a.test, a.classes, a.repeats)
     if a.memory:
         bench_memory(a.memory_models, a.train, a.test, a.classes)
+    if a.exactness:
+        bench_exactness()
     if a.scale:
         bench_scale(a.scale_models, a.train, a.test, a.classes, a.scale_dir)
 

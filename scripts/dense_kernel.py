@@ -5,11 +5,11 @@ from multirun.snake import run
 
 
 def main(smk):
-    p = smk.params
     dense = kernel.dense_kernel(
         kernel.ShardedLogits(smk.input.test), kernel.ShardedLogits(smk.input.train),
-        log_softmax=p.log_softmax, chunk_models=p.chunk_models, device=snake.device(smk, "kernel"),
-        precision=p.precision,
+        options=kernel.KernelOptions.from_params(smk.params, device=snake.device(smk, "kernel"),
+                                                 job_memory_mb=smk.resources.get("mem_mb"),
+                                                 progress=False),
     )
     io.save_npy(smk.output.kernel, dense)
 

@@ -11,20 +11,17 @@ def main(smk):
     test = kernel.ShardedLogits(smk.input.test)
     p = smk.params
     subsets = knn.model_subsets(train.num_models, list(p.model_counts), p.subsets, p.subset_seed)
-    index, similarity = [], []
+    print(f"{len(subsets)} model subsets: sizes {[size for size, _ in subsets]}", flush=True)
+    index, similarity = kernel.subset_neighbours(
+        test, train, [members for _, members in subsets], k=p.k_max,
+        options=kernel.KernelOptions.from_params(p, device=snake.device(smk, "kernel"),
+                                                 job_memory_mb=smk.resources.get("mem_mb")),
+    )
     models = np.full((len(subsets), max(len(m) for _, m in subsets)), -1, dtype=np.int64)
     for row, (size, members) in enumerate(subsets):
-        print(f"subset {row + 1}/{len(subsets)}: {size} models", flush=True)
-        idx, sim = kernel.neighbours(
-            test, train, k=p.k_max, models=members, log_softmax=p.log_softmax,
-            chunk_models=p.chunk_models, block=p.block, precision=p.precision,
-            device=snake.device(smk, "kernel"),
-        )
-        index.append(idx)
-        similarity.append(sim)
         models[row, :size] = members
     kernel.save_neighbours(
-        smk.output.neighbours, np.stack(index), np.stack(similarity), models=models,
+        smk.output.neighbours, index, similarity, models=models,
         sizes=np.array([s for s, _ in subsets], dtype=np.int64),
     )
 

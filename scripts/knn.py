@@ -11,13 +11,13 @@ def main(smk):
     test = kernel.ShardedLogits(smk.input.test)
     nb = kernel.load_neighbours(smk.input.neighbours, num_keys=len(ds["y_train"]),
                                 extra=("models", "sizes"))
-    rows, seen = [], {}
-    for r, size in enumerate(int(s) for s in nb["sizes"]):
-        seen[size] = seen.get(size, -1) + 1
+    rows = []
+    for r, (size, number) in enumerate(zip(nb["sizes"], knn.subset_numbers(nb["sizes"]),
+                                           strict=True)):
         members = knn.ModelSubset(test, nb["models"][r, :size])
         scored = knn.score_subset(nb["index"][r], nb["similarity"][r], members, ds["y_train"],
                                   ds["y_test"], ks=smk.params.k, power=smk.params.power)
-        rows += [{"n_models": size, "subset": seen[size], **row} for row in scored]
+        rows += [{"n_models": int(size), "subset": number, **row} for row in scored]
     for row in rows:
         if row["method"] != "kernel" or row["k"] in (3, max(smk.params.k)):
             print(row)

@@ -1,16 +1,16 @@
 """Interpretability figures of the ensemble kernel (Snakemake script of rule figure_neighbours).
 
-Inputs: the dataset, the kernel neighbours of the log_softmax variant (the row of the full
-model set is used), the knn scores of both variants, the logit shards, and (optional)
-penultimate features of shard 0. Computes per-class kernels itself (k-NN accuracy of each
-single-class kernel for every model subset). Outputs, each as ``{key}_png`` plus
+Inputs, all computed by earlier rules (this job only reads and draws): the dataset, the
+kernel neighbours of the log_softmax variant (the row of the full model set is used), the
+knn scores of both variants, and rule neighbour_data's per-class k-NN accuracies and
+arrays (probability correct, cosine feature neighbours). Outputs, each as ``{key}_png`` plus
 ``{key}_other`` (the other formats): pairs, failures, random, pcorrect, per_class, raw;
 and ``numbers`` (JSON of the plotted per-class accuracies and summary values).
 """
 
 import numpy as np
 
-from multirun import io, kernel, knn, snake
+from multirun import io, kernel
 from multirun.plots import neighbours as nplots
 from multirun.snake import run
 
@@ -29,9 +29,11 @@ def main(smk):
                                                           "y_test"))
     images = {"images_test": data.get("images_test"), "images_train": data.get("images_train")}
     classes = [str(c) for c in data["classes"]] if "classes" in data else None
-    train = kernel.ShardedLogits(smk.input.train)
-    test = kernel.ShardedLogits(smk.input.test)
-    num_classes = train.num_classes
+    arrays = io.load_npz(smk.input.arrays, ("p_correct", "num_models"))
+    p_correct = arrays["p_correct"]
+    if p_correct.shape != y_test.shape:
+        raise io.ContractError(f"{smk.input.arrays}: p_correct has shape {p_correct.shape}, "
+                               f"the test set {y_test.shape}; rerun rule neighbour_data")
 
     nb = kernel.load_neighbours(smk.input.neighbours, num_keys=len(y_train), extra=("sizes",))
     full = int(np.argmax(nb["sizes"]))  # the subset with the most models (all of them)
@@ -45,35 +47,21 @@ def main(smk):
                                     classes=classes, **images)
     nplots.save_figure(fig, _paths(smk.output, "failures"), p.dpi)
 
-    feature_index = None
-    if hasattr(smk.input, "features_test") and hasattr(smk.input, "features_train"):
-        f_test = io.load_npy(smk.input.features_test, ndim=3)[0]  # model 0 of shard 0
-        f_train = io.load_npy(smk.input.features_train, ndim=3)[0]
-        feature_index, _ = kernel.cosine_neighbours(f_test, f_train, k=2)
+    feature_index = arrays.get("feature_index")
     fig = nplots.random_neighbours(index, feature_index, x_test, x_train, examples=p.examples,
                                    seed=p.seed, y_test=y_test, y_train=y_train, classes=classes,
                                    **images)
     nplots.save_figure(fig, _paths(smk.output, "random"), p.dpi)
 
-    p_correct = knn.probability_correct(test, y_test)
-    fig = nplots.probability_correct_histogram(p_correct, num_models=test.num_models)
+    fig = nplots.probability_correct_histogram(p_correct, num_models=int(arrays["num_models"]))
     nplots.save_figure(fig, _paths(smk.output, "pcorrect"), p.dpi)
 
-    # per-class kernels: k-NN accuracy of each class's correlation alone, per model subset
-    subsets = knn.model_subsets(train.num_models, list(p.model_counts), p.subsets, p.subset_seed)
-    per_class = {c: [] for c in range(num_classes)}
-    seen: dict[int, int] = {}
-    for size, members in subsets:
-        j = seen[size] = seen.get(size, -1) + 1
-        print(f"per-class kernels: {size} models, subset {j}", flush=True)
-        for c in range(num_classes):
-            idx, sim = kernel.neighbours(test, train, k=p.k, models=members, classes=[c],
-                                         chunk_models=p.chunk_models, block=p.block,
-                                         device=snake.device(smk, "kernel"), progress=False)
-            pred = knn.knn_predict(idx, sim, y_train, k=p.k, vote=p.vote, power=p.power,
-                                   num_classes=num_classes)
-            per_class[c].append({"n_models": size, "subset": j, "method": "kernel", "k": p.k,
-                                 "vote": p.vote, "accuracy": knn.accuracy(pred, y_test)})
+    per_class: dict[int, list[dict]] = {}
+    for row in io.load_csv(smk.input.per_class):
+        per_class.setdefault(int(row["class"]), []).append(
+            {"n_models": int(row["n_models"]), "subset": int(row["subset"]),
+             "method": row["method"], "k": int(row["k"]), "vote": row["vote"],
+             "accuracy": float(row["accuracy"])})
     summed = io.load_csv(smk.input.scores)
     fig = nplots.per_class_vs_summed(summed, per_class, vote=p.vote, k=p.k, classes=classes)
     nplots.save_figure(fig, _paths(smk.output, "per_class"), p.dpi)

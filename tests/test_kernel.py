@@ -238,3 +238,158 @@ def test_bad_model_selection_and_k(data):
     other = ShardedLogits(write_shards(tmp_path, "other", train[:20], []))
     with pytest.raises(ContractError, match="same models"):
         neighbours(q, other, k=2, progress=False)
+
+
+# --------------------------------------------------------------------------- every logit scale
+
+
+def exact_log_softmax64(x):
+    """log_softmax in float64 with the top class as -log1p(sum of the other exp(x - max)).
+
+    torch's float64 log_softmax rounds 1 + s to 1 once s < 1e-16 (a top-two gap of 37):
+    confident logits need the log1p form for a reference that is exact.
+    """
+    d = x - x.max(-1, keepdims=True)
+    e = np.exp(d)
+    np.put_along_axis(e, d.argmax(-1)[..., None], 0.0, -1)
+    return d - np.log1p(e.sum(-1, keepdims=True))
+
+
+def reference_kernel64(logits1, logits2, log_softmax=True):
+    """The formula in float64: log_softmax, unbiased std across models, sum over c / M / C."""
+    def z(x):
+        x = x.astype(np.float64)
+        x = exact_log_softmax64(x) if log_softmax else x
+        return (x - x.mean(0)) / x.std(0, ddof=1)
+
+    m, _, c = logits1.shape
+    z1, z2 = z(logits1), z(logits2)
+    return sum(z1[..., k].T @ z2[..., k] for k in range(c)) / m / c
+
+
+def scaled_logits(rng, kind, m, n, c, scale):
+    """fp16 logits: ``random`` (independent per model, std ``scale``) or ``confident`` (a class
+    profile in [0, 1] shared by every model, times ``scale``, plus 5% noise: the same class on
+    top in every model, by up to ``scale``)."""
+    if kind == "random":
+        return random_logits(rng, m, n, c, scale)
+    profile = rng.uniform(0, 1, (n, c))
+    return (scale * (profile + 0.05 * rng.standard_normal((m, n, c)))).astype(np.float16)
+
+
+@pytest.mark.parametrize("kind", ["random", "confident"])
+@pytest.mark.parametrize("c", [10, 100])
+@pytest.mark.parametrize("scale", [3, 12, 30, 60])
+def test_engine_exact_at_every_logit_scale(tmp_path, kind, c, scale):
+    """Within 1e-5 of the float64 formula: 37 models in shards of 5, 20, 12, every chunking."""
+    rng = np.random.default_rng([scale, c, kind == "random"])
+    test = scaled_logits(rng, kind, 37, 29, c, scale)
+    train = scaled_logits(rng, kind, 37, 83, c, scale)
+    q = ShardedLogits(write_shards(tmp_path, "test", test, [5, 25]))
+    t = ShardedLogits(write_shards(tmp_path, "train", train, [5, 25]))
+    for ls in (True, False):
+        want = reference_kernel64(test, train, ls)
+        assert np.isfinite(want).all()
+        for chunk, block in ((64, None), (7, 10), (20, 29)):
+            got = dense_kernel(q, t, log_softmax=ls, chunk_models=chunk, block=block,
+                               device="cpu", progress=False)
+            np.testing.assert_allclose(got, want, atol=1e-5, rtol=0,
+                                       err_msg=f"log_softmax={ls} chunk={chunk} block={block}")
+    if kind == "random":  # here torch's own float64 log_softmax is exact too
+        z = torch.from_numpy(test.astype(np.float64)).log_softmax(-1).numpy()
+        np.testing.assert_allclose(z, exact_log_softmax64(test.astype(np.float64)), atol=1e-12)
+
+
+def test_confident_top_class_keeps_its_precision():
+    """log p of the top class is -log1p(s), not log(1 + s) rounded to 1 in float32."""
+    x = torch.tensor([[30.0, 0.0, -5.0]])
+    s = np.exp(-30.0) + np.exp(-35.0)
+    got = kernel_module.log_probabilities(x)
+    assert got[0, 0].item() != 0.0
+    np.testing.assert_allclose(got[0, 0].item(), -np.log1p(s), rtol=1e-6)
+    np.testing.assert_allclose(got[0, 1:].numpy(), [-30 - np.log1p(s), -35 - np.log1p(s)],
+                               rtol=1e-7)
+
+
+def test_subsets_together_equal_one_at_a_time(data):
+    """subset_neighbours shares reads between subsets; each equals its own neighbours()."""
+    tmp_path, test, train = data
+    q = ShardedLogits(write_shards(tmp_path, "test", test, [10]))
+    t = ShardedLogits(write_shards(tmp_path, "train", train, [3]))
+    subsets = [np.array([0, 2, 3, 7]), np.array([2, 3, 7, 11, 19]), None]
+    index, sim = kernel_module.subset_neighbours(q, t, subsets, k=5, chunk_models=3,
+                                                 progress=False)
+    assert index.shape == (3, 37, 5)
+    for s, sel in enumerate(subsets):
+        want = reference_kernel(torch.from_numpy(test if sel is None else test[sel]),
+                                torch.from_numpy(train if sel is None else train[sel])).numpy()
+        np.testing.assert_allclose(sim[s], np.sort(want, 1)[:, ::-1][:, :5], atol=1e-5)
+    # a budget for one accumulator at a time: same answer, more passes
+    small = kernel_module.KernelOptions(chunk_models=3, memory_gb=3 * 37 * 61 * 4 / 2**30,
+                                        progress=False)
+    index2, sim2 = kernel_module.subset_neighbours(q, t, subsets, k=5, options=small)
+    np.testing.assert_allclose(sim2, sim, atol=1e-6)
+
+
+def test_plan_reads_the_data_once_when_the_accumulators_fit():
+    from multirun.kernel.engine import plan
+
+    gib = 2**30
+    assert plan(10_000, 50_000, 1, 640, 16 * gib) == (1, 10_000)  # 2 GB accumulator fits
+    assert plan(10_000, 50_000, 6, 640, 16 * gib) == (6, 10_000)  # six of them too
+    group, block = plan(10_000, 50_000, 1, 640, 1 * gib)  # does not fit: blocks of rows
+    assert group == 1 and 1 <= block < 10_000
+    assert block * 50_000 * 4 + 3 * 640 * 50_000 * 4 <= gib
+    assert plan(10_000, 50_000, 3, 640, 16 * gib, block=2048) == (3, 2048)
+    # the default budget stays inside a cluster job's memory request
+    from multirun.kernel.engine import memory_budget
+
+    cpu = torch.device("cpu")
+    assert 0 < memory_budget(cpu, None, job_memory_gb=1.0) <= 0.75 * gib
+    assert memory_budget(cpu, 2.5, job_memory_gb=1.0) == int(2.5 * gib)  # explicit wins
+
+
+def test_bytes_read_are_logged(data, capsys):
+    tmp_path, test, train = data
+    q = ShardedLogits(write_shards(tmp_path, "test", test, [10]))
+    t = ShardedLogits(write_shards(tmp_path, "train", train, [3]))
+    neighbours(q, t, k=2, chunk_models=5, progress=False)
+    out = capsys.readouterr().out
+    assert "3 pass(es) over the data" in out and "= 2.00 x the logits used" in out
+    # statistics, then products: each side read twice
+    assert q.bytes_read == 2 * test.nbytes and t.bytes_read == 2 * train.nbytes
+    q.bytes_read = t.bytes_read = 0
+    neighbours(q, t, k=2, chunk_models=5, block=10, progress=False)  # 4 query blocks
+    assert "6 pass(es)" in capsys.readouterr().out
+    assert t.bytes_read == 5 * train.nbytes  # keys re-read per block
+    assert q.bytes_read == 2 * test.nbytes  # each query row read once for the products
+
+
+def test_fused_loops_are_built_at_setup_and_loaded_without_compiling(monkeypatch):
+    """`make setup` builds the fused loops (python -m multirun.kernel.build); a job then
+    imports the built library and never compiles."""
+    import subprocess
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    from multirun.kernel import build
+
+    root = Path(__file__).resolve().parents[1]
+    assert "python -m multirun.kernel.build" in (root / "Makefile").read_text()
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert build.SOURCE.name in package_data["package-data"]["multirun.kernel"]
+    monkeypatch.setattr(build, "_fused_module", None)
+    if build.fused() is None:
+        pytest.skip("fused CPU kernels cannot be built here (no C++ compiler)")
+    done = subprocess.run([sys.executable, "-m", "multirun.kernel.build"], capture_output=True,
+                          text=True, check=True)
+    assert "ready" in done.stdout and "building" not in done.stderr  # already built: loaded
+
+    def compile_extension(name):
+        raise AssertionError("a job compiled the fused loops")
+
+    monkeypatch.setattr(build, "_fused_module", None)
+    monkeypatch.setattr(build, "compile_extension", compile_extension)
+    module = build.fused()
+    assert module is not None and callable(module.transform) and callable(module.moments)

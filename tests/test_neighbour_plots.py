@@ -132,6 +132,28 @@ def test_neighbour_figures_script(tmp_path):
         np.save(tmp_path / f"{split}.npy", arr)
         np.save(tmp_path / f"features_{split}.npy",
                 rng.standard_normal((m, len(arr[0]), 8)).astype(np.float16))
+    # rule neighbour_data first (it computes), then the figure script (it only draws)
+    data_out = SimpleNamespace(per_class=str(tmp_path / "per_class.csv"),
+                               arrays=str(tmp_path / "figure_data.npz"))
+    data_smk = SimpleNamespace(
+        input=SimpleNamespace(data=str(tmp_path / "dataset.npz"),
+                              train=[str(tmp_path / "train.npy")],
+                              test=[str(tmp_path / "test.npy")],
+                              features_train=str(tmp_path / "features_train.npy"),
+                              features_test=str(tmp_path / "features_test.npy")),
+        output=data_out,
+        params=SimpleNamespace(model_counts=[2, m], subsets=2, subset_seed=0, k=3,
+                               vote="majority", power=None, chunk_models=4, block=16,
+                               memory_gb=None, precision="fp32"),
+        config={"kernel": {"device": "cpu"}}, resources={"mem_mb": 4000},
+        log=[str(tmp_path / "data-log.txt")], threads=1, rule="neighbour_data",
+    )
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    runpy.run_path(str(scripts / "neighbour_data.py"), init_globals={"snakemake": data_smk})
+    per_class = io.load_csv(data_out.per_class)
+    assert len(per_class) == c * 3 and {r["class"] for r in per_class} == {"0", "1", "2"}
+    arrays = io.load_npz(data_out.arrays, ("p_correct", "feature_index", "num_models"))
+    assert arrays["feature_index"].shape == (nq, 2) and int(arrays["num_models"]) == m
     shards = {s: kernel.ShardedLogits([tmp_path / f"{s}.npy"]) for s in ("train", "test")}
     subsets = knn.model_subsets(m, [2, m], 2, 0)
     nbrs = [kernel.neighbours(shards["test"], shards["train"], k=10, models=sel,
@@ -154,21 +176,15 @@ def test_neighbour_figures_script(tmp_path):
     smk = SimpleNamespace(
         input=SimpleNamespace(data=str(tmp_path / "dataset.npz"),
                               neighbours=str(tmp_path / "neighbours.npz"),
+                              per_class=data_out.per_class, arrays=data_out.arrays,
                               scores=str(tmp_path / "scores.csv"),
-                              scores_raw=str(tmp_path / "scores_raw.csv"),
-                              train=[str(tmp_path / "train.npy")],
-                              test=[str(tmp_path / "test.npy")],
-                              features_train=str(tmp_path / "features_train.npy"),
-                              features_test=str(tmp_path / "features_test.npy")),
+                              scores_raw=str(tmp_path / "scores_raw.csv")),
         output=SimpleNamespace(**output),
-        params=SimpleNamespace(pair_ranks=[5, 12], examples=4, seed=0, dpi=50,
-                               model_counts=[2, m], subsets=2, subset_seed=0, k=3,
-                               vote="majority", power=4, chunk_models=4, block=16),
-        config={"kernel": {"device": "cpu"}},
-        log=[str(tmp_path / "log.txt")], threads=1, rule="figure_neighbours",
+        params=SimpleNamespace(pair_ranks=[5, 12], examples=4, seed=0, dpi=50, k=3,
+                               vote="majority"),
+        config={}, log=[str(tmp_path / "log.txt")], threads=1, rule="figure_neighbours",
     )
-    script = Path(__file__).resolve().parents[1] / "scripts" / "neighbour_figures.py"
-    runpy.run_path(str(script), init_globals={"snakemake": _Namespace(smk)})
+    runpy.run_path(str(scripts / "neighbour_figures.py"), init_globals={"snakemake": _Namespace(smk)})
     for key in keys:
         assert (tmp_path / f"{key}.png").stat().st_size > 1000
         assert (tmp_path / f"{key}.pdf").exists()

@@ -133,12 +133,22 @@ def test_plotting_code_edit_redraws_only_its_figures(tiny_copy, source_copy):
 
 def test_kernel_code_edit_reruns_kernel_and_downstream_not_training(tiny_copy, source_copy):
     workdir, _ = tiny_copy
-    edit(source_copy / "src" / "multirun" / "kernel.py")
+    edit(source_copy / "src" / "multirun" / "kernel" / "engine.py")
     jobs = planned_jobs(workdir, root=source_copy)
     assert jobs["kernel"] == 2 and jobs["knn"] == 2 and jobs["figure_accuracy"] == 1
     untouched = {"dataset", "train_shard", "train_width", "logits", "hessian", "effdim",
                  "figure_spectrum", "figure_width_sweep"}
     assert not untouched & set(jobs)
+
+
+def test_figure_resolution_reruns_only_drawing(tiny_copy):
+    """Figure rules only draw: the kernels behind the neighbour figures are cached rules."""
+    workdir, cfg = tiny_copy
+    cfg["figures"]["dpi"] = 80
+    write_config(workdir, cfg)
+    jobs = planned_jobs(workdir)
+    assert "figure_neighbours" in jobs and "figure_accuracy" in jobs
+    assert all(name.startswith("figure_") or name == "all" for name in jobs), jobs
 
 
 def test_unknown_config_key_is_named_before_any_job(tiny_copy):
@@ -162,7 +172,8 @@ def test_bad_logits_fail_clearly_and_leave_no_output(tiny_copy, damage):
         arr[1, 7, 3] = np.nan
         np.save(bad, arr)
     out = res / "kernel" / "logsoftmax" / "neighbours.npz"
-    proc = snakemake(workdir, "--forcerun", "kernel", check=False)
+    # only that kernel job (with both variants forced, either may fail first and end the run)
+    proc = snakemake(workdir, str(out.relative_to(workdir)), "--forcerun", "kernel", check=False)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "shard-001/train.npy" in text

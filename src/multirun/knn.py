@@ -147,6 +147,16 @@ def model_subsets(num_models: int, sizes: Sequence[int], repeats: int, seed: int
     return out
 
 
+def subset_numbers(sizes: Sequence[int]) -> list[int]:
+    """Number of each subset among those of its size, in order: [2, 2, 4, 2] -> [0, 1, 0, 2]."""
+    seen: dict[int, int] = {}
+    numbers = []
+    for size in sizes:
+        seen[int(size)] = seen.get(int(size), -1) + 1
+        numbers.append(seen[int(size)])
+    return numbers
+
+
 class ModelSubset:
     """Models ``sel`` of a ShardedLogits, streamed like one (nothing is copied until read).
 
@@ -199,17 +209,55 @@ def score_model_subsets(test, train, train_labels: np.ndarray, test_labels: np.n
     """Accuracy vs number of models in memory: neighbours then :func:`score_subset` per subset.
 
     ``test``/``train``: :class:`multirun.kernel.ShardedLogits`; ``engine``: keyword
-    arguments of :func:`multirun.kernel.neighbours` (log_softmax, chunk_models, ...).
+    arguments of :func:`multirun.kernel.subset_neighbours` (options, log_softmax, ...).
     Rows of :func:`score_subset` with ``n_models`` and ``subset`` (index among its size).
     """
-    from multirun.kernel import neighbours
+    from multirun.kernel import subset_neighbours
 
+    subsets = model_subsets(test.num_models, sizes, repeats, seed)
+    index, sim = subset_neighbours(test, train, [sel for _, sel in subsets], k=max(ks), **engine)
     rows: list[dict] = []
-    seen: dict[int, int] = {}
-    for size, sel in model_subsets(test.num_models, sizes, repeats, seed):
-        seen[size] = seen.get(size, -1) + 1
-        index, sim = neighbours(test, train, k=max(ks), models=sel, **engine)
-        scored = score_subset(index, sim, ModelSubset(test, sel), train_labels, test_labels,
+    for r, ((size, sel), number) in enumerate(zip(subsets, subset_numbers([s for s, _ in subsets]),
+                                                  strict=True)):
+        scored = score_subset(index[r], sim[r], ModelSubset(test, sel), train_labels, test_labels,
                               ks=ks, power=power, votes=votes)
-        rows += [{"n_models": size, "subset": seen[size], **r} for r in scored]
+        rows += [{"n_models": size, "subset": number, **row} for row in scored]
     return rows
+
+
+def cosine_neighbours(query_features: np.ndarray, key_features: np.ndarray, *, k: int,
+                      block: int = 4096, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Top-k keys by cosine similarity of features (the penultimate-feature baseline).
+
+    (Nq, D), (Nt, D) any float dtype -> index (Nq, k) int32, similarity (Nq, k) float32,
+    sorted descending. All-zero feature rows have similarity 0 to everything.
+    """
+    import torch
+
+    from multirun.io import pick_device
+
+    if query_features.ndim != 2 or key_features.ndim != 2 \
+            or query_features.shape[1] != key_features.shape[1]:
+        raise ContractError(f"cosine_neighbours: features {query_features.shape} and "
+                            f"{key_features.shape} must be (N, D) with the same D")
+    if not 1 <= k <= len(key_features):
+        raise ContractError(f"k={k} must lie in [1, {len(key_features)}]")
+    dev = pick_device(device)
+
+    def unit(x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.array(x, dtype=np.float32)).to(dev)
+        if not bool(torch.isfinite(t).all()):
+            raise ContractError("cosine_neighbours: features hold NaN or inf")
+        return t / t.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+
+    keys = unit(key_features)
+    nq = len(query_features)
+    index = np.empty((nq, k), dtype=np.int32)
+    similarity = np.empty((nq, k), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, nq, block):
+            stop = min(start + block, nq)
+            top = torch.topk(unit(query_features[start:stop]) @ keys.T, k, dim=1)
+            index[start:stop] = top.indices.cpu().numpy()
+            similarity[start:stop] = top.values.cpu().numpy()
+    return index, similarity

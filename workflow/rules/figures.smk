@@ -70,13 +70,12 @@ rule figure_width_sweep:
 
 rule figure_neighbours:
     input:
-        **feature_files(),
         data=f"{R}/data/dataset.npz",
         neighbours=f"{R}/kernel/logsoftmax/neighbours.npz",
+        per_class=f"{R}/kernel/logsoftmax/per_class.csv",
+        arrays=f"{R}/kernel/logsoftmax/figure_data.npz",
         scores=f"{R}/knn/logsoftmax/scores.csv",
         scores_raw=f"{R}/knn/raw/scores.csv",
-        train=logit_files("train"),
-        test=logit_files("test"),
     output:
         **figure_output(
             "neighbour_pairs", "neighbour_pairs", "Ensemble kernel", key="pairs_"
@@ -112,24 +111,16 @@ rule figure_neighbours:
         f"{R}/runtimes/figures/neighbours.tsv"
     conda:
         "../../envs/multirun.yaml"
-    threads: 2
     resources:
         mem_mb=4000,
         runtime=30,
-        gpu=config["gpu"],
     params:
         pair_ranks=config["figures"]["pair_ranks"],
         examples=config["figures"]["examples"],
         seed=config["kernel"]["subset_seed"],
         dpi=config["figures"]["dpi"],
-        model_counts=config["kernel"]["model_counts"],
-        subsets=config["kernel"]["subsets"],
-        subset_seed=config["kernel"]["subset_seed"],
         k=config["figures"]["neighbour_k"],
         vote=config["figures"]["neighbour_vote"],
-        power=config["knn"]["power"],
-        chunk_models=config["kernel"]["chunk_models"],
-        block=config["kernel"]["block"],
         code=code("neighbour_figures.py"),
     script:
         "../../scripts/neighbour_figures.py"

@@ -23,6 +23,7 @@ rule kernel:
         subset_seed=config["kernel"]["subset_seed"],
         chunk_models=config["kernel"]["chunk_models"],
         block=config["kernel"]["block"],
+        memory_gb=config["kernel"]["memory_gb"],
         precision=config["kernel"]["precision"],
         code=code("kernel.py"),
     script:
@@ -49,7 +50,50 @@ rule dense_kernel:
     params:
         log_softmax=lambda w: w.variant == "logsoftmax",
         chunk_models=config["kernel"]["chunk_models"],
+        block=config["kernel"]["block"],
+        memory_gb=config["kernel"]["memory_gb"],
         precision=config["kernel"]["precision"],
         code=code("dense_kernel.py"),
     script:
         "../../scripts/dense_kernel.py"
+
+
+rule neighbour_data:
+    input:
+        **feature_files(),
+        data=f"{R}/data/dataset.npz",
+        train=logit_files("train"),
+        test=logit_files("test"),
+    output:
+        per_class=f"{R}/kernel/logsoftmax/per_class.csv",
+        arrays=f"{R}/kernel/logsoftmax/figure_data.npz",
+    log:
+        f"{R}/logs/kernel/neighbour_data.log",
+    benchmark:
+        f"{R}/runtimes/kernel/neighbour_data.tsv"
+    conda:
+        "../../envs/multirun.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=config["gpu"],
+    params:
+        model_counts=config["kernel"]["model_counts"],
+        subsets=config["kernel"]["subsets"],
+        subset_seed=config["kernel"]["subset_seed"],
+        k=config["figures"]["neighbour_k"],
+        vote=config["figures"]["neighbour_vote"],
+        # the vote's similarity power matters to weighted votes only
+        power=lambda w: (
+            config["knn"]["power"]
+            if config["figures"]["neighbour_vote"] == "weighted"
+            else None
+        ),
+        chunk_models=config["kernel"]["chunk_models"],
+        block=config["kernel"]["block"],
+        memory_gb=config["kernel"]["memory_gb"],
+        precision=config["kernel"]["precision"],
+        code=code("neighbour_data.py"),
+    script:
+        "../../scripts/neighbour_data.py"

@@ -1,0 +1,263 @@
+// Fused CPU loops of the ensemble kernel (multirun/kernel/build.py compiles them once per
+// machine with torch.utils.cpp_extension; multirun/kernel/engine.py calls them per chunk).
+//
+// transform: fp16/fp32 logits (m, n, C) -> log_softmax over C -> z-score with the given
+//            per-(class, example) mean and 1/std -> (m, C, n) float32 in the GEMM layout.
+// moments:   the chunk's per-(class, example) mean and sum of squared deviations across its m
+//            models (float64), merged into running statistics (Chan et al.).
+// Both read every value once; NaN/inf are detected on the raw bits.
+//
+// log_softmax is evaluated as (x - max) - log1p(s), s = sum over the classes other than the
+// top one of exp(x - max): the top class's log-probability -log1p(s) keeps its relative
+// precision however confident the model is (down to s ~ 1e-38, a gap of 87 between the top
+// two logits), where log(1 + s) in float32 would round it to a multiple of 6e-8.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+#include <immintrin.h>
+
+namespace {
+constexpr int64_t TILE = 256;
+
+
+// Load one (example tile, model) slab into class-major buf[c * TILE + j], log_softmax over c.
+// Contiguous conversion to float32 (F16C/AVX-512 when compiled for it); true if NaN/inf seen.
+inline bool to_float(const at::Half* s, int64_t k, float* out) {
+  const uint16_t* b = reinterpret_cast<const uint16_t*>(s);
+  uint16_t any = 0;
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= k; i += 16) {
+    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + i));
+    _mm512_storeu_ps(out + i, _mm512_cvtph_ps(h));
+  }
+#elif defined(__F16C__)
+  for (; i + 8 <= k; i += 8) {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i));
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(h));
+  }
+#endif
+  for (; i < k; ++i) out[i] = static_cast<float>(s[i]);
+  for (int64_t j = 0; j < k; ++j) any |= static_cast<uint16_t>((b[j] & 0x7C00u) == 0x7C00u);
+  return any != 0;
+}
+inline bool to_float(const float* s, int64_t k, float* out) {
+  uint32_t any = 0;
+  for (int64_t j = 0; j < k; ++j) {
+    uint32_t b; std::memcpy(&b, s + j, 4);
+    any |= static_cast<uint32_t>((b & 0x7F800000u) == 0x7F800000u);
+    out[j] = s[j];
+  }
+  return any != 0;
+}
+
+// exp(x) for x <= 0 by Cody-Waite reduction and the Cephes expf polynomial (about 1 ulp),
+// subnormal results included (as torch.exp; below -103 the result is 0 in float32 anyway);
+// plain float arithmetic so that the loops vectorise without -ffast-math.
+inline float exp_nonpositive(float x) {
+  x = x < -103.0f ? -103.0f : x;
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  // 2^n as 2^n1 * 2^n2, each a normal float, so that n down to -149 is exact
+  const int32_t ni = static_cast<int32_t>(n), n1 = ni / 2, n2 = ni - n1;
+  const int32_t b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+  float s1, s2;
+  std::memcpy(&s1, &b1, 4);
+  std::memcpy(&s2, &b2, 4);
+  return p * s1 * s2;
+}
+
+// log(x) for positive normal x by the Cephes logf polynomial (about 1 ulp), branch-free.
+inline float log_positive(float x) {
+  int32_t bits;
+  std::memcpy(&bits, &x, 4);
+  float e = static_cast<float>(((bits >> 23) & 0xff) - 126);
+  bits = (bits & 0x807fffff) | 0x3f000000;  // mantissa in [0.5, 1)
+  float f;
+  std::memcpy(&f, &bits, 4);
+  const bool small = f < 0.707106781186547524f;
+  e = small ? e - 1.0f : e;
+  f = small ? f + f - 1.0f : f - 1.0f;
+  const float z = f * f;
+  float y = 7.0376836292e-2f;
+  y = y * f - 1.1514610310e-1f;
+  y = y * f + 1.1676998740e-1f;
+  y = y * f - 1.2420140846e-1f;
+  y = y * f + 1.4249322787e-1f;
+  y = y * f - 1.6668057665e-1f;
+  y = y * f + 2.0000714765e-1f;
+  y = y * f - 2.4999993993e-1f;
+  y = y * f + 3.3333331174e-1f;
+  y = y * f * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  return f + y + 0.693359375f * e;
+}
+
+// log1p(s) for s >= 0 (Goldberg's trick on top of log_positive: a few ulp, branch-free).
+inline float log1p_nonnegative(float s) {
+  const float u = 1.0f + s;
+  const float d = u - 1.0f;
+  return d == 0.0f ? s : log_positive(u) * (s / d);
+}
+
+template <typename T>
+inline bool load_tile(const T* s, int64_t len, int64_t C, bool lsm, float* raw, float* buf,
+                      float* mx, float* lg, float* top) {
+  // On return buf[c * TILE + j] holds x and the log-probability is (x - mx[j]) - lg[j] with
+  // lg = log1p(sum over c != top of exp(x_c - mx)); without log_softmax mx = lg = 0.
+  const bool bad = to_float(s, len * C, raw);
+  for (int64_t j = 0; j < len; ++j)
+    for (int64_t c = 0; c < C; ++c) buf[c * TILE + j] = raw[j * C + c];
+  if (!lsm) {
+    for (int64_t j = 0; j < len; ++j) mx[j] = lg[j] = 0.f;
+    return bad;
+  }
+  for (int64_t j = 0; j < len; ++j) {
+    mx[j] = buf[j];
+    top[j] = 0.f;
+  }
+  for (int64_t c = 1; c < C; ++c) {
+    const float fc = static_cast<float>(c);
+    for (int64_t j = 0; j < len; ++j) {
+      const float v = buf[c * TILE + j];
+      const bool gt = v > mx[j];
+      top[j] = gt ? fc : top[j];
+      mx[j] = gt ? v : mx[j];
+    }
+  }
+  for (int64_t j = 0; j < len; ++j) lg[j] = 0.f;
+  for (int64_t c = 0; c < C; ++c) {
+    const float* b = buf + c * TILE;
+    const float fc = static_cast<float>(c);
+    for (int64_t j = 0; j < len; ++j)
+      lg[j] += top[j] == fc ? 0.f : exp_nonpositive(b[j] - mx[j]);
+  }
+  for (int64_t j = 0; j < len; ++j) lg[j] = log1p_nonnegative(lg[j]);  // the sum lies in [0, C)
+  return bad;
+}
+
+template <typename T>
+void transform_impl(const T* src, float* dst, const float* mean, const float* inv, int64_t m,
+                    int64_t n, int64_t C, bool lsm) {
+  const int64_t tiles = (n + TILE - 1) / TILE;
+  at::parallel_for(0, m * tiles, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> raw(C * TILE), buf(C * TILE), mx(TILE), acc(TILE), top(TILE);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t mi = t / tiles, i0 = (t % tiles) * TILE, len = std::min(TILE, n - i0);
+      load_tile(src + (mi * n + i0) * C, len, C, lsm, raw.data(), buf.data(), mx.data(),
+                acc.data(), top.data());
+      for (int64_t c = 0; c < C; ++c) {
+        float* d = dst + (mi * C + c) * n + i0;
+        const float* b = buf.data() + c * TILE;
+        const float* mc = mean + c * n + i0;
+        const float* ic = inv + c * n + i0;
+        const float* x = mx.data();
+        const float* l = acc.data();
+        for (int64_t j = 0; j < len; ++j) d[j] = ((b[j] - x[j]) - l[j] - mc[j]) * ic[j];
+      }
+    }
+  });
+}
+
+// Per (class, example): moments over the m models of this chunk (sums of y - y0 in double with
+// the shift y0 = the chunk's first model), merged into the running (count, mean, m2) by Chan's
+// pairwise rule. Returns true if any input value was NaN/inf.
+template <typename T>
+bool moments_impl(const T* src, double* mean, double* m2, int64_t count, int64_t m, int64_t n,
+                  int64_t C, bool lsm) {
+  const int64_t tiles = (n + TILE - 1) / TILE;
+  std::vector<char> bad_tile(tiles, 0);
+  const double total = static_cast<double>(count + m);
+  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> raw(C * TILE), buf(C * TILE), mx(TILE), acc(TILE), top(TILE);
+    std::vector<double> y0(C * TILE), a1(C * TILE), a2(C * TILE);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t i0 = t * TILE, len = std::min(TILE, n - i0);
+      bool bad = false;
+      std::fill(a1.begin(), a1.end(), 0.0);
+      std::fill(a2.begin(), a2.end(), 0.0);
+      for (int64_t mi = 0; mi < m; ++mi) {
+        bad |= load_tile(src + (mi * n + i0) * C, len, C, lsm, raw.data(), buf.data(),
+                         mx.data(), acc.data(), top.data());
+        for (int64_t c = 0; c < C; ++c) {
+          const float* b = buf.data() + c * TILE;
+          double* z = y0.data() + c * TILE;
+          double* p = a1.data() + c * TILE;
+          double* q = a2.data() + c * TILE;
+          const float* x = mx.data();
+          const float* l = acc.data();
+          if (mi == 0)
+            for (int64_t j = 0; j < len; ++j) z[j] = (b[j] - x[j]) - l[j];
+          for (int64_t j = 0; j < len; ++j) {
+            const double d = ((b[j] - x[j]) - l[j]) - z[j];
+            p[j] += d;
+            q[j] += d * d;
+          }
+        }
+      }
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t j = 0; j < len; ++j) {
+          const int64_t k = c * TILE + j, o = c * n + i0 + j;
+          const double cmean = y0[k] + a1[k] / m, cm2 = a2[k] - a1[k] * a1[k] / m;
+          const double delta = cmean - mean[o];
+          mean[o] += delta * (m / total);
+          m2[o] += cm2 + delta * delta * (static_cast<double>(count) * m / total);
+        }
+      bad_tile[t] = bad;
+    }
+  });
+  return std::any_of(bad_tile.begin(), bad_tile.end(), [](char b) { return b != 0; });
+}
+}  // namespace
+
+// x: (m, n, C) half/float contiguous; mean, inv: (C, n) float; out: (m, C, n) float.
+void transform(torch::Tensor x, torch::Tensor mean, torch::Tensor inv, torch::Tensor out,
+               bool lsm) {
+  TORCH_CHECK(x.is_contiguous() && mean.is_contiguous() && inv.is_contiguous() &&
+              out.is_contiguous(), "contiguous tensors expected");
+  const int64_t m = x.size(0), n = x.size(1), C = x.size(2);
+  TORCH_CHECK(out.size(0) == m && out.size(1) == C && out.size(2) == n, "bad out shape");
+  auto run = [&](auto* src) {
+    transform_impl(src, out.data_ptr<float>(), mean.data_ptr<float>(), inv.data_ptr<float>(), m,
+                   n, C, lsm);
+  };
+  if (x.scalar_type() == at::kHalf) run(x.data_ptr<at::Half>());
+  else if (x.scalar_type() == at::kFloat) run(x.data_ptr<float>());
+  else TORCH_CHECK(false, "float16 or float32 logits expected");
+}
+
+// x: (m, n, C) half/float contiguous; mean, m2: running (C, n) float64 statistics of `count`
+// earlier models, updated in place. Returns whether any value of x was NaN/inf.
+bool moments(torch::Tensor x, torch::Tensor mean, torch::Tensor m2, int64_t count, bool lsm) {
+  TORCH_CHECK(x.is_contiguous() && mean.is_contiguous() && m2.is_contiguous(),
+              "contiguous tensors expected");
+  const int64_t m = x.size(0), n = x.size(1), C = x.size(2);
+  TORCH_CHECK(mean.scalar_type() == at::kDouble && m2.scalar_type() == at::kDouble &&
+              mean.size(0) == C && mean.size(1) == n, "bad statistics tensors");
+  bool bad = false;
+  auto run = [&](auto* src) {
+    bad = moments_impl(src, mean.data_ptr<double>(), m2.data_ptr<double>(), count, m, n, C, lsm);
+  };
+  if (x.scalar_type() == at::kHalf) run(x.data_ptr<at::Half>());
+  else if (x.scalar_type() == at::kFloat) run(x.data_ptr<float>());
+  else TORCH_CHECK(false, "float16 or float32 logits expected");
+  return bad;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("transform", &transform, "log_softmax + z-score of a logit chunk into the GEMM layout");
+  m.def("moments", &moments, "merge a logit chunk into running per-(class, example) moments");
+}
