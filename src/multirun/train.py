@@ -35,7 +35,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
 from tqdm import tqdm
 
 from multirun.checkpoint import (  # noqa: F401 (re-exported)
@@ -46,7 +45,8 @@ from multirun.checkpoint import (  # noqa: F401 (re-exported)
     load_member,
 )
 from multirun.io import ContractError
-from multirun.models import build_model, meta_model, normalize_spec
+from multirun.models import build_model, normalize_spec
+from multirun.programs import MLPProgram, VmapProgram, pick_program
 from multirun.recipe import (  # noqa: F401 (re-exported)
     AUGMENTS,
     OPTIMIZERS,
@@ -192,53 +192,9 @@ def train_one(x: Tensor, y: Tensor, seed: int, model_spec: Mapping[str, Any],
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _cast(t: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """Move ``t`` to ``device``; floating tensors also to ``dtype`` (integer counters stay)."""
-    return t.to(device, dtype) if t.is_floating_point() else t.to(device)
-
-
-
-def _match_grad_layout(params: dict[str, Tensor], buffers: dict[str, Tensor], batched_loss,
-                       xb: Tensor, yb: Tensor) -> dict[str, Tensor]:
-    """Re-lay out each stacked parameter in the memory order its batched gradient has.
-
-    Under ``vmap`` the weight gradient of a linear/conv layer comes out of a batched
-    matrix product transposed relative to the stacked weight. ``AccumulateGrad``
-    would then copy every gradient into the parameter's layout and SGD would add
-    tensors of different strides, both slow strided passes (on the CPU they cost
-    as much as the matrix products). One probe step on ``xb`` (B, ...) shared by
-    all seeds (BatchNorm buffers are copied, not touched) reads the gradient
-    strides; each parameter is copied into a tensor with those strides. Values
-    are unchanged; only the memory order differs.
-    """
-    s = next(iter(params.values())).shape[0]
-    probe_x = xb.unsqueeze(0).expand(s, *xb.shape)
-    probe_y = yb.to(xb.device).unsqueeze(0).expand(s, *yb.shape)
-    loss, _ = batched_loss(params, {k: v.clone() for k, v in buffers.items()}, probe_x, probe_y)
-    grads = torch.autograd.grad(loss.sum(), list(params.values()), allow_unused=True)
-    out = {}
-    for (k, p), g in zip(params.items(), grads, strict=True):
-        if g is not None and g.stride() != p.stride() and _dense(g):
-            q = torch.empty_strided(p.shape, g.stride(), dtype=p.dtype, device=p.device)
-            p = q.copy_(p.detach()).requires_grad_(True)
-        out[k] = p
-    return out
-
-
-def _dense(t: Tensor) -> bool:
-    """``t`` covers its storage exactly once (a permutation of a contiguous tensor)."""
-    order = sorted(range(t.dim()), key=lambda d: t.stride(d))
-    expected = 1
-    for d in order:
-        if t.shape[d] != 1 and t.stride(d) != expected:
-            return False
-        expected *= t.shape[d]
-    return True
-
-
 def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe: dict,
                 device: torch.device | str, progress: bool = True, *,
-                num_classes: int | None = None) -> dict:
+                num_classes: int | None = None, program: str = "auto") -> dict:
     """Train every seed of ``seeds`` as one vectorised program; return the checkpoint.
 
     ``x`` (N, ...) float32 (float64 trains in float64, for exactness checks) and
@@ -249,45 +205,35 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
     float32}}``. ``train_loss``/``train_acc`` are
     means over the epoch's steps, measured on the (augmented, noisy) batches as
     trained, in train mode. ``num_classes`` defaults to ``max(y) + 1``.
-    A tqdm bar over steps goes to stderr when ``progress``.
+    A tqdm bar over steps goes to stderr when ``progress``. ``program``: how a step
+    runs (:mod:`multirun.programs`): ``auto`` takes the hand-written ``mlp`` program
+    for plain MLPs without augmentation and ``vmap`` for everything else.
     """
     spec, recipe = normalize_spec(model_spec), normalize_recipe(recipe)
     seeds = _check_seeds(seeds)
     x, y, num_classes = _check_data(x, y, num_classes)
     device = torch.device(device)
     n, input_shape, s = len(x), tuple(int(d) for d in x.shape[1:]), len(seeds)
-
-    models = [init_model(seed, spec, input_shape, num_classes) for seed in seeds]
-    base = meta_model(spec, input_shape, num_classes).train()
-    param_names = [k for k, _ in models[0].named_parameters()]
-    buffer_names = [k for k, _ in models[0].named_buffers()]
-    params = {k: torch.stack([m.get_parameter(k).detach() for m in models]).to(device, x.dtype)
-              for k in param_names}
-    buffers = {k: _cast(torch.stack([m.get_buffer(k) for m in models]), device, x.dtype)
-               for k in buffer_names}
-    del models
-    xd = x.to(device)
-    for p in params.values():
-        p.requires_grad_(True)
-    smoothing = recipe["label_smoothing"]
-
-    def loss_one(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor,
-                 yb: Tensor) -> tuple[Tensor, Tensor]:
-        logits = functional_call(base, (p, b), (xb,))
-        loss = F.cross_entropy(logits, yb, label_smoothing=smoothing)
-        return loss, (logits.argmax(-1) == yb).sum()
-
-    batched_loss = vmap(loss_one, randomness="error")
     batch = min(recipe["batch_size"], n)
-    params = _match_grad_layout(params, buffers, batched_loss, xd[:batch], y[:batch])
-    opt = torch.optim.SGD(list(params.values()), lr=recipe["lr"], momentum=recipe["momentum"],
-                          weight_decay=recipe["weight_decay"],
-                          nesterov=recipe["optimizer"] == "nesterov")
 
+    # ------------------------------------------------------------------ models, stacked
+    models = [init_model(seed, spec, input_shape, num_classes) for seed in seeds]
+    if pick_program(program, spec, recipe) == "mlp":
+        prog: MLPProgram | VmapProgram = MLPProgram(models, recipe, batch, device, x.dtype)
+    else:
+        probe = (x[:batch].to(device), y[:batch])
+        prog = VmapProgram(models, spec, input_shape, num_classes, recipe, probe, device,
+                           x.dtype)
+    del models
+    xd = prog.prepare(x.to(device))
+
+    # ------------------------------------------------------------------ per-seed streams
     labels = torch.stack([training_labels(y, seed, recipe["label_noise"], num_classes)
                           for seed in seeds]).to(device)  # (S, N)
     order_gs = [generator(seed, "order") for seed in seeds]
     aug_gs = [generator(seed, "augment") for seed in seeds]
+
+    # ------------------------------------------------------------------ the loop
     steps, total, warmup = _schedule(n, recipe)
     epochs = recipe["epochs"]
     loss_hist = torch.zeros(s, epochs, dtype=torch.float64, device=device)
@@ -302,26 +248,22 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
         for idx in order:
             lr = lr_at(step, total, warmup, recipe)
             lr_hist[step] = lr
-            for group in opt.param_groups:
-                group["lr"] = lr
-            xb = xd[idx]  # (S, B, ...)
+            xb = xd.index_select(0, idx.flatten()).view(*idx.shape, *xd.shape[1:])  # (S, B, ...)
             if recipe["augment"] != "none":
                 drawn = [draw_augment(recipe["augment"], idx.shape[1], g) for g in aug_gs]
                 stacked = {k: torch.cat([d[k] for d in drawn]) for k in drawn[0]}
                 xb = apply_augment(xb.flatten(0, 1), stacked).view_as(xb)
-            loss, correct = batched_loss(params, buffers, xb, torch.gather(labels, 1, idx))
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
-            loss_hist[:, epoch] += loss.detach()
+            loss, correct = prog.step(xb, torch.gather(labels, 1, idx), lr)
+            loss_hist[:, epoch] += loss
             correct_hist[:, epoch] += correct
             step += 1
             bar.update()
         if progress:
             bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss_hist[:, epoch].mean()) / steps:.4f}")
     bar.close()
-    state = {k: v.detach().to("cpu", copy=True).contiguous()
-             for k, v in {**params, **buffers}.items()}
+
+    # ------------------------------------------------------------------ the checkpoint
+    state = {k: v.to("cpu", copy=True).contiguous() for k, v in prog.state().items()}
     finite = torch.stack([torch.isfinite(v.flatten(1)).all(1) for v in state.values()
                           if v.is_floating_point()]).all(0)
     if not finite.all():
