@@ -49,7 +49,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: E402
 import yaml  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
@@ -86,6 +86,19 @@ def gemm_rate(n: int = 1024, repeats: int = 10) -> float:
         best = min(best, (CLOCK["now"]() - t) / repeats)
     _RATES.append(2 * n**3 / best)
     return max(_RATES)
+
+
+def conv_rate(repeats: int = 3) -> float:
+    """fp32 rate (FLOP/s) of a 3x3 convolution (oneDNN): 32 x 64 x 32 x 32, 64 channels out."""
+    x, w = torch.randn(32, 64, 32, 32), torch.randn(64, 64, 3, 3)
+    F.conv2d(x, w, padding=1)
+    best = float("inf")
+    for _ in range(3):
+        t = CLOCK["now"]()
+        for _ in range(repeats):
+            F.conv2d(x, w, padding=1)
+        best = min(best, (CLOCK["now"]() - t) / repeats)
+    return 2 * 32 * 64 * 64 * 9 * 32 * 32 / best
 
 
 def flops_per_step(x: torch.Tensor, y: torch.Tensor, spec: dict, batch_size: int) -> int:
@@ -261,7 +274,9 @@ def main() -> None:
               f"{spec['width']}): {dt:.1f} s, {shard / dt:.2f} seeds/s")
 
     print(f"fp32 GEMM rate: best {gemm_rate() / 1e9:.0f} GFLOP/s over the run (the floors use "
-          f"the best measured up to their row), load average {os.getloadavg()[0]:.1f}")
+          f"the best measured up to their row); 3x3 convolution (oneDNN) "
+          f"{conv_rate() / 1e9:.0f} GFLOP/s (above the GEMM rate, convolutions can beat the "
+          f"floor); load average {os.getloadavg()[0]:.1f}")
     if args.accuracy:
         for name, s, rec in (("mlp", spec, recipe), ("cnn1d", cnn, cnn_recipe)):
             mean, std, dt = accuracy(data, s, copy.deepcopy(rec), args.acc_seeds)
