@@ -6,7 +6,7 @@ for a plain MLP both step programs are timed: ``mlp``, the hand-written batched
 forward/backward that ``auto`` picks, and ``vmap``, the generic one) against
 ``multirun.train.train_one`` (a plain ``nn.Module`` + ``torch.optim.SGD`` loop, one seed
 after another), in this process with the same thread count. The machine may be shared,
-so the programs are timed in short interleaved units (``--epochs`` epochs of a shard /
+so the programs are timed in short interleaved units (``--epochs`` (5) epochs of a shard /
 of ``--loop-seeds`` seeds, ``--repeats`` times; a unit includes its set-up) and
 compared per seed-epoch (the cost of a step does not depend on the seed or the epoch).
 
@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "config.yaml"))
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for both programs (default: torch's default)")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per timed unit")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per timed unit")
     parser.add_argument("--loop-seeds", type=int, default=4, help="seeds per timed loop unit")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timed units")
     parser.add_argument("--widths", type=int, nargs="*", default=[],

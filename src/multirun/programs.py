@@ -13,9 +13,9 @@ Both hold the parameters of S models stacked along a new leading axis and offer
 ``torch.func.functional_call`` of a parameter-less copy, autograd, ``torch.optim.SGD``.
 :class:`MLPProgram` trains a plain MLP (no BatchNorm) faster with the same arithmetic
 up to rounding: a hand-written batched forward/backward (``torch.bmm``; each layer's
-bias is folded into its weight as an extra input row against a column of ones, so
-neither the bias add nor the bias gradient is a separate pass), every buffer allocated
-once, and one fused SGD update over a single flat parameter buffer.
+bias is folded into its weight matrix as one more input, fed a constant 1, so neither
+the bias add nor the bias gradient is a separate pass), every buffer allocated once,
+and one fused SGD update over a single flat parameter buffer.
 """
 
 from __future__ import annotations

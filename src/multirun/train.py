@@ -2,12 +2,13 @@
 
 The parameters and buffers of the S models are stacked along a new leading
 axis ``(S, ...)``; one training step evaluates all S models on their own
-mini-batches with ``torch.func.vmap`` over ``torch.func.functional_call`` of a
-parameter-less (meta) copy of the model, back-propagates the sum of the S mean
-losses (so each seed's gradient is exactly its own), and updates the stacked
-tensors with ``torch.optim.SGD`` (element-wise, hence the same arithmetic as
-S separate optimisers). BatchNorm running statistics are stacked buffers and
-are updated in place per seed inside ``vmap``.
+mini-batches, back-propagates each seed's own mean loss and updates the stacked
+tensors with ``torch.optim.SGD``'s arithmetic (element-wise, hence the same as S
+separate optimisers). How a step runs is a *program* of :mod:`multirun.programs`:
+``vmap`` (``torch.func.vmap`` over ``functional_call``, any model, BatchNorm
+statistics per seed) or ``mlp`` (a hand-written batched MLP, the default model).
+:func:`train_shard` reads top to bottom: stack the models, draw each seed's
+streams, loop over epochs and steps, write the checkpoint.
 
 Randomness. Every random stream of a seed comes from its own
 ``torch.Generator`` seeded by ``stream_seed(seed, stream)``:
