@@ -20,6 +20,7 @@ and one fused SGD update over a single flat parameter buffer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -147,7 +148,66 @@ def _dense(t: Tensor) -> bool:
 # ----------------------------------------------------------------------------- plain MLP: bmm
 
 
-class MLPProgram:
+class _FlatLayers:
+    """The layers of S models as matrices ``M = [W.flatten(1) | b]`` in one flat buffer.
+
+    ``kinds`` selects the layers (in module order; every one has a bias). Layer ``l``'s
+    matrix ``M[l]`` is (S, out, fan_in + 1), a view of ``flat``; its gradient ``G[l]`` a
+    view of ``grad``. :meth:`_sgd` is ``torch.optim.SGD.step`` over all of them in one
+    fused pass (coupled weight decay, heavy-ball or Nesterov momentum, dampening 0).
+    """
+
+    def __init__(self, models: list[nn.Module], kinds: tuple[type, ...],
+                 recipe: Mapping[str, Any], device: torch.device, dtype: torch.dtype):
+        s = len(models)
+        layers = [[m for m in model.modules() if isinstance(m, kinds)] for model in models]
+        self.names = [k for k, m in models[0].named_modules() if isinstance(m, kinds)]
+        self.shapes = [tuple(layer.weight.shape) for layer in layers[0]]
+        sizes = [s * shape[0] * (math.prod(shape[1:]) + 1) for shape in self.shapes]
+        self.flat = torch.empty(sum(sizes), device=device, dtype=dtype)
+        self.grad = torch.empty_like(self.flat)
+        self.momentum = torch.zeros_like(self.flat)
+        self.M: list[Tensor] = []
+        self.G: list[Tensor] = []
+        offset = 0
+        for i, (shape, size) in enumerate(zip(self.shapes, sizes, strict=True)):
+            view = (s, shape[0], math.prod(shape[1:]) + 1)
+            m = self.flat[offset:offset + size].view(view)
+            m[..., :-1] = torch.stack([layer[i].weight.detach().flatten(1) for layer in layers])
+            m[..., -1] = torch.stack([layer[i].bias.detach() for layer in layers])
+            self.M.append(m)
+            self.G.append(self.grad[offset:offset + size].view(view))
+            offset += size
+        self.recipe = recipe
+        self.first = True
+
+    def _sgd(self, lr: float) -> None:
+        """``torch.optim.SGD.step`` on the flat buffer (``grad`` is overwritten)."""
+        r = _sgd_kwargs(self.recipe)
+        m, wd = r["momentum"], r["weight_decay"]
+        if hasattr(torch, "_fused_sgd_"):
+            torch._fused_sgd_([self.flat], [self.grad], [self.momentum] if m else [],
+                              weight_decay=wd, momentum=m, lr=lr, dampening=0.0,
+                              nesterov=r["nesterov"], maximize=False,
+                              is_first_step=self.first)
+        else:  # torch.optim.SGD's single-tensor arithmetic
+            g = self.grad.add_(self.flat, alpha=wd) if wd else self.grad
+            if m:
+                buf = self.momentum.copy_(g) if self.first else self.momentum.mul_(m).add_(g)
+                g = g.add_(buf, alpha=m) if r["nesterov"] else buf
+            self.flat.add_(g, alpha=-lr)
+        self.first = False
+
+    def state(self) -> dict[str, Tensor]:
+        """``{name.weight: (S, *weight shape), name.bias: (S, out)}`` (views)."""
+        out = {}
+        for name, shape, m in zip(self.names, self.shapes, self.M, strict=True):
+            out[f"{name}.weight"] = m[..., :-1].unflatten(-1, shape[1:])
+            out[f"{name}.bias"] = m[..., -1]
+        return out
+
+
+class MLPProgram(_FlatLayers):
     """Plain MLPs (``Linear -> ReLU`` layers, no BatchNorm): hand-written batched steps.
 
     Layer ``l`` maps ``d_l`` to ``d_{l+1}`` units; its weight ``W`` (d_{l+1}, d_l) and
@@ -157,37 +217,18 @@ class MLPProgram:
     and ``dz @ a^T`` the gradient of weight and bias at once. (Feature-major is the
     faster orientation on the CPU: it keeps the batch, not the 10 classes, as the
     long side of the head's matrix products.) All ``M_l`` are views of one flat
-    buffer (and their gradients of another), so the SGD update (``torch.optim.SGD``'s
-    arithmetic: coupled weight decay, heavy-ball or Nesterov momentum, dampening 0)
-    is one fused pass. Buffers are allocated once. Any device, float32 or float64.
+    buffer (and their gradients of another), so the SGD update is one fused pass.
+    Buffers are allocated once. Any device, float32 or float64.
     """
 
     def __init__(self, models: list[nn.Module], recipe: Mapping[str, Any], batch: int,
                  device: torch.device, dtype: torch.dtype):
-        s = len(models)
-        layers = [[m for m in model.modules() if isinstance(m, nn.Linear)] for model in models]
-        self.names = [k for k, m in models[0].named_modules() if isinstance(m, nn.Linear)]
-        dims = [(lin.in_features, lin.out_features) for lin in layers[0]]
-        sizes = [s * d_out * (d_in + 1) for d_in, d_out in dims]
-        self.flat = torch.empty(sum(sizes), device=device, dtype=dtype)
-        self.grad = torch.empty_like(self.flat)
-        self.momentum = torch.zeros_like(self.flat)
-        self.M: list[Tensor] = []  # (S, d_out, d_in + 1) views of flat
-        self.G: list[Tensor] = []  # their gradients, views of grad
-        offset = 0
-        for i, ((d_in, d_out), size) in enumerate(zip(dims, sizes, strict=True)):
-            m = self.flat[offset:offset + size].view(s, d_out, d_in + 1)
-            m[..., :d_in] = torch.stack([lin[i].weight.detach() for lin in layers])
-            m[..., d_in] = torch.stack([lin[i].bias.detach() for lin in layers])
-            self.M.append(m)
-            self.G.append(self.grad[offset:offset + size].view(s, d_out, d_in + 1))
-            offset += size
+        super().__init__(models, (nn.Linear,), recipe, device, dtype)
+        s, outs = len(models), [shape[0] for shape in self.shapes]
         opts = {"device": device, "dtype": dtype}
-        self.z = [torch.empty(s, d_out, batch, **opts) for _, d_out in dims]  # pre-activations
-        self.h = [torch.ones(s, d_out + 1, batch, **opts) for _, d_out in dims[:-1]]  # ReLU; 1
-        self.dh = [torch.empty(s, d_out, batch, **opts) for _, d_out in dims[:-1]]
-        self.recipe = recipe
-        self.first = True
+        self.z = [torch.empty(s, d, batch, **opts) for d in outs]  # pre-activations
+        self.h = [torch.ones(s, d + 1, batch, **opts) for d in outs[:-1]]  # ReLU; ones
+        self.dh = [torch.empty(s, d, batch, **opts) for d in outs[:-1]]
 
     def prepare(self, x: Tensor) -> Tensor:
         """(N, ...) -> (N, D + 1): flattened, with a last column of ones."""
@@ -212,31 +253,6 @@ class MLPProgram:
                     dh, self.h[i - 1][:, :-1], 0, grad_input=dh)  # ReLU backward
         self._sgd(lr)
         return loss, correct
-
-    def _sgd(self, lr: float) -> None:
-        """``torch.optim.SGD.step`` on the flat buffer (``grad`` is overwritten)."""
-        r = _sgd_kwargs(self.recipe)
-        m, wd = r["momentum"], r["weight_decay"]
-        if hasattr(torch, "_fused_sgd_"):
-            torch._fused_sgd_([self.flat], [self.grad], [self.momentum] if m else [],
-                              weight_decay=wd, momentum=m, lr=lr, dampening=0.0,
-                              nesterov=r["nesterov"], maximize=False,
-                              is_first_step=self.first)
-        else:  # torch.optim.SGD's single-tensor arithmetic
-            g = self.grad.add_(self.flat, alpha=wd) if wd else self.grad
-            if m:
-                buf = self.momentum.copy_(g) if self.first else self.momentum.mul_(m).add_(g)
-                g = g.add_(buf, alpha=m) if r["nesterov"] else buf
-            self.flat.add_(g, alpha=-lr)
-        self.first = False
-
-    def state(self) -> dict[str, Tensor]:
-        """``{name.weight: (S, d_out, d_in), name.bias: (S, d_out)}`` (views)."""
-        out = {}
-        for name, m in zip(self.names, self.M, strict=True):
-            out[f"{name}.weight"] = m[..., :-1]
-            out[f"{name}.bias"] = m[..., -1]
-        return out
 
 
 def _cross_entropy(logits: Tensor, y: Tensor,
