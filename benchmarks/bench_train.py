@@ -2,8 +2,8 @@
 
 Speed (default): the ``config.yaml`` ``train`` model and recipe on MNIST-1D, trained by
 ``multirun.train.train_shard`` (a shard of ``train.shard_size`` seeds as one program;
-for a plain MLP both step programs are timed: ``mlp``, the hand-written batched
-forward/backward that ``auto`` picks, and ``vmap``, the generic one) against
+where a hand-written step program applies (plain MLP: ``mlp``; 1-D CNN: ``cnn1d``)
+both it, which ``auto`` picks, and the generic ``vmap`` program are timed) against
 ``multirun.train.train_one`` (a plain ``nn.Module`` + ``torch.optim.SGD`` loop, one seed
 after another), in this process with the same thread count. The machine may be shared,
 so the programs are timed in short interleaved units (``--epochs`` (5) epochs of a shard /
@@ -54,6 +54,9 @@ import yaml  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from multirun.data import make_mnist1d  # noqa: E402
+from multirun.models import normalize_spec  # noqa: E402
+from multirun.programs import pick_program  # noqa: E402
+from multirun.recipe import normalize_recipe  # noqa: E402
 from multirun.train import evaluate_shard, init_model, train_one, train_shard  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,6 +146,12 @@ def compare(data, spec, recipe, *, shard_size, epochs, loop_seeds, repeats,
                            / (loop_seeds * epochs))
     out["floor"] = flops_per_step(x, y, spec, recipe["batch_size"]) * steps / gemm_rate()
     return out
+
+
+def _programs(spec: dict, recipe: dict) -> tuple[str, ...]:
+    """The hand-written program and ``vmap`` where one applies, else ``auto`` (= ``vmap``)."""
+    own = pick_program("auto", normalize_spec(spec), normalize_recipe(recipe))
+    return (own, "vmap") if own != "vmap" else ("auto",)
 
 
 def _time(t: float) -> str:
@@ -252,8 +261,7 @@ def main() -> None:
     shard = int(train_cfg["shard_size"])
     timing = {"shard_size": shard, "epochs": args.epochs, "loop_seeds": args.loop_seeds,
               "repeats": args.repeats}
-    plain_mlp = spec["name"] == "mlp" and not spec.get("batchnorm", False)
-    programs = ("mlp", "vmap") if plain_mlp else ("auto",)
+    programs = _programs(spec, recipe)
     r = compare(data, spec, recipe, programs=programs, **timing)
     report(f"{spec['name']} width {spec['width']}", r, full_epochs)
     for width in args.widths:
@@ -262,7 +270,8 @@ def main() -> None:
     cnn = {"name": "cnn1d", "width": 25, "batchnorm": False}
     cnn_recipe = {**recipe, "lr": args.cnn_lr, "epochs": args.cnn_epochs}
     if args.cnn:
-        r = compare(data, cnn, cnn_recipe, **{**timing, "repeats": args.cnn_repeats})
+        r = compare(data, cnn, cnn_recipe, programs=_programs(cnn, cnn_recipe),
+                    **{**timing, "repeats": args.cnn_repeats})
         report("cnn1d width 25", r, args.cnn_epochs)
     if args.airbench:
         airbench(args)

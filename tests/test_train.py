@@ -95,6 +95,21 @@ def test_mlp_program_equals_plain_loop_fp64(vectors, depth, optimizer, momentum,
         torch.testing.assert_close(ckpt["history"][k], vmapped["history"][k], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("length, channels", [(40, None), (19, 2)])
+def test_cnn1d_program_equals_plain_loop_fp64(vectors, length, channels):
+    # The hand-written batched 1-D CNN (im2col + bmm) computes what autograd computes.
+    x, y = vectors
+    x = x[:, :length].double() if channels is None else x[:, :channels * length].double()
+    if channels:
+        x = x.view(len(x), channels, length)
+    spec = {"name": "cnn1d", "width": 6, "batchnorm": False}
+    ckpt = train_shard(x, y, [0, 3], spec, RECIPE, "cpu", progress=False, program="cnn1d")
+    assert_matches_plain_loop(ckpt, x, y, spec, RECIPE, atol=1e-12)
+    vmapped = train_shard(x, y, [0, 3], spec, RECIPE, "cpu", progress=False, program="vmap")
+    for k in ("train_loss", "train_acc"):
+        torch.testing.assert_close(ckpt["history"][k], vmapped["history"][k], rtol=0, atol=1e-6)
+
+
 def test_mlp_program_only_for_plain_mlps(vectors):
     x, y = vectors
     with pytest.raises(ValueError, match="program mlp"):

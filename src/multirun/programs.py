@@ -31,18 +31,20 @@ from torch.func import functional_call, vmap
 
 from multirun.models import meta_model
 
-PROGRAMS = ("auto", "vmap", "mlp")
+PROGRAMS = ("auto", "vmap", "mlp", "cnn1d")
 
 
 def pick_program(name: str, spec: Mapping[str, Any], recipe: Mapping[str, Any]) -> str:
-    """``"mlp"`` where :class:`MLPProgram` applies (and ``name`` allows it), else ``"vmap"``."""
+    """The program to run: ``mlp``/``cnn1d`` where the hand-written one applies (plain
+    model, no augmentation) and ``name`` allows it, else ``vmap``."""
     if name not in PROGRAMS:
         raise ValueError(f"program: unknown {name!r}; choose one of {', '.join(PROGRAMS)}")
-    fits = spec["name"] == "mlp" and not spec["batchnorm"] and recipe["augment"] == "none"
-    if name == "mlp" and not fits:
-        raise ValueError(f"program mlp: needs an MLP without BatchNorm and no augmentation, "
-                         f"got {dict(spec)} with augment {recipe['augment']!r}")
-    return "mlp" if fits and name != "vmap" else "vmap"
+    fits = not spec["batchnorm"] and recipe["augment"] == "none"
+    own = {"mlp": "mlp", "cnn1d": "cnn1d"}.get(spec["name"]) if fits else None
+    if name not in ("auto", "vmap", own):
+        raise ValueError(f"program {name}: needs the model {name} without BatchNorm and no "
+                         f"augmentation, got {dict(spec)} with augment {recipe['augment']!r}")
+    return own if own and name != "vmap" else "vmap"
 
 
 def _sgd_kwargs(recipe: Mapping[str, Any]) -> dict[str, Any]:
@@ -255,6 +257,82 @@ class MLPProgram(_FlatLayers):
         return loss, correct
 
 
+class CNN1DProgram(_FlatLayers):
+    """The 1-D CNN (``cnn1d``, no BatchNorm): hand-written batched steps.
+
+    Each Conv1d (kernel k, stride 2, padding 1) is a matrix product over im2col
+    patches: the zero-padded input (S, C_in, B, L_in + 2) is unfolded into
+    ``P`` (S, C_in * k + 1, B * L_out) with a last row of ones, and
+    ``z = M @ P`` with ``M = [W.flatten(1) | b]`` (S, C_out, C_in * k + 1); the
+    gradient is ``dz @ P^T`` and the input gradient ``M^T dz`` folded back onto the
+    input positions (k strided adds). The head is the MLP's feature-major linear
+    layer on the flattened (C, L_out) features. SGD as in :class:`MLPProgram`.
+    """
+
+    def __init__(self, models: list[nn.Module], recipe: Mapping[str, Any], batch: int,
+                 input_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype):
+        super().__init__(models, (nn.Conv1d, nn.Linear), recipe, device, dtype)
+        s, opts = len(models), {"device": device, "dtype": dtype}
+        length = input_shape[-1]
+        self.pad, self.patches, self.z, self.dpad, self.dz, self.lengths = [], [], [], [], [], []
+        for c_out, c_in, k in self.shapes[:-1]:
+            l_out = (length + 2 - k) // 2 + 1
+            self.pad.append(torch.zeros(s, c_in, batch, length + 2, **opts))
+            self.patches.append(torch.ones(s, c_in * k + 1, batch * l_out, **opts))
+            self.z.append(torch.empty(s, c_out, batch, l_out, **opts))
+            self.dpad.append(torch.zeros(s, c_in, batch, length + 2, **opts))
+            self.dz.append(torch.empty(s, c_out, batch, l_out, **opts))
+            self.lengths.append((length, l_out))
+            length = l_out
+        c = self.shapes[-2][0]
+        self.h = torch.ones(s, c * length + 1, batch, **opts)  # head input; ones
+        self.logits = torch.empty(s, self.shapes[-1][0], batch, **opts)
+
+    def prepare(self, x: Tensor) -> Tensor:
+        """(N, L) or (N, C, L) -> (N, C, L)."""
+        return x.unsqueeze(1) if x.dim() == 2 else x
+
+    def step(self, xb: Tensor, yb: Tensor, lr: float) -> tuple[Tensor, Tensor]:
+        """One step on ``xb`` (S, B, C, L), ``yb`` (S, B): per-seed loss (S,), correct (S,)."""
+        s, b = xb.shape[0], xb.shape[1]
+        self.pad[0][..., 1:-1] = xb.transpose(1, 2)
+        n = len(self.z)
+        for i, (m, pad, patches) in enumerate(zip(self.M[:n], self.pad, self.patches, strict=True)):
+            c_out, c_in, k = self.shapes[i]
+            l_out = self.lengths[i][1]
+            patches[:, :-1].view(s, c_in, k, b, l_out).copy_(
+                pad.unfold(-1, k, 2).permute(0, 1, 4, 2, 3))  # im2col
+            z = torch.bmm(m, patches, out=self.z[i].view(s, c_out, b * l_out))
+            z = z.view(s, c_out, b, l_out)
+            if i + 1 < n:
+                torch.clamp_min(z, 0, out=self.pad[i + 1][..., 1:-1])  # ReLU
+            else:  # ReLU, flattened per example as (C, L): (S, C * L, B)
+                torch.clamp_min(z.permute(0, 1, 3, 2), 0,
+                                out=self.h[:, :-1].view(s, c_out, l_out, b))
+        torch.bmm(self.M[-1], self.h, out=self.logits)
+        loss, correct, dz = _cross_entropy(self.logits, yb, self.recipe["label_smoothing"])
+        torch.bmm(dz, self.h.transpose(1, 2), out=self.G[-1])
+        c_out, l_out = self.shapes[-2][0], self.lengths[-1][1]
+        dh = torch.bmm(self.M[-1][..., :-1].transpose(1, 2), dz)  # (S, C * L, B)
+        dh = torch.ops.aten.threshold_backward.grad_input(dh, self.h[:, :-1], 0, grad_input=dh)
+        self.dz[-1].copy_(dh.view(s, c_out, l_out, b).permute(0, 1, 3, 2))
+        for i in range(n - 1, -1, -1):
+            c_out, c_in, k = self.shapes[i]
+            l_in, l_out = self.lengths[i]
+            dz = self.dz[i].view(s, c_out, b * l_out)
+            torch.bmm(dz, self.patches[i].transpose(1, 2), out=self.G[i])
+            if i:
+                dp = torch.bmm(self.M[i][..., :-1].transpose(1, 2), dz)
+                dp = dp.view(s, c_in, k, b, l_out)
+                dpad = self.dpad[i].zero_()
+                for t in range(k):  # col2im: tap t of output j reads input 2 j + t
+                    dpad[..., t:t + 2 * l_out - 1:2] += dp[:, :, t]
+                torch.ops.aten.threshold_backward.grad_input(
+                    dpad[..., 1:-1], self.pad[i][..., 1:-1], 0, grad_input=self.dz[i - 1])
+        self._sgd(lr)
+        return loss, correct
+
+
 def _cross_entropy(logits: Tensor, y: Tensor,
                    smoothing: float) -> tuple[Tensor, Tensor, Tensor]:
     """Per-seed cross-entropy of ``logits`` (S, C, B) against ``y`` (S, B) and its gradient.
@@ -279,3 +357,6 @@ def _cross_entropy(logits: Tensor, y: Tensor,
         dz.sub_(smoothing / c)
     return loss, correct, dz.div_(b)
 
+
+
+Program = VmapProgram | MLPProgram | CNN1DProgram

@@ -47,7 +47,7 @@ from multirun.checkpoint import (  # noqa: F401 (re-exported)
 )
 from multirun.io import ContractError
 from multirun.models import build_model, normalize_spec
-from multirun.programs import MLPProgram, VmapProgram, pick_program
+from multirun.programs import CNN1DProgram, MLPProgram, Program, VmapProgram, pick_program
 from multirun.recipe import (  # noqa: F401 (re-exported)
     AUGMENTS,
     OPTIMIZERS,
@@ -219,8 +219,11 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
 
     # ------------------------------------------------------------------ models, stacked
     models = [init_model(seed, spec, input_shape, num_classes) for seed in seeds]
-    if pick_program(program, spec, recipe) == "mlp":
-        prog: MLPProgram | VmapProgram = MLPProgram(models, recipe, batch, device, x.dtype)
+    kind = pick_program(program, spec, recipe)
+    if kind == "mlp":
+        prog: Program = MLPProgram(models, recipe, batch, device, x.dtype)
+    elif kind == "cnn1d":
+        prog = CNN1DProgram(models, recipe, batch, input_shape, device, x.dtype)
     else:
         probe = (x[:batch].to(device), y[:batch])
         prog = VmapProgram(models, spec, input_shape, num_classes, recipe, probe, device,
