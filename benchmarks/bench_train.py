@@ -1,26 +1,35 @@
-"""Vectorised multi-seed training vs the plain one-model loop, on MNIST-1D.
+"""Vectorised multi-seed training vs the plain one-model loop, against the compute floor.
 
-Speed (default): the ``config.yaml`` ``train`` model and recipe, trained by
-``multirun.train.train_shard`` (a shard of ``train.shard_size`` seeds as one
-program) against ``multirun.train.train_one`` (a plain ``nn.Module`` +
-``torch.optim.SGD`` loop, one seed after another) on the same data and settings,
-in this process with the same thread count. The machine is shared, so the two
-are timed in short interleaved units (``--epochs`` epochs of a shard / of
-``--loop-seeds`` seeds, ``--repeats`` times) and compared per seed-epoch (the cost
-of a step does not depend on the seed or the epoch); projections to ``--seeds``
-(64) seeds x the recipe's epochs scale these. ``--full-shard`` (default on) also
-times one whole shard of the recipe. The line
-``compute floor`` is the time the training FLOPs (counted by
-``torch.utils.flop_counter`` on one plain step) would take at this machine's
-measured fp32 GEMM rate: no exact fp32 program can be faster, which bounds the
-possible ratio.
+Speed (default): the ``config.yaml`` ``train`` model and recipe on MNIST-1D, trained by
+``multirun.train.train_shard`` (a shard of ``train.shard_size`` seeds as one program;
+where a hand-written step program applies (plain MLP: ``mlp``; 1-D CNN: ``cnn1d``)
+both it, which ``auto`` picks, and the generic ``vmap`` program are timed) against
+``multirun.train.train_one`` (a plain ``nn.Module`` + ``torch.optim.SGD`` loop, one seed
+after another), in this process with the same thread count. The machine may be shared,
+so the programs are timed in short interleaved units (``--epochs`` (5) epochs of a shard /
+of ``--loop-seeds`` seeds, ``--repeats`` times; a unit includes its set-up) and
+compared per seed-epoch (the cost of a step does not depend on the seed or the epoch).
 
-``--widths 32 64 ...``: the same comparison at other MLP widths (fewer epochs).
-``--cnn``: also the 1-D CNN (``cnn1d``, width 25).
-``--accuracy``: MNIST-1D test accuracies of the MLP (config recipe) and the 1-D CNN
-(width 25, ``--cnn-lr``), ``--acc-seeds`` seeds each, for docs/training.md.
+``compute floor``: the training FLOPs of one plain step (``torch.utils.flop_counter``:
+the matrix products and convolutions) at this machine's fp32 GEMM rate measured in the
+same run (1024^3 ``torch.mm``, measured before every repeat; the best so far counts):
+no exact fp32 program can be faster. ``of floor`` is
+floor / time (1.0 = the GEMM peak), the measure that travels between machines.
+``seeds/s``: seeds of the whole recipe (its epochs) trained per second.
 
-Run: ``.venv/bin/python benchmarks/bench_train.py [--threads 1] [--accuracy]``
+Rows: the config's MLP, ``--widths`` (other MLP widths), the 1-D CNN (``cnn1d`` width 25,
+the MNIST-1D paper's ConvBase; ``--no-cnn`` skips it) and the airbench net
+(``--airbench-width`` 64 as in the CIFAR-10 preset, BatchNorm, flip+crop, on fabricated
+CIFAR-shaped data: the cost does not depend on the values), timed as the difference of a
+1- and a 2-epoch run of ``--airbench-steps`` steps of ``--airbench-batch`` images (so
+set-up is excluded) for a shard of ``--airbench-seeds`` seeds and for the loop;
+``seeds/s`` for it is projected to the preset's recipe (50,000 images x 10 epochs).
+``--no-airbench`` skips it. ``--full-shard`` (default on) also times one whole shard of
+the config recipe. ``--cpu-clock``: one thread, every time (GEMM rate included) read from
+the process's CPU clock, so time spent descheduled on a loaded machine does not count
+(cache and memory contention still do). ``--accuracy``: MNIST-1D test accuracies of the MLP and the 1-D CNN.
+
+Run: ``.venv/bin/python benchmarks/bench_train.py [--threads 1]`` (3-6 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -40,14 +49,18 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: E402
 import yaml  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from multirun.data import make_mnist1d  # noqa: E402
+from multirun.models import normalize_spec  # noqa: E402
+from multirun.programs import pick_program  # noqa: E402
+from multirun.recipe import normalize_recipe  # noqa: E402
 from multirun.train import evaluate_shard, init_model, train_one, train_shard  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+CLOCK = {"now": time.perf_counter}  # --cpu-clock: time.process_time
 
 
 def mnist1d(seed: int, num_samples: int) -> dict[str, torch.Tensor]:
@@ -57,17 +70,38 @@ def mnist1d(seed: int, num_samples: int) -> dict[str, torch.Tensor]:
             "x_test": torch.from_numpy(d["x_test"]), "y_test": torch.from_numpy(d["y_test"])}
 
 
-def gemm_rate(n: int = 1024, repeats: int = 20) -> float:
-    """Measured fp32 GEMM rate (FLOP/s) with the current thread count (best of 3)."""
+_RATES: list[float] = []
+
+
+def gemm_rate(n: int = 1024, repeats: int = 10) -> float:
+    """The fp32 GEMM rate (FLOP/s) with the current thread count: the best seen so far.
+
+    Each call measures again (best of 3) and returns the best of all calls, so that on a
+    shared machine the floor comes from the least disturbed measurement of the run.
+    """
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     best = float("inf")
     for _ in range(3):
-        t = time.perf_counter()
+        t = CLOCK["now"]()
         for _ in range(repeats):
             a @ b
-        best = min(best, (time.perf_counter() - t) / repeats)
-    return 2 * n**3 / best
+        best = min(best, (CLOCK["now"]() - t) / repeats)
+    _RATES.append(2 * n**3 / best)
+    return max(_RATES)
+
+
+def conv_rate(repeats: int = 3) -> float:
+    """fp32 rate (FLOP/s) of a 3x3 convolution (oneDNN): 32 x 64 x 32 x 32, 64 channels out."""
+    x, w = torch.randn(32, 64, 32, 32), torch.randn(64, 64, 3, 3)
+    F.conv2d(x, w, padding=1)
+    best = float("inf")
+    for _ in range(3):
+        t = CLOCK["now"]()
+        for _ in range(repeats):
+            F.conv2d(x, w, padding=1)
+        best = min(best, (CLOCK["now"]() - t) / repeats)
+    return 2 * 32 * 64 * 64 * 9 * 32 * 32 / best
 
 
 def flops_per_step(x: torch.Tensor, y: torch.Tensor, spec: dict, batch_size: int) -> int:
@@ -80,42 +114,90 @@ def flops_per_step(x: torch.Tensor, y: torch.Tensor, spec: dict, batch_size: int
 
 
 def _seconds(fn) -> float:
-    t = time.perf_counter()
+    t = CLOCK["now"]()
     fn()
-    return time.perf_counter() - t
+    return CLOCK["now"]() - t
 
 
-def compare(data, spec, recipe, *, shard_size, epochs, loop_seeds, repeats, peak) -> dict:
-    """Time both programs, interleaved ``repeats`` times; seconds per seed-epoch.
+def compare(data, spec, recipe, *, shard_size, epochs, loop_seeds, repeats,
+            programs=("auto",)) -> dict:
+    """Time the shard programs and the loop, interleaved ``repeats`` times.
 
-    One unit of the vectorised program is a shard of ``shard_size`` seeds trained
-    for ``epochs`` epochs; one unit of the loop is ``loop_seeds`` seeds for
-    ``epochs`` epochs each. Units alternate so that both see the same machine
-    load; the best (least disturbed) and the median unit are reported.
+    One unit of a shard program is ``shard_size`` seeds trained for ``epochs``
+    epochs; one unit of the loop is ``loop_seeds`` seeds for ``epochs`` epochs each.
+    Units alternate so that all see the same machine load. Returns seconds per
+    seed-epoch, ``{program or "loop": [one per repeat]}``, and ``"floor"``.
     """
     x, y = data["x"], data["y"]
     rec = {**recipe, "epochs": epochs}
     steps = len(x) // min(recipe["batch_size"], len(x))
-    vec, loop = [], []
+    out: dict = {p: [] for p in (*programs, "loop")}
+    for p in programs:  # warm-up (first calls pay one-off costs)
+        train_shard(x[:2 * steps], y[:2 * steps], [0, 1], spec, {**rec, "epochs": 1}, "cpu",
+                    progress=False, program=p)
     for _ in range(repeats):
-        vec.append(_seconds(lambda: train_shard(x, y, list(range(shard_size)), spec, rec, "cpu",
-                                                progress=False)) / (shard_size * epochs))
-        loop.append(_seconds(lambda: [train_one(x, y, seed, spec, rec, "cpu")
-                                      for seed in range(loop_seeds)]) / (loop_seeds * epochs))
-    floor = flops_per_step(x, y, spec, recipe["batch_size"]) * steps / peak
-    return {"vec": min(vec), "loop": min(loop), "vec_med": statistics.median(vec),
-            "loop_med": statistics.median(loop), "floor": floor}
+        gemm_rate()
+        for p in programs:
+            out[p].append(_seconds(lambda p=p: train_shard(
+                x, y, list(range(shard_size)), spec, rec, "cpu", progress=False, program=p,
+            )) / (shard_size * epochs))
+        out["loop"].append(_seconds(lambda: [train_one(x, y, seed, spec, rec, "cpu")
+                                             for seed in range(loop_seeds)])
+                           / (loop_seeds * epochs))
+    out["floor"] = flops_per_step(x, y, spec, recipe["batch_size"]) * steps / gemm_rate()
+    return out
 
 
-def report(name: str, r: dict, seeds: int, full_epochs: int) -> None:
-    n = seeds * full_epochs
-    print(f"{name}: vectorised {r['vec'] * 1e3:7.2f} ms/seed-epoch (median "
-          f"{r['vec_med'] * 1e3:.2f}) | one-model loop {r['loop'] * 1e3:7.2f} (median "
-          f"{r['loop_med'] * 1e3:.2f}) | ratio {r['loop'] / r['vec']:5.2f}x (medians "
-          f"{r['loop_med'] / r['vec_med']:.2f}x)")
-    print(f"    compute floor {r['floor'] * 1e3:.2f} ms/seed-epoch (max ratio "
-          f"{r['loop'] / r['floor']:.1f}x); projected {seeds} seeds x {full_epochs} epochs: "
-          f"vectorised {r['vec'] * n:.0f} s, loop {r['loop'] * n:.0f} s")
+def _programs(spec: dict, recipe: dict) -> tuple[str, ...]:
+    """The hand-written program and ``vmap`` where one applies, else ``auto`` (= ``vmap``)."""
+    own = pick_program("auto", normalize_spec(spec), normalize_recipe(recipe))
+    return (own, "vmap") if own != "vmap" else ("auto",)
+
+
+def _time(t: float) -> str:
+    return f"{t:.1f} s" if t >= 10 else f"{t * 1e3:.2f} ms"
+
+
+def report(name: str, r: dict, full_epochs: int) -> None:
+    """One line per program: best (median) time per seed-epoch, of floor, seeds/s, vs loop."""
+    loop = min(r["loop"])
+    print(f"{name}: compute floor {_time(r['floor'])}/seed-epoch; one-model loop "
+          f"{_time(loop)} (median {_time(statistics.median(r['loop']))}), "
+          f"{r['floor'] / loop:.2f} of floor, {1 / (loop * full_epochs):.3g} seeds/s")
+    for p, times in r.items():
+        if p in ("loop", "floor"):
+            continue
+        best = min(times)
+        print(f"    {p:>5}: {_time(best)}/seed-epoch (median {_time(statistics.median(times))}), "
+              f"{r['floor'] / best:.2f} of floor, {1 / (best * full_epochs):.3g} seeds/s, "
+              f"{loop / best:.2f}x the loop")
+
+
+def airbench(args) -> None:
+    """The airbench net at CIFAR-10 size on fabricated data: shard vs loop, steps only."""
+    b, steps, s = args.airbench_batch, args.airbench_steps, args.airbench_seeds
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b * steps, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (b * steps,), generator=g)
+    spec = {"name": "airbench", "width": args.airbench_width, "batchnorm": True}
+    preset = yaml.safe_load((ROOT / "configs" / "cifar10.yaml").read_text())["train"]["recipe"]
+    recipe = {**preset, "batch_size": b, "warmup_epochs": 0}
+
+    def per_step(fn) -> float:  # seconds per step: a 2-epoch run minus a 1-epoch run
+        t1 = _seconds(lambda: fn({**recipe, "epochs": 1}))
+        t2 = _seconds(lambda: fn({**recipe, "epochs": 2}))
+        return max(t2 - t1, 1e-9) / steps
+
+    vec = per_step(lambda r: train_shard(x, y, list(range(s)), spec, r, "cpu",
+                                         progress=False)) / s
+    loop = per_step(lambda r: train_one(x, y, 0, spec, r, "cpu"))
+    floor = flops_per_step(x, y, spec, b) / gemm_rate()
+    epoch_steps = 50_000 / b  # CIFAR-10 train set; the preset trains preset["epochs"] epochs
+    r = {"vmap": [vec], "loop": [loop], "floor": floor}
+    print(f"airbench width {args.airbench_width} (BatchNorm, flip_crop), batch {b}, shard of {s}; "
+          f"seeds/s projected to {preset['epochs']} epochs of 50,000 images:")
+    report("  airbench", {k: ([t * epoch_steps for t in v] if isinstance(v, list)
+                               else v * epoch_steps) for k, v in r.items()}, preset["epochs"])
 
 
 def accuracy(data, spec, recipe, seeds: int) -> tuple[float, float, float]:
@@ -134,20 +216,30 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "config.yaml"))
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for both programs (default: torch's default)")
-    parser.add_argument("--seeds", type=int, default=64, help="seeds the projection is for")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per timed unit")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per timed unit")
     parser.add_argument("--loop-seeds", type=int, default=4, help="seeds per timed loop unit")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timed units")
-    parser.add_argument("--widths", type=int, nargs="*", default=[32],
+    parser.add_argument("--widths", type=int, nargs="*", default=[],
                         help="other MLP widths to compare")
     parser.add_argument("--full-shard", action=argparse.BooleanOptionalAction, default=True,
                         help="also time one whole shard of the config recipe")
-    parser.add_argument("--cnn", action="store_true")
+    parser.add_argument("--cnn", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--cnn-repeats", type=int, default=2)
+    parser.add_argument("--airbench", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--airbench-width", type=int, default=64)
+    parser.add_argument("--airbench-batch", type=int, default=128)
+    parser.add_argument("--airbench-steps", type=int, default=2)
+    parser.add_argument("--airbench-seeds", type=int, default=2)
     parser.add_argument("--accuracy", action="store_true")
     parser.add_argument("--acc-seeds", type=int, default=8)
     parser.add_argument("--cnn-lr", type=float, default=0.2)
     parser.add_argument("--cnn-epochs", type=int, default=30)
+    parser.add_argument("--cpu-clock", action="store_true",
+                        help="one thread, timed by the process's CPU clock (time the process "
+                             "was descheduled does not count: for a loaded machine)")
     args = parser.parse_args()
+    if args.cpu_clock:
+        args.threads, CLOCK["now"] = 1, time.process_time
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -156,31 +248,44 @@ def main() -> None:
     spec, recipe = dict(train_cfg["model"]), dict(train_cfg["recipe"])
     data = mnist1d(cfg["dataset"]["seed"], cfg["dataset"]["num_samples"])
     peak = gemm_rate()
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, fp32 GEMM {peak / 1e9:.0f} GFLOP/s; MNIST-1D "
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), None) \
+        if Path("/proc/cpuinfo").exists() else None
+    print(f"machine: {cpu or platform.processor() or platform.machine()}, torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads, fp32 GEMM "
+          f"{peak / 1e9:.0f} GFLOP/s, load average {os.getloadavg()[0]:.1f}, "
+          f"{'CPU' if args.cpu_clock else 'wall'} clock; MNIST-1D "
           f"{len(data['x'])} train / {len(data['x_test'])} test")
     print(f"model {spec}; recipe {recipe}")
     full_epochs = recipe["epochs"]
     shard = int(train_cfg["shard_size"])
     timing = {"shard_size": shard, "epochs": args.epochs, "loop_seeds": args.loop_seeds,
-              "repeats": args.repeats, "peak": peak}
-    r = compare(data, spec, recipe, **timing)
-    report(f"{spec['name']} width {spec['width']}", r, args.seeds, full_epochs)
+              "repeats": args.repeats}
+    programs = _programs(spec, recipe)
+    r = compare(data, spec, recipe, programs=programs, **timing)
+    report(f"{spec['name']} width {spec['width']}", r, full_epochs)
     for width in args.widths:
-        r = compare(data, {**spec, "width": width}, recipe, **timing)
-        report(f"{spec['name']} width {width}", r, args.seeds, full_epochs)
+        r = compare(data, {**spec, "width": width}, recipe, programs=programs, **timing)
+        report(f"{spec['name']} width {width}", r, full_epochs)
     cnn = {"name": "cnn1d", "width": 25, "batchnorm": False}
     cnn_recipe = {**recipe, "lr": args.cnn_lr, "epochs": args.cnn_epochs}
     if args.cnn:
-        r = compare(data, cnn, cnn_recipe, **timing)
-        report("cnn1d width 25", r, args.seeds, args.cnn_epochs)
+        r = compare(data, cnn, cnn_recipe, programs=_programs(cnn, cnn_recipe),
+                    **{**timing, "repeats": args.cnn_repeats})
+        report("cnn1d width 25", r, args.cnn_epochs)
+    if args.airbench:
+        airbench(args)
     if args.full_shard:
         seeds = list(range(shard))
         dt = _seconds(lambda: train_shard(data["x"], data["y"], seeds, spec, recipe, "cpu",
                                           progress=False))
         print(f"one full shard ({shard} seeds x {full_epochs} epochs, {spec['name']} width "
-              f"{spec['width']}): {dt:.1f} s")
+              f"{spec['width']}): {dt:.1f} s, {shard / dt:.2f} seeds/s")
 
+    print(f"fp32 GEMM rate: best {gemm_rate() / 1e9:.0f} GFLOP/s over the run (the floors use "
+          f"the best measured up to their row); 3x3 convolution (oneDNN) "
+          f"{conv_rate() / 1e9:.0f} GFLOP/s (above the GEMM rate, convolutions can beat the "
+          f"floor); load average {os.getloadavg()[0]:.1f}")
     if args.accuracy:
         for name, s, rec in (("mlp", spec, recipe), ("cnn1d", cnn, cnn_recipe)):
             mean, std, dt = accuracy(data, s, copy.deepcopy(rec), args.acc_seeds)

@@ -3,18 +3,18 @@
 import numpy as np
 import torch
 
-from multirun import io, snake, train
+from multirun import checkpoint, io, snake
 from multirun.snake import run
 
 
 def main(smk):
     ds = io.load_dataset(smk.input.data)
-    ckpt = train.load_checkpoint(smk.input.checkpoint, seeds=list(smk.params.seeds))
+    ckpt = checkpoint.load_checkpoint(smk.input.checkpoint, seeds=list(smk.params.seeds))
     device = io.pick_device(snake.device(smk, "train"))
     want_features = "features_train" in smk.output.keys()
     for split in ("train", "test"):
         x = torch.from_numpy(ds[f"x_{split}"])
-        logits, feats = train.evaluate_shard(
+        logits, feats = checkpoint.evaluate_shard(
             ckpt, x, batch_size=smk.params.batch_size, device=device, features=want_features
         )
         if not torch.isfinite(logits).all():

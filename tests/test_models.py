@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multirun.io import ContractError
-from multirun.models import build_model, count_parameters, normalize_spec
+from multirun.models import build_model, count_parameters, meta_model, normalize_spec
 
 CASES = [
     ({"name": "mlp", "width": 8, "depth": 2, "batchnorm": False}, (40,), 8),
@@ -116,3 +116,11 @@ def test_normalize_spec_keeps_only_what_changes_the_model():
     assert normalize_spec({"name": "cnn1d", "width": 3, "depth": 9}) == {
         "name": "cnn1d", "width": 3, "batchnorm": False}
     assert normalize_spec({"name": "mlp", "width": 3})["depth"] == 2
+
+
+def test_meta_model_has_the_shapes_and_no_storage():
+    spec = {"name": "airbench", "width": 4, "batchnorm": True}
+    real, meta = build_model(spec, (3, 12, 12), 10), meta_model(spec, (3, 12, 12), 10)
+    shapes = {k: v.shape for k, v in real.state_dict().items()}
+    assert {k: v.shape for k, v in meta.state_dict().items()} == shapes
+    assert all(v.is_meta for v in meta.state_dict().values())

@@ -74,6 +74,51 @@ def test_shard_equals_plain_loop_fp32(vectors, spec, optimizer):
         torch.testing.assert_close(logits[2], model(x), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("depth", [0, 2])
+@pytest.mark.parametrize("optimizer, momentum, fused", [
+    ("sgd", 0.9, True), ("nesterov", 0.9, True), ("sgd", 0.0, True), ("nesterov", 0.9, False),
+], ids=["sgd", "nesterov", "no-momentum", "nesterov-unfused"])
+def test_mlp_program_equals_plain_loop_fp64(vectors, depth, optimizer, momentum, fused,
+                                            monkeypatch):
+    # The hand-written batched MLP (multirun.programs.MLPProgram) computes what autograd
+    # and torch.optim.SGD compute: in float64 the two agree to rounding.
+    if not fused:
+        monkeypatch.delattr(torch, "_fused_sgd_", raising=False)
+    x, y = vectors
+    x = x.double()
+    spec = {**MLP, "depth": depth}
+    recipe = {**RECIPE, "optimizer": optimizer, "momentum": momentum}
+    ckpt = train_shard(x, y, [0, 3], spec, recipe, "cpu", progress=False, program="mlp")
+    assert_matches_plain_loop(ckpt, x, y, spec, recipe, atol=1e-12)
+    vmapped = train_shard(x, y, [0, 3], spec, recipe, "cpu", progress=False, program="vmap")
+    for k in ("train_loss", "train_acc", "lr"):
+        torch.testing.assert_close(ckpt["history"][k], vmapped["history"][k], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("length, channels", [(40, None), (19, 2)])
+def test_cnn1d_program_equals_plain_loop_fp64(vectors, length, channels):
+    # The hand-written batched 1-D CNN (im2col + bmm) computes what autograd computes.
+    x, y = vectors
+    x = x[:, :length].double() if channels is None else x[:, :channels * length].double()
+    if channels:
+        x = x.view(len(x), channels, length)
+    spec = {"name": "cnn1d", "width": 6, "batchnorm": False}
+    ckpt = train_shard(x, y, [0, 3], spec, RECIPE, "cpu", progress=False, program="cnn1d")
+    assert_matches_plain_loop(ckpt, x, y, spec, RECIPE, atol=1e-12)
+    vmapped = train_shard(x, y, [0, 3], spec, RECIPE, "cpu", progress=False, program="vmap")
+    for k in ("train_loss", "train_acc"):
+        torch.testing.assert_close(ckpt["history"][k], vmapped["history"][k], rtol=0, atol=1e-6)
+
+
+def test_mlp_program_only_for_plain_mlps(vectors):
+    x, y = vectors
+    with pytest.raises(ValueError, match="program mlp"):
+        train_shard(x, y, [0], {**MLP, "batchnorm": True}, RECIPE, "cpu", progress=False,
+                    program="mlp")
+    with pytest.raises(ValueError, match="program"):
+        train_shard(x, y, [0], MLP, RECIPE, "cpu", progress=False, program="jit")
+
+
 def test_batchnorm_running_stats_are_per_seed(vectors):
     x, y = vectors
     spec = {"name": "mlp", "width": 16, "depth": 1, "batchnorm": True}

@@ -277,6 +277,13 @@ def build_model(spec: Mapping[str, Any], input_shape: tuple[int, ...], num_class
     return ResNet18(input_shape[0], width, num_classes, bn)
 
 
+def meta_model(spec: Mapping[str, Any], input_shape: tuple[int, ...],
+               num_classes: int) -> nn.Module:
+    """A parameter-less (meta device) copy of the architecture for ``functional_call``."""
+    with torch.device("meta"):
+        return build_model(spec, input_shape, num_classes)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable scalars of ``model``."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -2,12 +2,13 @@
 
 The parameters and buffers of the S models are stacked along a new leading
 axis ``(S, ...)``; one training step evaluates all S models on their own
-mini-batches with ``torch.func.vmap`` over ``torch.func.functional_call`` of a
-parameter-less (meta) copy of the model, back-propagates the sum of the S mean
-losses (so each seed's gradient is exactly its own), and updates the stacked
-tensors with ``torch.optim.SGD`` (element-wise, hence the same arithmetic as
-S separate optimisers). BatchNorm running statistics are stacked buffers and
-are updated in place per seed inside ``vmap``.
+mini-batches, back-propagates each seed's own mean loss and updates the stacked
+tensors with ``torch.optim.SGD``'s arithmetic (element-wise, hence the same as S
+separate optimisers). How a step runs is a *program* of :mod:`multirun.programs`:
+``vmap`` (``torch.func.vmap`` over ``functional_call``, any model, BatchNorm
+statistics per seed) or ``mlp`` (a hand-written batched MLP, the default model).
+:func:`train_shard` reads top to bottom: stack the models, draw each seed's
+streams, loop over epochs and steps, write the checkpoint.
 
 Randomness. Every random stream of a seed comes from its own
 ``torch.Generator`` seeded by ``stream_seed(seed, stream)``:
@@ -21,43 +22,45 @@ Randomness. Every random stream of a seed comes from its own
 drawing the same streams in the same order; it is the reference for exactness
 and the speed baseline.
 
-Recipe (``train.recipe``): ``epochs``, ``batch_size``, ``optimizer`` (``sgd`` |
-``nesterov``), ``lr`` (peak), ``momentum``, ``weight_decay`` (coupled L2 added to
-the gradient of every parameter, biases and BatchNorm included, as
-``torch.optim.SGD`` does), ``warmup_epochs`` (linear warm-up from ``lr/W`` to
-``lr`` over the first ``W`` steps), ``schedule`` after warm-up (``cosine`` to 0,
-``linear`` to 0, ``constant``), ``label_smoothing``, ``label_noise`` and the
-optional ``augment`` (``none`` | ``flip`` | ``flip_crop``; default ``none``).
-Each epoch is a fresh permutation cut into ``N // batch_size`` full batches (the
-remainder is skipped that epoch; a different remainder every epoch).
+The recipe (``train.recipe``) is checked by :mod:`multirun.recipe`; checkpoints are
+checked, loaded and evaluated by :mod:`multirun.checkpoint` (both re-exported here).
 """
 
 from __future__ import annotations
 
-import math
-import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
 from tqdm import tqdm
 
-from multirun.io import ContractError, load_torch
+from multirun.checkpoint import (  # noqa: F401 (re-exported)
+    CHECKPOINT_FORMAT,
+    check_checkpoint,
+    evaluate_shard,
+    load_checkpoint,
+    load_member,
+)
+from multirun.io import ContractError
 from multirun.models import build_model, normalize_spec
-from multirun.schema import default
+from multirun.programs import CNN1DProgram, MLPProgram, Program, VmapProgram, pick_program
+from multirun.recipe import (  # noqa: F401 (re-exported)
+    AUGMENTS,
+    OPTIMIZERS,
+    SCHEDULES,
+    _check_data,
+    _check_seeds,
+    _schedule,
+    lr_at,
+    normalize_recipe,
+)
 
-CHECKPOINT_FORMAT = 1
 STREAMS = {"init": 0, "order": 1, "noise": 2, "augment": 3}
-OPTIMIZERS = ("sgd", "nesterov")
-SCHEDULES = ("cosine", "linear", "constant")
-AUGMENTS = ("none", "flip", "flip_crop")
 CROP_PAD = 2  # flip_crop: translate by up to 2 pixels with reflection padding (airbench94)
-_RECIPE_DEFAULTS: dict[str, Any] = default("train", "recipe")  # the config schema's
 
 
 # ----------------------------------------------------------------------------- randomness
@@ -144,102 +147,6 @@ def apply_augment(x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
     return x
 
 
-# ----------------------------------------------------------------------------- recipe
-
-
-def _number(recipe: Mapping, key: str, where: str, lo: float, hi: float,
-            integer: bool = False, lo_open: bool = False, hi_open: bool = False) -> Any:
-    value = recipe.get(key, _RECIPE_DEFAULTS.get(key))
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if ok and integer:
-        ok = float(value).is_integer()
-    if ok:
-        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        lb, ub = ("(" if lo_open else "["), (")" if hi_open else "]")
-        raise ContractError(f"{where}.{key}: must be {kind} in {lb}{lo}, {hi}{ub}, got {value!r}")
-    return int(value) if integer else float(value)
-
-
-def normalize_recipe(recipe: Mapping[str, Any], where: str = "train.recipe") -> dict[str, Any]:
-    """Check a training recipe and return it with defaults filled in.
-
-    Raises :class:`ContractError` naming the key (``train.recipe.optimizer`` ...).
-    """
-    if not isinstance(recipe, Mapping):
-        raise ContractError(f"{where}: expected a mapping, got {recipe!r}")
-    for key in ("epochs", "batch_size", "lr"):
-        if key not in recipe:
-            raise ContractError(f"{where}.{key}: missing")
-    out: dict[str, Any] = {
-        "epochs": _number(recipe, "epochs", where, 1, math.inf, integer=True),
-        "batch_size": _number(recipe, "batch_size", where, 1, math.inf, integer=True),
-        "lr": _number(recipe, "lr", where, 0, math.inf, lo_open=True, hi_open=True),
-        "momentum": _number(recipe, "momentum", where, 0, 1, hi_open=True),
-        "weight_decay": _number(recipe, "weight_decay", where, 0, math.inf, hi_open=True),
-        "warmup_epochs": _number(recipe, "warmup_epochs", where, 0, math.inf, hi_open=True),
-        "label_smoothing": _number(recipe, "label_smoothing", where, 0, 1, hi_open=True),
-        "label_noise": _number(recipe, "label_noise", where, 0, 1),
-    }
-    for key, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
-                         ("augment", AUGMENTS)):
-        value = recipe.get(key, _RECIPE_DEFAULTS[key])
-        if value not in choices:
-            raise ContractError(f"{where}.{key}: unknown value {value!r}; "
-                                f"choose one of {', '.join(choices)}")
-        out[key] = value
-    if out["optimizer"] == "nesterov" and out["momentum"] == 0:
-        raise ContractError(f"{where}.momentum: nesterov needs momentum > 0")
-    return out
-
-
-def lr_at(step: int, total_steps: int, warmup_steps: int, recipe: Mapping[str, Any]) -> float:
-    """Learning rate of optimisation step ``step`` (0-based) of ``total_steps``.
-
-    Linear warm-up ``lr * (step + 1) / warmup_steps`` for the first ``warmup_steps``
-    steps, then ``cosine``: ``lr * (1 + cos(pi p)) / 2``, ``linear``: ``lr * (1 - p)``
-    or ``constant``: ``lr``, with ``p = (step - warmup) / (total - warmup)`` in [0, 1).
-    """
-    lr = recipe["lr"]
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    p = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    if recipe["schedule"] == "cosine":
-        return lr * 0.5 * (1.0 + math.cos(math.pi * p))
-    if recipe["schedule"] == "linear":
-        return lr * (1.0 - p)
-    return lr
-
-
-def _schedule(n: int, recipe: Mapping[str, Any]) -> tuple[int, int, int]:
-    """(steps per epoch, total steps, warm-up steps) for ``n`` training examples."""
-    steps = n // min(recipe["batch_size"], n)
-    total = steps * recipe["epochs"]
-    warmup = min(total, round(recipe["warmup_epochs"] * steps))
-    return steps, total, warmup
-
-
-def _check_data(x: Tensor, y: Tensor, num_classes: int | None) -> tuple[Tensor, Tensor, int]:
-    x, y = torch.as_tensor(x), torch.as_tensor(y)
-    if not x.is_floating_point() or x.dim() < 2 or y.dim() != 1 or len(x) != len(y):
-        raise ContractError(f"training data: expected x (N, ...) float and y (N,) int64, got "
-                            f"x {tuple(x.shape)} {x.dtype} and y {tuple(y.shape)} {y.dtype}")
-    if y.dtype != torch.int64 or (len(y) and int(y.min()) < 0):
-        raise ContractError(f"training data: labels must be int64 >= 0, got {y.dtype}")
-    c = int(y.max()) + 1 if num_classes is None else int(num_classes)
-    if int(y.max()) >= c:
-        raise ContractError(f"training data: label {int(y.max())} >= num_classes {c}")
-    return (x if x.dtype == torch.float64 else x.to(torch.float32)), y, c
-
-
-def _check_seeds(seeds: Sequence[int]) -> list[int]:
-    seeds = list(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0
-                        for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ContractError(f"train.seeds: need distinct integers >= 0, got {seeds!r}")
-    return [int(s) for s in seeds]
-
 
 def init_model(seed: int, model_spec: Mapping[str, Any], input_shape: tuple[int, ...],
                num_classes: int) -> nn.Module:
@@ -286,59 +193,9 @@ def train_one(x: Tensor, y: Tensor, seed: int, model_spec: Mapping[str, Any],
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _cast(t: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """Move ``t`` to ``device``; floating tensors also to ``dtype`` (integer counters stay)."""
-    return t.to(device, dtype) if t.is_floating_point() else t.to(device)
-
-
-def _meta_model(spec: Mapping[str, Any], input_shape: tuple[int, ...],
-                num_classes: int) -> nn.Module:
-    """A parameter-less (meta device) copy of the architecture for ``functional_call``."""
-    with torch.device("meta"):
-        return build_model(spec, input_shape, num_classes)
-
-
-def _match_grad_layout(params: dict[str, Tensor], buffers: dict[str, Tensor], batched_loss,
-                       xb: Tensor, yb: Tensor) -> dict[str, Tensor]:
-    """Re-lay out each stacked parameter in the memory order its batched gradient has.
-
-    Under ``vmap`` the weight gradient of a linear/conv layer comes out of a batched
-    matrix product transposed relative to the stacked weight. ``AccumulateGrad``
-    would then copy every gradient into the parameter's layout and SGD would add
-    tensors of different strides, both slow strided passes (on the CPU they cost
-    as much as the matrix products). One probe step on ``xb`` (B, ...) shared by
-    all seeds (BatchNorm buffers are copied, not touched) reads the gradient
-    strides; each parameter is copied into a tensor with those strides. Values
-    are unchanged; only the memory order differs.
-    """
-    s = next(iter(params.values())).shape[0]
-    probe_x = xb.unsqueeze(0).expand(s, *xb.shape)
-    probe_y = yb.to(xb.device).unsqueeze(0).expand(s, *yb.shape)
-    loss, _ = batched_loss(params, {k: v.clone() for k, v in buffers.items()}, probe_x, probe_y)
-    grads = torch.autograd.grad(loss.sum(), list(params.values()), allow_unused=True)
-    out = {}
-    for (k, p), g in zip(params.items(), grads, strict=True):
-        if g is not None and g.stride() != p.stride() and _dense(g):
-            q = torch.empty_strided(p.shape, g.stride(), dtype=p.dtype, device=p.device)
-            p = q.copy_(p.detach()).requires_grad_(True)
-        out[k] = p
-    return out
-
-
-def _dense(t: Tensor) -> bool:
-    """``t`` covers its storage exactly once (a permutation of a contiguous tensor)."""
-    order = sorted(range(t.dim()), key=lambda d: t.stride(d))
-    expected = 1
-    for d in order:
-        if t.shape[d] != 1 and t.stride(d) != expected:
-            return False
-        expected *= t.shape[d]
-    return True
-
-
 def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe: dict,
                 device: torch.device | str, progress: bool = True, *,
-                num_classes: int | None = None) -> dict:
+                num_classes: int | None = None, program: str = "auto") -> dict:
     """Train every seed of ``seeds`` as one vectorised program; return the checkpoint.
 
     ``x`` (N, ...) float32 (float64 trains in float64, for exactness checks) and
@@ -349,45 +206,38 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
     float32}}``. ``train_loss``/``train_acc`` are
     means over the epoch's steps, measured on the (augmented, noisy) batches as
     trained, in train mode. ``num_classes`` defaults to ``max(y) + 1``.
-    A tqdm bar over steps goes to stderr when ``progress``.
+    A tqdm bar over steps goes to stderr when ``progress``. ``program``: how a step
+    runs (:mod:`multirun.programs`): ``auto`` takes the hand-written ``mlp`` program
+    for plain MLPs without augmentation and ``vmap`` for everything else.
     """
     spec, recipe = normalize_spec(model_spec), normalize_recipe(recipe)
     seeds = _check_seeds(seeds)
     x, y, num_classes = _check_data(x, y, num_classes)
     device = torch.device(device)
     n, input_shape, s = len(x), tuple(int(d) for d in x.shape[1:]), len(seeds)
-
-    models = [init_model(seed, spec, input_shape, num_classes) for seed in seeds]
-    base = _meta_model(spec, input_shape, num_classes).train()
-    param_names = [k for k, _ in models[0].named_parameters()]
-    buffer_names = [k for k, _ in models[0].named_buffers()]
-    params = {k: torch.stack([m.get_parameter(k).detach() for m in models]).to(device, x.dtype)
-              for k in param_names}
-    buffers = {k: _cast(torch.stack([m.get_buffer(k) for m in models]), device, x.dtype)
-               for k in buffer_names}
-    del models
-    xd = x.to(device)
-    for p in params.values():
-        p.requires_grad_(True)
-    smoothing = recipe["label_smoothing"]
-
-    def loss_one(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor,
-                 yb: Tensor) -> tuple[Tensor, Tensor]:
-        logits = functional_call(base, (p, b), (xb,))
-        loss = F.cross_entropy(logits, yb, label_smoothing=smoothing)
-        return loss, (logits.argmax(-1) == yb).sum()
-
-    batched_loss = vmap(loss_one, randomness="error")
     batch = min(recipe["batch_size"], n)
-    params = _match_grad_layout(params, buffers, batched_loss, xd[:batch], y[:batch])
-    opt = torch.optim.SGD(list(params.values()), lr=recipe["lr"], momentum=recipe["momentum"],
-                          weight_decay=recipe["weight_decay"],
-                          nesterov=recipe["optimizer"] == "nesterov")
 
+    # ------------------------------------------------------------------ models, stacked
+    models = [init_model(seed, spec, input_shape, num_classes) for seed in seeds]
+    kind = pick_program(program, spec, recipe)
+    if kind == "mlp":
+        prog: Program = MLPProgram(models, recipe, batch, device, x.dtype)
+    elif kind == "cnn1d":
+        prog = CNN1DProgram(models, recipe, batch, input_shape, device, x.dtype)
+    else:
+        probe = (x[:batch].to(device), y[:batch])
+        prog = VmapProgram(models, spec, input_shape, num_classes, recipe, probe, device,
+                           x.dtype)
+    del models
+    xd = prog.prepare(x.to(device))
+
+    # ------------------------------------------------------------------ per-seed streams
     labels = torch.stack([training_labels(y, seed, recipe["label_noise"], num_classes)
                           for seed in seeds]).to(device)  # (S, N)
     order_gs = [generator(seed, "order") for seed in seeds]
     aug_gs = [generator(seed, "augment") for seed in seeds]
+
+    # ------------------------------------------------------------------ the loop
     steps, total, warmup = _schedule(n, recipe)
     epochs = recipe["epochs"]
     loss_hist = torch.zeros(s, epochs, dtype=torch.float64, device=device)
@@ -402,26 +252,22 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
         for idx in order:
             lr = lr_at(step, total, warmup, recipe)
             lr_hist[step] = lr
-            for group in opt.param_groups:
-                group["lr"] = lr
-            xb = xd[idx]  # (S, B, ...)
+            xb = xd.index_select(0, idx.flatten()).view(*idx.shape, *xd.shape[1:])  # (S, B, ...)
             if recipe["augment"] != "none":
                 drawn = [draw_augment(recipe["augment"], idx.shape[1], g) for g in aug_gs]
                 stacked = {k: torch.cat([d[k] for d in drawn]) for k in drawn[0]}
                 xb = apply_augment(xb.flatten(0, 1), stacked).view_as(xb)
-            loss, correct = batched_loss(params, buffers, xb, torch.gather(labels, 1, idx))
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
-            loss_hist[:, epoch] += loss.detach()
+            loss, correct = prog.step(xb, torch.gather(labels, 1, idx), lr)
+            loss_hist[:, epoch] += loss
             correct_hist[:, epoch] += correct
             step += 1
             bar.update()
         if progress:
             bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss_hist[:, epoch].mean()) / steps:.4f}")
     bar.close()
-    state = {k: v.detach().to("cpu", copy=True).contiguous()
-             for k, v in {**params, **buffers}.items()}
+
+    # ------------------------------------------------------------------ the checkpoint
+    state = {k: v.to("cpu", copy=True).contiguous() for k, v in prog.state().items()}
     finite = torch.stack([torch.isfinite(v.flatten(1)).all(1) for v in state.values()
                           if v.is_floating_point()]).all(0)
     if not finite.all():
@@ -443,133 +289,3 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
             "lr": lr_hist,
         },
     }
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def _expected_shapes(ckpt: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
-    base = _meta_model(ckpt["model_spec"], tuple(ckpt["input_shape"]), int(ckpt["num_classes"]))
-    return {k: tuple(v.shape) for k, v in base.state_dict().items()}
-
-
-def check_checkpoint(ckpt: Mapping[str, Any], where: str = "checkpoint") -> None:
-    """Check a checkpoint dict's structure: format, spec, state names/shapes/finiteness.
-
-    Raises :class:`ContractError` starting with ``where`` (the file name).
-    """
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ContractError(f"{where}: checkpoint format {ckpt.get('format')!r}, expected "
-                            f"{CHECKPOINT_FORMAT}; delete it and rerun training")
-    for key in ("model_spec", "recipe", "seeds", "input_shape", "num_classes", "state",
-                "history"):
-        if key not in ckpt:
-            raise ContractError(f"{where}: lacks key {key!r}; delete it and rerun training")
-    try:
-        normalize_spec(ckpt["model_spec"])
-        seeds = _check_seeds(ckpt["seeds"])
-        expected = _expected_shapes(ckpt)
-    except ContractError as err:
-        raise ContractError(f"{where}: invalid contents ({err}); delete it and rerun "
-                            "training") from err
-    state = ckpt["state"]
-    if set(state) != set(expected):
-        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        raise ContractError(f"{where}: state does not match model {ckpt['model_spec']} "
-                            f"(missing {missing}, unexpected {extra}); delete it and rerun "
-                            "training")
-    for k, shape in expected.items():
-        v = state[k]
-        if not isinstance(v, Tensor) or tuple(v.shape) != (len(seeds), *shape):
-            got = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
-            raise ContractError(f"{where}: state[{k!r}] has shape {got}, expected "
-                                f"{(len(seeds), *shape)}; delete it and rerun training")
-        if v.is_floating_point() and not torch.isfinite(v).all():
-            raise ContractError(f"{where}: state[{k!r}] holds NaN or inf; training diverged "
-                                "(lower train.recipe.lr?), then rerun training")
-
-
-def load_checkpoint(path: str | os.PathLike, *, model_spec: dict | None = None,
-                    seeds: list[int] | None = None) -> dict:
-    """Load a shard checkpoint (``multirun.io.load_torch``) and check it.
-
-    With ``model_spec``/``seeds``, also check that the checkpoint was trained with
-    that model and those seeds. Raises :class:`ContractError` naming ``path`` and
-    the mismatching config key (e.g. ``train.model.width``).
-    """
-    ckpt = load_torch(path, ("format", "model_spec", "seeds", "state"))
-    check_checkpoint(ckpt, str(path))
-    if model_spec is not None:
-        want, have = normalize_spec(model_spec), normalize_spec(ckpt["model_spec"])
-        for key in sorted(set(want) | set(have)):
-            if want.get(key) != have.get(key):
-                raise ContractError(
-                    f"{path}: trained with train.model.{key} = {have.get(key)!r}, the config "
-                    f"asks for {want.get(key)!r}; delete it and rerun training")
-    if seeds is not None and [int(s) for s in seeds] != list(ckpt["seeds"]):
-        raise ContractError(f"{path}: holds seeds {list(ckpt['seeds'])}, expected "
-                            f"{list(seeds)} (train.seeds / train.shard_size); delete it and "
-                            "rerun training")
-    return ckpt
-
-
-def load_member(ckpt: Mapping[str, Any], index: int) -> nn.Module:
-    """Seed ``ckpt["seeds"][index]``'s model: CPU float32, weights and buffers loaded, eval mode."""
-    s = len(ckpt["seeds"])
-    if not -s <= index < s:
-        raise IndexError(f"member index {index} out of range for {s} seeds")
-    with torch.random.fork_rng(devices=[]):
-        model = build_model(ckpt["model_spec"], tuple(ckpt["input_shape"]),
-                            int(ckpt["num_classes"]))
-    model.load_state_dict({k: v[index] for k, v in ckpt["state"].items()})
-    return model.float().eval()
-
-
-@torch.no_grad()
-def evaluate_shard(ckpt: Mapping[str, Any], x: Tensor, *, batch_size: int,
-                   device: torch.device | str, features: bool = False
-                   ) -> tuple[Tensor, Tensor | None]:
-    """Evaluate every model of a shard on ``x`` (N, ...) float32, vectorised over seeds.
-
-    Returns logits (S, N, C) float32 on the CPU and, if ``features``, the
-    penultimate features (S, N, D) float32 (else ``None``). BatchNorm uses its
-    running statistics (eval mode). ``batch_size`` examples go through all S
-    models at once.
-    """
-    x = torch.as_tensor(x)
-    if tuple(x.shape[1:]) != tuple(ckpt["input_shape"]):
-        raise ContractError(f"evaluation data: examples of shape {tuple(x.shape[1:])}, the "
-                            f"checkpoint's models take {tuple(ckpt['input_shape'])}")
-    if isinstance(batch_size, bool) or int(batch_size) < 1:
-        raise ContractError(f"logits.batch_size: must be an integer >= 1, got {batch_size!r}")
-    device = torch.device(device)
-    base = _meta_model(ckpt["model_spec"], tuple(ckpt["input_shape"]),
-                       int(ckpt["num_classes"])).eval()
-    dtype = next((v.dtype for v in ckpt["state"].values() if v.dtype == torch.float64),
-                 torch.float32)  # float64 only for exactness checks
-    state = {k: v.to(device) for k, v in ckpt["state"].items()}
-
-    def run(st: dict[str, Tensor], xb: Tensor) -> tuple[Tensor, Tensor]:
-        return functional_call(base, st, (xb,), {"return_features": True})
-
-    batched = vmap(run, in_dims=(0, None))
-    s, n = len(ckpt["seeds"]), len(x)
-    logits_out: Tensor | None = None
-    feats_out: Tensor | None = None
-    for start in range(0, n, int(batch_size)):
-        xb = x[start:start + int(batch_size)].to(device, dtype)
-        f, lg = batched(state, xb)
-        if logits_out is None:
-            logits_out = torch.empty(s, n, lg.shape[-1], dtype=torch.float32)
-            if features:
-                feats_out = torch.empty(s, n, f.shape[-1], dtype=torch.float32)
-        logits_out[:, start:start + len(xb)] = lg.float().cpu()
-        if features:
-            feats_out[:, start:start + len(xb)] = f.float().cpu()
-    if logits_out is None:  # no examples
-        c = int(ckpt["num_classes"])
-        logits_out = torch.empty(s, 0, c)
-        if features:
-            d = _meta_model(ckpt["model_spec"], tuple(ckpt["input_shape"]), c).head.in_features
-            feats_out = torch.empty(s, 0, d)
-    return logits_out, feats_out

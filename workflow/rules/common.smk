@@ -3,7 +3,7 @@ from pathlib import Path
 from multirun.codehash import code_hash
 from multirun.config import check, shards
 from multirun.models import normalize_spec
-from multirun.train import normalize_recipe
+from multirun.recipe import normalize_recipe
 
 # Strings from --config become the schema's types; every absent key takes its default.
 check(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")

@@ -1,0 +1,149 @@
+"""Shard checkpoints: the format, its checks on read, one member as an ``nn.Module``, evaluation.
+
+A checkpoint is the dict :func:`multirun.train.train_shard` returns (format in
+``docs/training.md``); :func:`load_checkpoint` reads and checks one file,
+:func:`evaluate_shard` computes the logits of all its models at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from multirun.io import ContractError, load_torch
+from multirun.models import build_model, meta_model, normalize_spec
+from multirun.recipe import _check_seeds
+
+CHECKPOINT_FORMAT = 1
+
+
+def _expected_shapes(ckpt: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    base = meta_model(ckpt["model_spec"], tuple(ckpt["input_shape"]), int(ckpt["num_classes"]))
+    return {k: tuple(v.shape) for k, v in base.state_dict().items()}
+
+
+def check_checkpoint(ckpt: Mapping[str, Any], where: str = "checkpoint") -> None:
+    """Check a checkpoint dict's structure: format, spec, state names/shapes/finiteness.
+
+    Raises :class:`ContractError` starting with ``where`` (the file name).
+    """
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ContractError(f"{where}: checkpoint format {ckpt.get('format')!r}, expected "
+                            f"{CHECKPOINT_FORMAT}; delete it and rerun training")
+    for key in ("model_spec", "recipe", "seeds", "input_shape", "num_classes", "state",
+                "history"):
+        if key not in ckpt:
+            raise ContractError(f"{where}: lacks key {key!r}; delete it and rerun training")
+    try:
+        normalize_spec(ckpt["model_spec"])
+        seeds = _check_seeds(ckpt["seeds"])
+        expected = _expected_shapes(ckpt)
+    except ContractError as err:
+        raise ContractError(f"{where}: invalid contents ({err}); delete it and rerun "
+                            "training") from err
+    state = ckpt["state"]
+    if set(state) != set(expected):
+        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        raise ContractError(f"{where}: state does not match model {ckpt['model_spec']} "
+                            f"(missing {missing}, unexpected {extra}); delete it and rerun "
+                            "training")
+    for k, shape in expected.items():
+        v = state[k]
+        if not isinstance(v, Tensor) or tuple(v.shape) != (len(seeds), *shape):
+            got = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
+            raise ContractError(f"{where}: state[{k!r}] has shape {got}, expected "
+                                f"{(len(seeds), *shape)}; delete it and rerun training")
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise ContractError(f"{where}: state[{k!r}] holds NaN or inf; training diverged "
+                                "(lower train.recipe.lr?), then rerun training")
+
+
+def load_checkpoint(path: str | os.PathLike, *, model_spec: dict | None = None,
+                    seeds: list[int] | None = None) -> dict:
+    """Load a shard checkpoint (``multirun.io.load_torch``) and check it.
+
+    With ``model_spec``/``seeds``, also check that the checkpoint was trained with
+    that model and those seeds. Raises :class:`ContractError` naming ``path`` and
+    the mismatching config key (e.g. ``train.model.width``).
+    """
+    ckpt = load_torch(path, ("format", "model_spec", "seeds", "state"))
+    check_checkpoint(ckpt, str(path))
+    if model_spec is not None:
+        want, have = normalize_spec(model_spec), normalize_spec(ckpt["model_spec"])
+        for key in sorted(set(want) | set(have)):
+            if want.get(key) != have.get(key):
+                raise ContractError(
+                    f"{path}: trained with train.model.{key} = {have.get(key)!r}, the config "
+                    f"asks for {want.get(key)!r}; delete it and rerun training")
+    if seeds is not None and [int(s) for s in seeds] != list(ckpt["seeds"]):
+        raise ContractError(f"{path}: holds seeds {list(ckpt['seeds'])}, expected "
+                            f"{list(seeds)} (train.seeds / train.shard_size); delete it and "
+                            "rerun training")
+    return ckpt
+
+
+def load_member(ckpt: Mapping[str, Any], index: int) -> nn.Module:
+    """Seed ``ckpt["seeds"][index]``'s model: CPU float32, weights and buffers loaded, eval mode."""
+    s = len(ckpt["seeds"])
+    if not -s <= index < s:
+        raise IndexError(f"member index {index} out of range for {s} seeds")
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(ckpt["model_spec"], tuple(ckpt["input_shape"]),
+                            int(ckpt["num_classes"]))
+    model.load_state_dict({k: v[index] for k, v in ckpt["state"].items()})
+    return model.float().eval()
+
+
+@torch.no_grad()
+def evaluate_shard(ckpt: Mapping[str, Any], x: Tensor, *, batch_size: int,
+                   device: torch.device | str, features: bool = False
+                   ) -> tuple[Tensor, Tensor | None]:
+    """Evaluate every model of a shard on ``x`` (N, ...) float32, vectorised over seeds.
+
+    Returns logits (S, N, C) float32 on the CPU and, if ``features``, the
+    penultimate features (S, N, D) float32 (else ``None``). BatchNorm uses its
+    running statistics (eval mode). ``batch_size`` examples go through all S
+    models at once.
+    """
+    x = torch.as_tensor(x)
+    if tuple(x.shape[1:]) != tuple(ckpt["input_shape"]):
+        raise ContractError(f"evaluation data: examples of shape {tuple(x.shape[1:])}, the "
+                            f"checkpoint's models take {tuple(ckpt['input_shape'])}")
+    if isinstance(batch_size, bool) or int(batch_size) < 1:
+        raise ContractError(f"logits.batch_size: must be an integer >= 1, got {batch_size!r}")
+    device = torch.device(device)
+    base = meta_model(ckpt["model_spec"], tuple(ckpt["input_shape"]),
+                       int(ckpt["num_classes"])).eval()
+    dtype = next((v.dtype for v in ckpt["state"].values() if v.dtype == torch.float64),
+                 torch.float32)  # float64 only for exactness checks
+    state = {k: v.to(device) for k, v in ckpt["state"].items()}
+
+    def run(st: dict[str, Tensor], xb: Tensor) -> tuple[Tensor, Tensor]:
+        return functional_call(base, st, (xb,), {"return_features": True})
+
+    batched = vmap(run, in_dims=(0, None))
+    s, n = len(ckpt["seeds"]), len(x)
+    logits_out: Tensor | None = None
+    feats_out: Tensor | None = None
+    for start in range(0, n, int(batch_size)):
+        xb = x[start:start + int(batch_size)].to(device, dtype)
+        f, lg = batched(state, xb)
+        if logits_out is None:
+            logits_out = torch.empty(s, n, lg.shape[-1], dtype=torch.float32)
+            if features:
+                feats_out = torch.empty(s, n, f.shape[-1], dtype=torch.float32)
+        logits_out[:, start:start + len(xb)] = lg.float().cpu()
+        if features:
+            feats_out[:, start:start + len(xb)] = f.float().cpu()
+    if logits_out is None:  # no examples
+        c = int(ckpt["num_classes"])
+        logits_out = torch.empty(s, 0, c)
+        if features:
+            d = meta_model(ckpt["model_spec"], tuple(ckpt["input_shape"]), c).head.in_features
+            feats_out = torch.empty(s, 0, d)
+    return logits_out, feats_out
