@@ -88,3 +88,49 @@ def test_plot_width_sweep_panels_and_parameter_axis(tmp_path):
     with pytest.raises(ValueError, match="test_loss"):
         plot_width_sweep({"width": [1], "num_params": [1], "train_loss": [1],
                           "effective_dimension": [1]})
+
+
+def fake_grid(widths=(16, 32, 64), depths=(1, 2, 3), seeds=2) -> list[dict]:
+    rows = []
+    for d in depths:
+        for w in widths:
+            params = 40 * w + (d - 1) * w * w + 10 * w
+            for seed in range(seeds):
+                for z in (1.0, 5e-4):
+                    rows.append({"width": w, "depth": d, "seed": seed, "num_params": params, "z": z,
+                                 "train_loss": 1.0 / (w * d) + 0.01 * seed,
+                                 "test_loss": 2.0 + d - np.log2(w) / 10,
+                                 "effective_dimension": w * d / z + seed,
+                                 "effective_dimension_topk": w / z})
+    return rows
+
+
+def test_plot_width_depth_heatmaps_and_parameter_curves(tmp_path):
+    from multirun.plots.width_depth import grid_means, plot_width_depth
+
+    rows = fake_grid()
+    g = grid_means(rows)  # the smallest z by default
+    assert g["z"] == 5e-4
+    np.testing.assert_array_equal(g["widths"], [16, 32, 64])
+    np.testing.assert_array_equal(g["depths"], [1, 2, 3])
+    # seed means per cell, depth along rows
+    assert g["effective_dimension"][1, 2] == pytest.approx(64 * 2 / 5e-4 + 0.5)
+    assert g["train_loss"][2, 0] == pytest.approx(1 / 48 + 0.005)
+    fig = plot_width_depth(rows, z=1.0, interpolating=0.02, title="grid")
+    heat = [ax for ax in fig.axes if ax.get_xlabel().startswith("width")]
+    assert len(heat) == 4
+    titles = [ax.get_title() for ax in heat]
+    assert "lower bound" in titles[1] and titles[2] == "test loss" and titles[3] == "train loss"
+    mesh = heat[0].collections[0]
+    np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(3, 3)[0],
+                               [16.5, 32.5, 64.5])  # z = 1 rows, depth 1
+    # each panel: white equal-parameter contours (labelled) and the interpolation edge
+    for ax in heat:
+        labels = {t.get_text() for t in ax.texts}
+        assert "2k" in labels or "5k" in labels
+        assert any(getattr(c, "get_edgecolor", None) is not None for c in ax.collections[1:])
+    fig.savefig(tmp_path / "g.png")
+    assert (tmp_path / "g.png").stat().st_size > 10_000
+    plt.close(fig)
+    with pytest.raises(ValueError, match="z = 3"):
+        grid_means(rows, z=3.0)

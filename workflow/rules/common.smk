@@ -57,7 +57,7 @@ def figure_paths(name):
     return [f"{R}/figures/{name}.{ext}" for ext in FORMATS]
 
 
-def hessian_checkpoints():
+def main_spectra():
     """Spectra of the first hessian.models members of shard 000."""
     return [
         f"{R}/hessian/shard-000-{i}.npz" for i in range(config["hessian"]["models"])
@@ -84,14 +84,34 @@ def dataset_params():
 
 
 def sweep_spectra(sweep):
-    seeds = range(config["sweep"].get("seeds", 1))
+    """Spectra of the width sweep: sweep.seeds models per width (default: default_seeds)."""
+    key = "default_seeds" if sweep == "default" else "seeds"
+    seeds = range(min(config["sweep"][key], config["sweep"]["seeds"]))
     return [f"{R}/hessian/width-{w}-{i}.npz" for w in SWEEPS[sweep] for i in seeds]
 
 
+def grid_spectra():
+    """Spectra of the width x depth grid: sweep.grid.seeds models per (depth, width)."""
+    grid = config["sweep"]["grid"]
+    return [
+        f"{R}/hessian/grid-d{d}-w{w}-{i}.npz"
+        for d in grid["depths"]
+        for w in grid["widths"]
+        for i in range(grid["seeds"])
+    ]
+
+
+def grid_model(depth, width):
+    """The width x depth grid's model: sweep.model with that depth and width."""
+    return {**config["sweep"]["model"], "width": int(width), "depth": int(depth)}
+
+
 def effdim_inputs(name):
-    """main: members of shard 000; sweep-default / sweep-full: one model per width."""
+    """main: members of shard 000; sweep-*: the width sweep; grid: the width x depth grid."""
     if name == "main":
-        return hessian_checkpoints()
+        return main_spectra()
+    if name == "grid":
+        return grid_spectra()
     return sweep_spectra(name.removeprefix("sweep-"))
 
 

@@ -21,7 +21,7 @@ rule figure_accuracy:
 
 rule figure_spectrum:
     input:
-        spectra=hessian_checkpoints(),
+        spectra=main_spectra(),
     output:
         **figure_output("hessian_spectrum", "hessian_spectrum", "Hessian"),
     log:
@@ -63,6 +63,27 @@ rule figure_width_sweep:
         sigma=config["hessian"].get("slq", {}).get("sigma", 0.01),
     script:
         "../../scripts/fig_width_sweep.py"
+
+
+rule figure_width_depth:
+    input:
+        table=f"{R}/effdim/grid.csv",
+    output:
+        **figure_output("width_depth", "width_depth", "Hessian"),
+    log:
+        f"{R}/logs/figures/width_depth.log",
+    benchmark:
+        f"{R}/benchmarks/figures/width_depth.tsv"
+    conda:
+        "../../envs/multirun.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        dpi=config["figures"].get("dpi", 150),
+        z=config["hessian"].get("z", [1.0])[0],
+    script:
+        "../../scripts/fig_width_depth.py"
 
 
 rule figure_neighbours:

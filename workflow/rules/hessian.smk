@@ -9,7 +9,7 @@ rule hessian:
     benchmark:
         f"{R}/benchmarks/hessian/{{ckpt}}-{{index}}.tsv"
     wildcard_constraints:
-        ckpt=r"shard-\d{3}|width-\d+",
+        ckpt=r"shard-\d{3}|width-\d+|grid-d\d+-w\d+",
     conda:
         "../../envs/multirun.yaml"
     threads: 2
@@ -22,7 +22,7 @@ rule hessian:
         steps=config["hessian"]["steps"],
         examples=config["hessian"].get("examples", 10**9),
         batch_size=config["hessian"].get("batch_size", 4096),
-        params=config["hessian"].get("params", "all"),
+        param_selection=config["hessian"].get("params", "all"),
         slq={k: v for k, v in config["hessian"].get("slq", {}).items() if k != "sigma"},
         seed=config["hessian"].get("seed", 0),
     script:
@@ -39,7 +39,7 @@ rule effdim:
     benchmark:
         f"{R}/benchmarks/effdim/{{name}}.tsv"
     wildcard_constraints:
-        name="main|sweep-default|sweep-full",
+        name="main|sweep-default|sweep-full|grid",
     conda:
         "../../envs/multirun.yaml"
     resources:

@@ -44,3 +44,30 @@ rule train_width:
         recipe=config["sweep"]["recipe"],
     script:
         "../../scripts/train.py"
+
+
+rule train_grid:
+    input:
+        data=f"{R}/data/dataset.npz",
+    output:
+        checkpoint=f"{R}/train/grid-d{{depth}}-w{{width}}.pt",
+    log:
+        f"{R}/logs/train/grid-d{{depth}}-w{{width}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/grid-d{{depth}}-w{{width}}.tsv"
+    wildcard_constraints:
+        depth=r"\d+",
+    conda:
+        "../../envs/multirun.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=config["gpu"],
+    params:
+        seeds=lambda w: list(range(config["sweep"]["grid"]["seeds"])),
+        model=lambda w: grid_model(w.depth, w.width),
+        recipe=lambda w: config["sweep"]["recipe"]
+        | {"epochs": config["sweep"]["grid"]["epochs"]},
+    script:
+        "../../scripts/train.py"
