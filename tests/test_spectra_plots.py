@@ -134,3 +134,28 @@ def test_plot_width_depth_heatmaps_and_parameter_curves(tmp_path):
     plt.close(fig)
     with pytest.raises(ValueError, match="z = 3"):
         grid_means(rows, z=3.0)
+
+
+def test_plot_width_sweep_draws_both_estimates_with_bars_and_bands():
+    widths = [8, 32, 128]
+    rows = []
+    for w in widths:
+        for seed in range(3):
+            rows.append({"width": w, "num_params": 51 * w + 10, "train_loss": 1.0 / w,
+                         "test_loss": 1.0 + seed, "z": 1.0, "effective_dimension": w + seed,
+                         "effective_dimension_se": 2.0, "effective_dimension_topk": w / 4})
+    fig = plot_width_sweep(rows)
+    ax = [a for a in fig.axes if a.get_xlabel().startswith("width")][2]
+    assert ax.get_yscale() == "log"
+    (est,) = ax.containers  # one errorbar per z: the whole-spectrum estimate
+    np.testing.assert_allclose(est.lines[0].get_ydata(), [w + 1 for w in widths])
+    # bars: 2 SE of the seed mean = 2 * sqrt(3 * 2^2) / 3
+    seg = est.lines[2][0].get_segments()
+    np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in seg], 2 * 2 * 2 * np.sqrt(3) / 3)
+    labels = [ln.get_label() for ln in ax.get_lines()]
+    topk = ax.get_lines()[labels.index("z = 1: converged top eigenvalues (lower bound)")]
+    np.testing.assert_allclose(topk.get_ydata(), [w / 4 for w in widths])
+    assert topk.get_linestyle() == "--"
+    # a min..max band over seeds on the estimate and the test loss (the top-k has none here)
+    assert len(ax.collections) >= 2
+    plt.close(fig)
