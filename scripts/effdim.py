@@ -6,7 +6,9 @@
 * ``effective_dimension_topk``: ``sum_i l_i / (l_i + z)`` over the converged Lanczos Ritz
   values only (the top ones): a lower bound while the rest of the spectrum is >= 0.
 
-Negative eigenvalues are kept as they are. H is the Hessian of the *mean* training loss,
+Negative eigenvalues are kept as they are. Where the smallest Ritz value is <= -z (the pole
+of l / (l + z) inside the spectrum: N_eff is then dominated by the eigenvalues near -z and
+SLQ cannot resolve it), the whole-spectrum columns are NaN. H is the Hessian of the *mean* training loss,
 so the write-up's heuristic z = N x weight decay (which goes with the Hessian of the
 summed loss, N H) is applied as z = weight decay: N_eff(N H, N wd) = N_eff(H, wd).
 """
@@ -36,6 +38,10 @@ def main(smk):
         for z in zs:
             full, se = hessian.effective_dimension_slq(s["slq_nodes"], s["slq_weights"],
                                                        int(s["num_params"]), z)
+            if np.nanmin(s["bottom"]) <= -z:  # the pole of l / (l + z) lies inside the spectrum
+                print(f"{path}: smallest eigenvalue {np.nanmin(s['bottom']):.3g} <= -z = {-z:g}: "
+                      "N_eff is dominated by eigenvalues near -z; SLQ estimate left out (NaN)")
+                full = se = float("nan")
             rows.append({
                 "spectrum": Path(path).stem, "width": int(s["width"]),
                 "depth": int(s["depth"]), "seed": int(s["seed"]),

@@ -212,12 +212,12 @@ def plot_width_sweep(table, *, title: str | None = None) -> plt.Figure:
                     label=f"z = {zi:g}: converged top eigenvalues (lower bound)")
             if np.any(hi > lo):
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.1, lw=0)
-    if np.all(neff > 0) and ("effective_dimension_topk" not in cols
+    if np.all(neff[np.isfinite(neff)] > 0) and ("effective_dimension_topk" not in cols
                              or np.all(cols["effective_dimension_topk"].astype(float) > 0)):
         ax.set_yscale("log")
     ax.set_ylabel(r"$N_\mathrm{eff}(H, z)$")
     ax.set_title("effective dimensionality")
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper right")
     ticks = np.unique(width)
     params = {w: int(np.median(cols["num_params"][width == w])) for w in ticks}
     for ax in axes:
