@@ -215,6 +215,8 @@ def plot_width_sweep(table, *, title: str | None = None) -> plt.Figure:
     if np.all(neff[np.isfinite(neff)] > 0) and ("effective_dimension_topk" not in cols
                              or np.all(cols["effective_dimension_topk"].astype(float) > 0)):
         ax.set_yscale("log")
+    lo, hi = ax.get_ylim()  # head room for the legend above the curves
+    ax.set_ylim(lo, hi * 6 if ax.get_yscale() == "log" else hi + 0.35 * (hi - lo))
     ax.set_ylabel(r"$N_\mathrm{eff}(H, z)$")
     ax.set_title("effective dimensionality")
     ax.legend(fontsize=7, loc="upper right")
