@@ -30,3 +30,8 @@ rule all:
 rule width_sweep:
     input:
         figure_paths("width_sweep_full"),
+
+
+rule width_depth:
+    input:
+        figure_paths("width_depth"),

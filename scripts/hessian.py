@@ -1,4 +1,4 @@
-"""Hessian spectrum (Lanczos top/bottom eigenvalues + SLQ density) of one trained model."""
+"""Hessian spectrum (Lanczos top/bottom eigenvalues + SLQ quadrature) of one trained model."""
 
 import numpy as np
 import torch
@@ -8,18 +8,9 @@ from multirun import hessian, io, snake, train
 from multirun.snake import run
 
 
-@torch.no_grad()
-def evaluate(model, x, y, batch_size, device):
-    """Mean cross-entropy and accuracy of ``model`` on (x, y), in batches on ``device``."""
-    model = model.to(device)
-    loss = correct = 0.0
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
-        logits = model(xb)
-        loss += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
-    model.cpu()
-    return loss / len(x), correct / len(x)
+def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of logits (N, C) against labels (N,)."""
+    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).double().mean().item()
 
 
 def main(smk):
@@ -37,19 +28,22 @@ def main(smk):
     n = min(p.examples, len(y))
     x = torch.from_numpy(ds["x_train"])[:n]
     device = io.pick_device(snake.device(smk, "hessian"))
-    result = hessian.spectrum(
-        model, x, y[:n], top_k=p.top_k, steps=p.steps, batch_size=p.batch_size,
-        params=p.params, seed=p.seed, device=device, source=str(smk.input.checkpoint),
-    )
-    op = hessian.HessianOperator(model, x, y[:n], batch_size=p.batch_size, params=p.params,
-                                 device=device)
-    density = hessian.slq(op, probes=p.slq.get("probes", 4), steps=p.slq.get("steps", 60),
-                          seed=p.seed)
-    test_loss, test_acc = evaluate(model, torch.from_numpy(ds["x_test"]),
-                                   torch.from_numpy(ds["y_test"]), p.batch_size, device)
-    _, train_acc_clean = evaluate(model, x, y_clean[:n], p.batch_size, device)
+    op = hessian.HessianOperator(model, x, y[:n], batch_size=p.batch_size,
+                                 params=p.param_selection, device=device)
+    result = hessian.operator_spectrum(op, top_k=p.top_k, steps=p.steps, seed=p.seed,
+                                       source=str(smk.input.checkpoint))
+    density = hessian.slq(op, probes=p.slq["probes"], steps=p.slq["steps"], seed=p.seed)
+
+    def logits(xs):
+        return train.evaluate_shard(ckpt, torch.from_numpy(xs), batch_size=p.batch_size,
+                                    device=device)[0][index]
+
+    test_loss, test_acc = loss_and_accuracy(logits(ds["x_test"]), torch.from_numpy(ds["y_test"]))
+    _, train_acc_clean = loss_and_accuracy(logits(ds["x_train"][:n]), y_clean[:n])
     print(f"top eigenvalues: {result['top'][:5]} ... loss {result['loss']:.4f}, "
-          f"{int(result['num_hvps'])} HVPs; test loss {test_loss:.4f} acc {test_acc:.4f}")
+          f"{int(result['num_hvps'])} + {int(density['num_hvps'])} HVPs; "
+          f"test loss {test_loss:.4f} acc {test_acc:.4f}")
+    spec = ckpt["model_spec"]
     io.save_npz(
         smk.output.spectrum, **result,
         slq_nodes=density["nodes"], slq_weights=density["weights"],
@@ -59,8 +53,9 @@ def main(smk):
         slq_second_moment=np.float64(density["second_moment"]),
         test_loss=np.float64(test_loss), test_accuracy=np.float64(test_acc),
         train_accuracy_clean=np.float64(train_acc_clean),
-        width=np.int64(ckpt["model_spec"].get("width", 0)), seed=np.int64(seed),
-        num_examples=np.int64(n), weight_decay=np.float64(recipe["weight_decay"]),
+        width=np.int64(spec.get("width", 0)), depth=np.int64(spec.get("depth", 0)),
+        seed=np.int64(seed), num_examples=np.int64(n),
+        weight_decay=np.float64(recipe["weight_decay"]),
     )
 
 

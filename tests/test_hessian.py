@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import scipy.sparse.linalg
@@ -12,6 +14,8 @@ from torch import nn
 from multirun.hessian import (
     HessianOperator,
     effective_dimension,
+    effective_dimension_probes,
+    effective_dimension_slq,
     effective_dimensions,
     lanczos,
     lanczos_block,
@@ -318,6 +322,58 @@ def test_effective_dimension_from_converged_spectrum():
     # converged Ritz values are eigenvalues of H, so their N_eff matches the dense one on them
     nearest = ev[np.abs(conv[:, None] - ev[None, :]).argmin(axis=1)]
     assert effective_dimension(conv, 1e-2) == pytest.approx(effective_dimension(nearest, 1e-2), rel=1e-6)
+
+
+# -- effective dimension over the whole spectrum (SLQ) -----------------------------------------
+def fit(model: nn.Module, x, y, steps: int = 300) -> nn.Module:
+    """Full-batch Adam in eval mode, so the Hessian is taken near a minimum (mostly PSD)."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.eval()
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model
+
+
+def test_effective_dimension_probes_on_known_nodes():
+    nodes = np.array([[3.0, 1.0, -0.25, -2.0], [0.5, 0.0, 0.0, 0.0]])
+    weights = np.array([[0.25, 0.25, 0.5, 0.0], [1.0, 0.0, 0.0, 0.0]])  # node -2 = -z has weight 0
+    ref0 = 10 * (0.25 * 3 / 5 + 0.25 * 1 / 3 + 0.5 * (-0.25) / 1.75)  # the negative node kept
+    ref1 = 10 * (0.5 / 2.5)
+    np.testing.assert_allclose(effective_dimension_probes(nodes, weights, 10, 2.0), [ref0, ref1],
+                               rtol=1e-14)
+    est, se = effective_dimension_slq(nodes, weights, 10, 2.0)
+    assert est == pytest.approx((ref0 + ref1) / 2, rel=1e-14)
+    assert se == pytest.approx(abs(ref0 - ref1) / 2, rel=1e-12)  # std(ddof=1)/sqrt(2) of two values
+    assert np.isnan(effective_dimension_slq(nodes[:1], weights[:1], 10, 2.0)[1])
+    with pytest.raises(ContractError, match="-z"):
+        effective_dimension_probes(nodes, np.full((2, 4), 0.25), 10, 2.0)
+    with pytest.raises(ContractError, match="hessian.z"):
+        effective_dimension_probes(nodes, weights, 10, -1.0)
+
+
+def test_effective_dimension_slq_matches_dense_spectrum(case):
+    """tr(H (H + zI)^-1) by SLQ lies within 3 SE of the dense float64 value; SE shrinks with probes."""
+    name, model, x, y, _ = case
+    model = fit(copy.deepcopy(model), x, y)
+    ev = torch.linalg.eigvalsh(dense_hessian(model, x, y)).numpy()
+    assert ev.min() < 0  # a negative eigenvalue is in the spectrum, kept as it is
+    op = HessianOperator(model, x, y, batch_size=len(y))
+    few = slq(op, probes=8, steps=30, seed=0)
+    many = slq(op, probes=128, steps=30, seed=0)
+    spec = spectrum(model, x, y, top_k=5, steps=30, batch_size=len(y))
+    conv = spec["ritz_values"][spec["ritz_converged"]]
+    for z in (0.01 * ev.max(), 0.1 * ev.max()):
+        dense = sum(v / (v + z) for v in ev)
+        est8, se8 = effective_dimension_slq(few["nodes"], few["weights"], op.dim, z)
+        est, se = effective_dimension_slq(many["nodes"], many["weights"], op.dim, z)
+        assert abs(est - dense) <= 3 * se, (name, z, est, se, dense)
+        assert abs(est8 - dense) <= 3 * se8, (name, z, est8, se8, dense)
+        assert se < 0.6 * se8  # 16x the probes: SE / 4 expected
+        assert se < 0.1 * dense
+        # the converged top eigenvalues give a lower bound, well below the whole spectrum's value
+        assert effective_dimension(conv, z) < dense - 3 * se
 
 
 # -- bad input -------------------------------------------------------------------------------

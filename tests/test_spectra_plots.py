@@ -88,3 +88,74 @@ def test_plot_width_sweep_panels_and_parameter_axis(tmp_path):
     with pytest.raises(ValueError, match="test_loss"):
         plot_width_sweep({"width": [1], "num_params": [1], "train_loss": [1],
                           "effective_dimension": [1]})
+
+
+def fake_grid(widths=(16, 32, 64), depths=(1, 2, 3), seeds=2) -> list[dict]:
+    rows = []
+    for d in depths:
+        for w in widths:
+            params = 40 * w + (d - 1) * w * w + 10 * w
+            for seed in range(seeds):
+                for z in (1.0, 5e-4):
+                    rows.append({"width": w, "depth": d, "seed": seed, "num_params": params, "z": z,
+                                 "train_loss": 1.0 / (w * d) + 0.01 * seed,
+                                 "test_loss": 2.0 + d - np.log2(w) / 10,
+                                 "effective_dimension": w * d / z + seed,
+                                 "effective_dimension_topk": w / z})
+    return rows
+
+
+def test_plot_width_depth_heatmaps_and_parameter_curves(tmp_path):
+    from multirun.plots.width_depth import grid_means, plot_width_depth
+
+    rows = fake_grid()
+    g = grid_means(rows)  # the smallest z by default
+    assert g["z"] == 5e-4
+    np.testing.assert_array_equal(g["widths"], [16, 32, 64])
+    np.testing.assert_array_equal(g["depths"], [1, 2, 3])
+    # seed means per cell, depth along rows
+    assert g["effective_dimension"][1, 2] == pytest.approx(64 * 2 / 5e-4 + 0.5)
+    assert g["train_loss"][2, 0] == pytest.approx(1 / 48 + 0.005)
+    fig = plot_width_depth(rows, z=1.0, interpolating=0.02, title="grid")
+    heat = [ax for ax in fig.axes if ax.get_xlabel().startswith("width")]
+    assert len(heat) == 4
+    titles = [ax.get_title() for ax in heat]
+    assert "lower bound" in titles[1] and titles[2] == "test loss" and titles[3] == "train loss"
+    mesh = heat[0].collections[0]
+    np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(3, 3)[0],
+                               [16.5, 32.5, 64.5])  # z = 1 rows, depth 1
+    # each panel: white equal-parameter contours (labelled) and the interpolation edge
+    for ax in heat:
+        labels = {t.get_text() for t in ax.texts}
+        assert "2k" in labels or "5k" in labels
+        assert any(getattr(c, "get_edgecolor", None) is not None for c in ax.collections[1:])
+    fig.savefig(tmp_path / "g.png")
+    assert (tmp_path / "g.png").stat().st_size > 10_000
+    plt.close(fig)
+    with pytest.raises(ValueError, match="z = 3"):
+        grid_means(rows, z=3.0)
+
+
+def test_plot_width_sweep_draws_both_estimates_with_bars_and_bands():
+    widths = [8, 32, 128]
+    rows = []
+    for w in widths:
+        for seed in range(3):
+            rows.append({"width": w, "num_params": 51 * w + 10, "train_loss": 1.0 / w,
+                         "test_loss": 1.0 + seed, "z": 1.0, "effective_dimension": w + seed,
+                         "effective_dimension_se": 2.0, "effective_dimension_topk": w / 4})
+    fig = plot_width_sweep(rows)
+    ax = [a for a in fig.axes if a.get_xlabel().startswith("width")][2]
+    assert ax.get_yscale() == "log"
+    (est,) = ax.containers  # one errorbar per z: the whole-spectrum estimate
+    np.testing.assert_allclose(est.lines[0].get_ydata(), [w + 1 for w in widths])
+    # bars: 2 SE of the seed mean = 2 * sqrt(3 * 2^2) / 3
+    seg = est.lines[2][0].get_segments()
+    np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in seg], 2 * 2 * 2 * np.sqrt(3) / 3)
+    labels = [ln.get_label() for ln in ax.get_lines()]
+    topk = ax.get_lines()[labels.index("z = 1: converged top eigenvalues (lower bound)")]
+    np.testing.assert_allclose(topk.get_ydata(), [w / 4 for w in widths])
+    assert topk.get_linestyle() == "--"
+    # a min..max band over seeds on the estimate and the test loss (the top-k has none here)
+    assert len(ax.collections) >= 2
+    plt.close(fig)

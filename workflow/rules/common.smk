@@ -88,14 +88,29 @@ def dataset_params():
 
 
 def sweep_spectra(sweep):
-    seeds = range(config["sweep"]["seeds"])
+    """Spectra of the width sweep: sweep.seeds models per width (default: default_seeds)."""
+    key = "default_seeds" if sweep == "default" else "seeds"
+    seeds = range(min(config["sweep"][key], config["sweep"]["seeds"]))
     return [f"{R}/hessian/width-{w}-{i}.npz" for w in SWEEPS[sweep] for i in seeds]
 
 
+def grid_spectra():
+    """Spectra of the width x depth grid: sweep.grid.seeds models per (depth, width)."""
+    grid = config["sweep"]["grid"]
+    return [
+        f"{R}/hessian/grid-d{d}-w{w}-{i}.npz"
+        for d in grid["depths"]
+        for w in grid["widths"]
+        for i in range(grid["seeds"])
+    ]
+
+
 def effdim_inputs(name):
-    """main: members of shard 000; sweep-default / sweep-full: one model per width."""
+    """main: members of shard 000; sweep-*: the width sweep; grid: the width x depth grid."""
     if name == "main":
         return main_spectra()
+    if name == "grid":
+        return grid_spectra()
     return sweep_spectra(name.removeprefix("sweep-"))
 
 
@@ -129,9 +144,10 @@ def code(script):
     return code_hash(Path(workflow.basedir) / "scripts" / script)
 
 
-def train_spec(section, width=None):
+def train_spec(section, width=None, depth=None):
     """The model spec of train / sweep in canonical form (a default written out changes nothing)."""
-    spec = config[section]["model"] | ({"width": width} if width else {})
+    given = {"width": width, "depth": depth}
+    spec = config[section]["model"] | {k: v for k, v in given.items() if v is not None}
     return normalize_spec(spec, f"{section}.model")
 
 

@@ -68,6 +68,28 @@ rule figure_width_sweep:
         "../../scripts/fig_width_sweep.py"
 
 
+rule figure_width_depth:
+    input:
+        table=f"{R}/effdim/grid.csv",
+    output:
+        **figure_output("width_depth", "width_depth", "Hessian"),
+    log:
+        f"{R}/logs/figures/width_depth.log",
+    benchmark:
+        f"{R}/runtimes/figures/width_depth.tsv"
+    conda:
+        "../../envs/multirun.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        dpi=config["figures"]["dpi"],
+        z=config["hessian"]["z"][0],
+        code=code("fig_width_depth.py"),
+    script:
+        "../../scripts/fig_width_depth.py"
+
+
 rule figure_neighbours:
     input:
         data=f"{R}/data/dataset.npz",

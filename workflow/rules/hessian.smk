@@ -9,7 +9,7 @@ rule hessian:
     benchmark:
         f"{R}/runtimes/hessian/{{ckpt}}-{{index}}.tsv"
     wildcard_constraints:
-        ckpt=r"shard-\d{3}|width-\d+",
+        ckpt=r"shard-\d{3}|width-\d+|grid-d\d+-w\d+",
     conda:
         "../../envs/multirun.yaml"
     threads: 2
@@ -22,7 +22,7 @@ rule hessian:
         steps=config["hessian"]["steps"],
         examples=config["hessian"]["examples"],
         batch_size=config["hessian"]["batch_size"],
-        params=config["hessian"]["params"],
+        param_selection=config["hessian"]["params"],
         slq={k: v for k, v in config["hessian"]["slq"].items() if k != "sigma"},
         seed=config["hessian"]["seed"],
         code=code("hessian.py"),
@@ -40,7 +40,7 @@ rule effdim:
     benchmark:
         f"{R}/runtimes/effdim/{{name}}.tsv"
     wildcard_constraints:
-        name="main|sweep-default|sweep-full",
+        name="main|sweep-default|sweep-full|grid",
     conda:
         "../../envs/multirun.yaml"
     resources:

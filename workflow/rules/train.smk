@@ -46,3 +46,30 @@ rule train_width:
         code=code("train.py"),
     script:
         "../../scripts/train.py"
+
+
+rule train_grid:
+    input:
+        data=f"{R}/data/dataset.npz",
+    output:
+        checkpoint=f"{R}/train/grid-d{{depth}}-w{{width}}.pt",
+    log:
+        f"{R}/logs/train/grid-d{{depth}}-w{{width}}.log",
+    benchmark:
+        f"{R}/runtimes/train/grid-d{{depth}}-w{{width}}.tsv"
+    wildcard_constraints:
+        depth=r"\d+",
+    conda:
+        "../../envs/multirun.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=config["gpu"],
+    params:
+        seeds=lambda w: list(range(config["sweep"]["grid"]["seeds"])),
+        model=lambda w: train_spec("sweep", width=int(w.width), depth=int(w.depth)),
+        recipe=train_recipe("sweep") | {"epochs": config["sweep"]["grid"]["epochs"]},
+        code=code("train.py"),
+    script:
+        "../../scripts/train.py"

@@ -143,12 +143,20 @@ def _columns(table) -> dict[str, np.ndarray]:
     return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
 
 
-def _group_mean(x: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unique x ascending, mean and min..max half-range of v per x."""
+def _group(x: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Unique x ascending; mean, min and max of v per x (over seeds)."""
     xs = np.unique(x)
-    mean = np.array([v[x == u].mean() for u in xs])
-    spread = np.array([[mean[i] - v[x == u].min(), v[x == u].max() - mean[i]] for i, u in enumerate(xs)])
-    return xs, mean, spread.T
+    groups = [v[x == u] for u in xs]
+    return (xs, np.array([g.mean() for g in groups]), np.array([g.min() for g in groups]),
+            np.array([g.max() for g in groups]))
+
+
+def _band(ax, x: np.ndarray, v: np.ndarray, color) -> None:
+    """Seed mean as an errorbar line (no bars) and a min..max band over seeds."""
+    xs, mean, lo, hi = _group(x, v)
+    ax.errorbar(xs, mean, marker="o", ms=5, lw=1.6, color=color)
+    if np.any(hi > lo):
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0)
 
 
 def plot_width_sweep(table, *, title: str | None = None) -> plt.Figure:
@@ -156,12 +164,17 @@ def plot_width_sweep(table, *, title: str | None = None) -> plt.Figure:
 
     Args:
         table: rows (mappings) or columns with ``width``, ``num_params``, ``train_loss``,
-            ``test_loss``, ``effective_dimension`` and ``z`` (several z give one curve
-            each); several rows per (width, z) (seeds) are averaged, with min..max bars.
+            ``test_loss``, ``effective_dimension`` (the whole-spectrum SLQ estimate) and
+            ``z`` (several z give one curve each); optional ``effective_dimension_se`` (its
+            standard error) and ``effective_dimension_topk`` (the top-k lower bound).
+            Several rows per (width, z) (seeds) are averaged.
         title: figure title.
 
-    x axis: width on a log2 scale (ticks at the measured widths); the parameter count of
-    each width is written on a secondary top axis.
+    Every curve is the seed mean with a min..max band over seeds. The whole-spectrum
+    N_eff is solid with bars of 2 standard errors of the seed mean's probe noise
+    (``sqrt(sum se^2) / seeds``); the top-k lower bound is dashed. x axis: width on a log2
+    scale (ticks at the measured widths); the parameter count of each width is written
+    on a secondary top axis.
     """
     cols = _columns(table)
     need = ("width", "num_params", "train_loss", "test_loss", "effective_dimension")
@@ -172,24 +185,41 @@ def plot_width_sweep(table, *, title: str | None = None) -> plt.Figure:
     z = cols["z"].astype(float) if "z" in cols else np.zeros(len(width))
     zs = np.unique(z)
     first = z == zs[0]  # losses repeat for each z: take one copy
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.0))
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.3))
     panels = [("train_loss", "train loss", axes[0]), ("test_loss", "test loss", axes[1])]
     for key, label, ax in panels:
-        xs, mean, spread = _group_mean(width[first], cols[key].astype(float)[first])
-        ax.errorbar(xs, mean, yerr=spread, marker="o", ms=5, lw=1.6, capsize=3, color="tab:blue")
+        _band(ax, width[first], cols[key].astype(float)[first], "tab:blue")
         ax.set_ylabel(label)
         ax.set_title(label)
     ax = axes[2]
     colors = _colors(len(zs)) if len(zs) > 1 else ["tab:red"]
+    neff = cols["effective_dimension"].astype(float)
     for zi, color in zip(zs, colors, strict=True):
         sel = z == zi
-        xs, mean, spread = _group_mean(width[sel], cols["effective_dimension"].astype(float)[sel])
-        ax.errorbar(xs, mean, yerr=spread, marker="o", ms=5, lw=1.6, capsize=3, color=color,
-                    label=f"z = {zi:g}")
+        xs, mean, lo, hi = _group(width[sel], neff[sel])
+        yerr = None
+        if "effective_dimension_se" in cols:
+            se = cols["effective_dimension_se"].astype(float)[sel]
+            yerr = 2 * np.array([np.sqrt(np.sum(se[width[sel] == u] ** 2)) / np.sum(width[sel] == u)
+                                 for u in xs])
+        ax.errorbar(xs, mean, yerr=yerr, marker="o", ms=5, lw=1.6, capsize=3, color=color,
+                    label=f"z = {zi:g}: whole spectrum (SLQ, $\\pm$2 SE)")
+        if np.any(hi > lo):
+            ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0)
+        if "effective_dimension_topk" in cols:
+            xs, mean, lo, hi = _group(width[sel], cols["effective_dimension_topk"].astype(float)[sel])
+            ax.plot(xs, mean, ls="--", marker="s", ms=4, lw=1.3, color=color, alpha=0.8,
+                    label=f"z = {zi:g}: converged top eigenvalues (lower bound)")
+            if np.any(hi > lo):
+                ax.fill_between(xs, lo, hi, color=color, alpha=0.1, lw=0)
+    if np.all(neff[np.isfinite(neff)] > 0) and ("effective_dimension_topk" not in cols
+                             or np.all(cols["effective_dimension_topk"].astype(float) > 0)):
+        ax.set_yscale("log")
+    lo, hi = ax.get_ylim()  # head room for the legend above the curves
+    ax.set_ylim(lo, hi * 6 if ax.get_yscale() == "log" else hi + 0.35 * (hi - lo))
     ax.set_ylabel(r"$N_\mathrm{eff}(H, z)$")
     ax.set_title("effective dimensionality")
-    if len(zs) > 1 or "z" in cols:
-        ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper right")
     ticks = np.unique(width)
     params = {w: int(np.median(cols["num_params"][width == w])) for w in ticks}
     for ax in axes:

@@ -1,254 +1,23 @@
-"""Hessian spectra of the training loss: HVPs, Lanczos, SLQ and effective dimensionality.
+"""Lanczos (top/bottom eigenvalues) and stochastic Lanczos quadrature on a symmetric operator.
 
-The Hessian is that of the *mean* cross-entropy over the given examples,
-
-    L(theta) = (1/N) sum_n CE(f(x_n; theta), y_n),   H = d^2 L / d theta^2,
-
-computed exactly over uneven batches (each batch's mean loss is weighted by
-``n_batch / N``), so the batch size only trades memory for speed and never
-changes the operator.
-
-Conventions
------------
-* **Eval mode.** The network is evaluated in ``eval()`` mode: BatchNorm uses its
-  running statistics and dropout is off. In train mode the loss of a batch is
-  not a sum of per-example losses (batch statistics couple the examples) and
-  would change with the batch size; the eval-mode Hessian is the curvature of
-  the function the trained model actually computes. The module's own
-  ``training`` flag is restored after every call.
-* **Parameters.** ``params="all"`` differentiates every parameter;
-  ``params="weights"`` only tensors with ``ndim >= 2`` (biases and
-  normalisation scales become constants). Vectors are flat, in
-  ``model.named_parameters()`` order.
-* **HVPs.** Forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``)
-  where the model supports forward-mode AD, double backward otherwise
-  (``method="auto"`` tries the former once and falls back).
-* **Precision.** HVPs run in the model's own dtype (cast the model and pass
-  ``float64`` data for a float64 operator); Lanczos vectors and the tridiagonal
-  are always ``float64``.
-* **Eigenvalues are the Hessian's.** Ritz values are reported as they are,
-  negative ones included, with the residual bound ``|beta_m * s_{m,i}|``
-  (for a symmetric operator some eigenvalue lies within it) and a converged
-  flag ``residual <= tol * max_i |theta_i|`` (relative to the spectral norm
-  estimate, so that eigenvalues near zero can converge too).
+Lanczos vectors and the tridiagonal are float64 and fully reorthogonalised; Ritz values
+are reported as they are, negative ones included, with the residual bound
+``|beta_m * s_{m,i}|`` and a converged flag relative to the spectral norm estimate
+(see :mod:`multirun.hessian.operator` for the operator's conventions).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import scipy.linalg
-import scipy.sparse.linalg
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from multirun.hessian.operator import HessianOperator
 from multirun.io import ContractError
-
-PARAM_SELECTIONS = ("all", "weights")
-HVP_METHODS = ("auto", "fwdrev", "revrev")
-
-
-class HessianOperator:
-    """The Hessian ``H`` (P x P) of the mean cross-entropy of ``model`` on ``(x, y)``.
-
-    Args:
-        model: the network; its parameters are read (copied to ``device``) at
-            construction and never modified. Later changes to the model are not seen.
-        x: inputs (N, ...), floating; cast to the parameters' dtype.
-        y: integer class labels (N,).
-        batch_size: examples per forward pass (memory knob; the operator is exact).
-        params: ``"all"`` or ``"weights"`` (tensors with ndim >= 2).
-        device: where HVPs run; data are moved there once.
-        method: ``"auto"`` | ``"fwdrev"`` (jvp of grad) | ``"revrev"`` (double backward).
-
-    Attributes:
-        dim: P, the number of parameters included.
-        num_matvecs: HVPs done so far (one per ``matvec``, ``b`` per ``matmat`` of b columns).
-        names: names of the included parameter tensors, in vector order.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        *,
-        batch_size: int,
-        params: str = "all",
-        device: torch.device | str = "cpu",
-        method: str = "auto",
-    ) -> None:
-        if params not in PARAM_SELECTIONS:
-            raise ContractError(f"hessian.params must be one of {PARAM_SELECTIONS}, got {params!r}")
-        if method not in HVP_METHODS:
-            raise ContractError(f"hessian method must be one of {HVP_METHODS}, got {method!r}")
-        if int(batch_size) < 1:
-            raise ContractError(f"hessian.batch_size must be >= 1, got {batch_size}")
-        if len(x) != len(y) or len(y) == 0:
-            raise ContractError(f"hessian data: x has {len(x)} rows and y has {len(y)}; "
-                                "need the same number, at least one")
-        self.model = model
-        self.device = torch.device(device)
-        self.method = method
-        named = list(model.named_parameters())
-        chosen = [(n, p) for n, p in named if params == "all" or p.ndim >= 2]
-        if not chosen:
-            raise ContractError(f"hessian.params={params!r} selects no parameter of the model")
-        self.names = [n for n, _ in chosen]
-        self._params = {n: p.detach().to(self.device) for n, p in chosen}
-        frozen = {n: p.detach().to(self.device) for n, p in named if n not in self._params}
-        frozen.update({n: b.to(self.device) for n, b in model.named_buffers()})
-        self._frozen = frozen
-        self._shapes = [p.shape for p in self._params.values()]
-        self._numels = [p.numel() for p in self._params.values()]
-        self.dtype = next(iter(self._params.values())).dtype
-        self.dim = int(sum(self._numels))
-        self.num_matvecs = 0
-
-        x = torch.as_tensor(x)
-        y = torch.as_tensor(y)
-        if x.is_floating_point():
-            x = x.to(self.dtype)
-        x, y = x.to(self.device), y.to(self.device, torch.long)
-        n = len(y)
-        bs = int(batch_size)
-        self.num_examples = n
-        self._batches = [(x[i : i + bs], y[i : i + bs], min(bs, n - i) / n) for i in range(0, n, bs)]
-
-    # -- flat vectors <-> parameter dicts ------------------------------------------------
-    def _unflatten(self, v: Tensor) -> dict[str, Tensor]:
-        parts = torch.split(v.to(self.device, self.dtype), self._numels)
-        return {n: t.view(s) for n, t, s in zip(self._params, parts, self._shapes, strict=True)}
-
-    @staticmethod
-    def _flatten(tensors) -> Tensor:
-        return torch.cat([t.reshape(-1) for t in tensors])
-
-    def _batch_loss(self, p: dict[str, Tensor], xb: Tensor, yb: Tensor) -> Tensor:
-        out = torch.func.functional_call(self.model, (p, self._frozen), (xb,))
-        return F.cross_entropy(out, yb)
-
-    def _eval_mode(self):
-        return _EvalMode(self.model)
-
-    # -- the operator -------------------------------------------------------------------
-    def loss(self) -> float:
-        """Mean cross-entropy on all examples (exact over uneven batches)."""
-        total = 0.0
-        with self._eval_mode(), torch.no_grad():
-            for xb, yb, w in self._batches:
-                total += w * float(self._batch_loss(self._params, xb, yb))
-        return total
-
-    def gradient(self) -> Tensor:
-        """Gradient of the mean loss, (P,) float64 on ``device``."""
-        g = torch.zeros(self.dim, dtype=torch.float64, device=self.device)
-        grad_fn = torch.func.grad(self._batch_loss)
-        with self._eval_mode():
-            for xb, yb, w in self._batches:
-                g += w * self._flatten(grad_fn(self._params, xb, yb).values()).double()
-        return g
-
-    def _hvp_fwdrev(self, v: dict[str, Tensor], xb: Tensor, yb: Tensor) -> Tensor:
-        grad_fn = torch.func.grad(self._batch_loss)
-        with warnings.catch_warnings():  # torch's jvp decompositions use torch.jit.script once
-            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-            _, hv = torch.func.jvp(lambda q: grad_fn(q, xb, yb), (self._params,), (v,))
-        return self._flatten(hv.values())
-
-    def _hvp_revrev(self, v: dict[str, Tensor], xb: Tensor, yb: Tensor) -> Tensor:
-        q = {n: t.detach().requires_grad_(True) for n, t in self._params.items()}
-        with torch.enable_grad():
-            loss = self._batch_loss(q, xb, yb)
-            g = torch.autograd.grad(loss, list(q.values()), create_graph=True,
-                                    allow_unused=True, materialize_grads=True)
-            dot = sum((gi * v[n]).sum() for gi, n in zip(g, q, strict=True))
-            if not dot.requires_grad:  # loss is linear in every parameter
-                return torch.zeros(self.dim, dtype=self.dtype, device=self.device)
-            hv = torch.autograd.grad(dot, list(q.values()), allow_unused=True,
-                                     materialize_grads=True)
-        return self._flatten(hv)
-
-    def _hvp(self, v: dict[str, Tensor], xb: Tensor, yb: Tensor) -> Tensor:
-        if self.method == "auto":
-            try:
-                out = self._hvp_fwdrev(v, xb, yb)
-                self.method = "fwdrev"
-                return out
-            except (RuntimeError, NotImplementedError):  # an op without forward-mode AD
-                self.method = "revrev"
-        if self.method == "fwdrev":
-            return self._hvp_fwdrev(v, xb, yb)
-        return self._hvp_revrev(v, xb, yb)
-
-    def matvec(self, v: Tensor) -> Tensor:
-        """``H @ v``: v (P,) float64 (any device) -> (P,) float64 on v's device."""
-        v = torch.as_tensor(v)
-        if v.shape != (self.dim,):
-            raise ValueError(f"matvec expects a vector of shape ({self.dim},), got {tuple(v.shape)}")
-        vd = self._unflatten(v)
-        out = torch.zeros(self.dim, dtype=torch.float64, device=self.device)
-        with self._eval_mode():
-            for xb, yb, w in self._batches:
-                out += w * self._hvp(vd, xb, yb).double()
-        self.num_matvecs += 1
-        return out.to(v.device)
-
-    def matmat(self, V: Tensor) -> Tensor:
-        """``H @ V`` for a block of vectors: V (P, b) float64 -> (P, b) float64.
-
-        With forward-over-reverse the b tangents go through one vectorised
-        (``torch.func.vmap``) pass per batch, which feeds wider GEMMs to the
-        hardware; counts as b HVPs.
-        """
-        V = torch.as_tensor(V)
-        if V.ndim != 2 or V.shape[0] != self.dim:
-            raise ValueError(f"matmat expects (P={self.dim}, b), got {tuple(V.shape)}")
-        b = V.shape[1]
-        if self.method == "auto":  # settle the method on one column first
-            first = self.matvec(V[:, 0])
-            if b == 1:
-                return first[:, None]
-            return torch.cat([first[:, None], self.matmat(V[:, 1:])], dim=1)
-        if self.method == "revrev":
-            return torch.stack([self.matvec(V[:, i]) for i in range(b)], dim=1)
-        Vd = torch.func.vmap(self._unflatten)(V.T.contiguous().to(self.device))
-        out = torch.zeros(b, self.dim, dtype=torch.float64, device=self.device)
-        with self._eval_mode():
-            for xb, yb, w in self._batches:
-                hv = torch.func.vmap(self._hvp_fwdrev, in_dims=(0, None, None))(Vd, xb, yb)
-                out += w * hv.double()
-        self.num_matvecs += b
-        return out.T.to(V.device)
-
-    def as_linear_operator(self) -> scipy.sparse.linalg.LinearOperator:
-        """A float64 ``scipy.sparse.linalg.LinearOperator`` (P x P) calling :meth:`matvec`."""
-
-        def mv(v: np.ndarray) -> np.ndarray:
-            t = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).reshape(-1))
-            return self.matvec(t).cpu().numpy()
-
-        return scipy.sparse.linalg.LinearOperator(
-            (self.dim, self.dim), matvec=mv, rmatvec=mv, dtype=np.float64)
-
-
-class _EvalMode:
-    """Context manager: put a module in eval mode, restore every submodule's flag after."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    def __enter__(self) -> None:
-        self.flags = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc) -> None:
-        for m, flag in self.flags:
-            m.training = flag
 
 
 # -- Lanczos ------------------------------------------------------------------------------
@@ -385,6 +154,19 @@ def _pad(a: np.ndarray, k: int, fill) -> np.ndarray:
     return out
 
 
+def _check_spectrum_args(top_k: int, steps: int, tol: float) -> None:
+    """ContractErrors naming ``hessian.top_k`` / ``hessian.steps`` for impossible settings."""
+    if int(steps) < 1:
+        raise ContractError(f"hessian.steps must be >= 1, got {steps}")
+    if int(top_k) < 1:
+        raise ContractError(f"hessian.top_k must be >= 1, got {top_k}")
+    if int(top_k) > int(steps):
+        raise ContractError(f"hessian.top_k={top_k} is larger than hessian.steps={steps}: Lanczos "
+                            "gives at most `steps` Ritz values; raise hessian.steps or lower hessian.top_k")
+    if not tol > 0:
+        raise ContractError(f"hessian tol must be > 0, got {tol}")
+
+
 def spectrum(
     model: nn.Module,
     x: Tensor,
@@ -423,17 +205,22 @@ def spectrum(
         ContractError: ``top_k > steps`` or either < 1 (names ``hessian.top_k`` /
             ``hessian.steps``), or the loss at the checkpoint is NaN/inf (names ``source``).
     """
-    if int(steps) < 1:
-        raise ContractError(f"hessian.steps must be >= 1, got {steps}")
-    if int(top_k) < 1:
-        raise ContractError(f"hessian.top_k must be >= 1, got {top_k}")
-    if int(top_k) > int(steps):
-        raise ContractError(f"hessian.top_k={top_k} is larger than hessian.steps={steps}: Lanczos "
-                            "gives at most `steps` Ritz values; raise hessian.steps or lower hessian.top_k")
-    if not tol > 0:
-        raise ContractError(f"hessian tol must be > 0, got {tol}")
+    _check_spectrum_args(top_k, steps, tol)
     op = HessianOperator(model, x, y, batch_size=batch_size, params=params, device=device,
                          method=method)
+    return operator_spectrum(op, top_k=top_k, steps=steps, seed=seed, tol=tol, source=source)
+
+
+def operator_spectrum(
+    op: HessianOperator, *, top_k: int, steps: int, seed: int = 0, tol: float = 1e-6,
+    source: str = "",
+) -> dict[str, np.ndarray]:
+    """:func:`spectrum` of an operator already built (so SLQ can share it); same result keys.
+
+    ``num_hvps`` counts only the HVPs of this call. Raises as :func:`spectrum`.
+    """
+    _check_spectrum_args(top_k, steps, tol)
+    start = op.num_matvecs
     loss = op.loss()
     if not math.isfinite(loss):
         where = f" ({source})" if source else ""
@@ -459,7 +246,7 @@ def spectrum(
         "alpha": lz["alpha"],
         "beta": lz["beta"],
         "beta_last": np.float64(lz["beta_last"]),
-        "num_hvps": np.int64(op.num_matvecs),
+        "num_hvps": np.int64(op.num_matvecs - start),
         "num_params": np.int64(op.dim),
         "loss": np.float64(loss),
         "tol": np.float64(tol),
@@ -549,27 +336,3 @@ def spectral_density(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, s
     for th, w in zip(nodes, weights, strict=True):
         out += (w[None, :] * np.exp(-0.5 * ((grid[:, None] - th[None, :]) / sigma) ** 2)).sum(axis=1)
     return out * norm / len(nodes)
-
-
-# -- effective dimensionality ---------------------------------------------------------------
-def effective_dimension(eigenvalues: np.ndarray, z: float) -> float:
-    """``N_eff(H, z) = sum_i lambda_i / (lambda_i + z)`` over the given eigenvalues, as they are.
-
-    Pass the raw converged eigenvalues (``spec["ritz_values"][spec["ritz_converged"]]``).
-    Negative eigenvalues are *not* altered: one in (-z, 0) contributes a negative term.
-    Raises ContractError if z <= 0 or some ``lambda_i + z == 0``.
-    """
-    lam = np.asarray(eigenvalues, dtype=np.float64).reshape(-1)
-    if not (math.isfinite(z) and z > 0):
-        raise ContractError(f"hessian.z must be finite and > 0, got {z}")
-    if not np.isfinite(lam).all():
-        raise ContractError("effective_dimension got NaN/inf eigenvalues; pass converged ones only")
-    den = lam + z
-    if np.any(den == 0):
-        raise ContractError(f"an eigenvalue equals -z={-z}; N_eff is undefined at this z")
-    return float(np.sum(lam / den))
-
-
-def effective_dimensions(eigenvalues: np.ndarray, zs: Sequence[float]) -> np.ndarray:
-    """:func:`effective_dimension` for each z in ``zs``: (len(zs),) float64."""
-    return np.array([effective_dimension(eigenvalues, float(z)) for z in zs])

@@ -1,0 +1,85 @@
+"""Effective dimensionality ``N_eff(H, z) = sum_i lambda_i / (lambda_i + z)``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from multirun.io import ContractError
+
+
+# -- effective dimensionality ---------------------------------------------------------------
+def effective_dimension(eigenvalues: np.ndarray, z: float) -> float:
+    """``N_eff(H, z) = sum_i lambda_i / (lambda_i + z)`` over the given eigenvalues, as they are.
+
+    Pass the raw converged eigenvalues (``spec["ritz_values"][spec["ritz_converged"]]``).
+    Negative eigenvalues are *not* altered: one in (-z, 0) contributes a negative term.
+    Raises ContractError if z <= 0 or some ``lambda_i + z == 0``.
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64).reshape(-1)
+    if not (math.isfinite(z) and z > 0):
+        raise ContractError(f"hessian.z must be finite and > 0, got {z}")
+    if not np.isfinite(lam).all():
+        raise ContractError("effective_dimension got NaN/inf eigenvalues; pass converged ones only")
+    den = lam + z
+    if np.any(den == 0):
+        raise ContractError(f"an eigenvalue equals -z={-z}; N_eff is undefined at this z")
+    return float(np.sum(lam / den))
+
+
+def effective_dimensions(eigenvalues: np.ndarray, zs: Sequence[float]) -> np.ndarray:
+    """:func:`effective_dimension` for each z in ``zs``: (len(zs),) float64."""
+    return np.array([effective_dimension(eigenvalues, float(z)) for z in zs])
+
+
+def effective_dimension_probes(
+    nodes: np.ndarray, weights: np.ndarray, dim: int, z: float
+) -> np.ndarray:
+    """Per-probe SLQ estimates of ``tr(H (H + z I)^-1)``, the whole spectrum's N_eff.
+
+    For probe ``i`` with Gauss quadrature nodes ``theta_ij`` and weights ``tau_ij^2``
+    (:func:`multirun.hessian.slq`), the estimate is ``P * sum_j tau_ij^2 f(theta_ij)`` with
+    ``f(t) = t / (t + z)``: a Hutchinson sample of the trace (Rademacher probes, exact when
+    the Lanczos run spans the probe's Krylov space). Negative nodes are kept as they are.
+
+    Args:
+        nodes, weights: (probes, m) or (m,) float64; weight-0 entries (padding of a
+            Lanczos run that broke down) contribute nothing.
+        dim: P, the operator's dimension.
+        z: the regulariser, finite and > 0.
+
+    Returns:
+        (probes,) float64.
+
+    Raises:
+        ContractError: z <= 0, NaN/inf nodes or weights, or a weighted node at ``-z``.
+    """
+    if not (math.isfinite(z) and z > 0):
+        raise ContractError(f"hessian.z must be finite and > 0, got {z}")
+    nodes = np.atleast_2d(np.asarray(nodes, dtype=np.float64))
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if nodes.shape != weights.shape:
+        raise ContractError(f"SLQ nodes {nodes.shape} and weights {weights.shape} differ in shape")
+    if not (np.isfinite(nodes).all() and np.isfinite(weights).all()):
+        raise ContractError("SLQ nodes or weights hold NaN/inf")
+    used = weights != 0
+    den = np.where(used, nodes + z, 1.0)
+    if np.any(den == 0):
+        raise ContractError(f"an SLQ node equals -z={-z}; N_eff is undefined at this z")
+    return int(dim) * (weights * np.where(used, nodes / den, 0.0)).sum(axis=1)
+
+
+def effective_dimension_slq(
+    nodes: np.ndarray, weights: np.ndarray, dim: int, z: float
+) -> tuple[float, float]:
+    """Whole-spectrum ``N_eff(H, z)`` by SLQ: (mean over probes, its standard error).
+
+    The standard error is ``std(ddof=1) / sqrt(probes)`` of
+    :func:`effective_dimension_probes` (NaN with one probe): the probe noise. The
+    quadrature error (too few Lanczos steps) is not in it.
+    """
+    per = effective_dimension_probes(nodes, weights, dim, z)
+    se = float(per.std(ddof=1) / math.sqrt(len(per))) if len(per) > 1 else float("nan")
+    return float(per.mean()), se
