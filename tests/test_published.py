@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import snakemake, tiny_config, write_config
 
-from multirun import data
+from multirun import data, published
 
 pytestmark = pytest.mark.workflow
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -38,7 +38,7 @@ def _hub_cache(root, files, n_train, n_test, models=3):
 def test_published_logits_flow_through_kernel_and_knn(tmp_path):
     files = ["logs_saveoutputs_main/aaaa/log.pt", "logs_saveoutputs_main/bbbb/log.pt"]
     cfg = tiny_config()
-    cfg["published"] = {"repo_id": data.PUBLISHED_REPO, "files": files}
+    cfg["published"] = {"repo_id": published.REPO, "files": files}
     cfg["kernel"]["model_counts"] = [2, 6]
     ds = data.make_mnist1d(seed=cfg["dataset"]["seed"], num_samples=cfg["dataset"]["num_samples"])
     _hub_cache(tmp_path / "hub", files, len(ds["y_train"]), len(ds["y_test"]))
@@ -59,7 +59,7 @@ def test_published_logits_flow_through_kernel_and_knn(tmp_path):
 
 def test_missing_hub_file_is_named(tmp_path):
     cfg = tiny_config()
-    cfg["published"] = {"repo_id": data.PUBLISHED_REPO, "files": ["nowhere/log.pt"]}
+    cfg["published"] = {"repo_id": published.REPO, "files": ["nowhere/log.pt"]}
     cfg["kernel"]["model_counts"] = [2]
     _hub_cache(tmp_path / "hub", [], 1, 1)
     workdir = tmp_path / "run"

@@ -258,3 +258,33 @@ def open_60k(logits_path: str | os.PathLike, labels_path: str | os.PathLike):
         raise ContractError(f"{labels_path}: expected ({logits.num_examples},) integer labels in "
                             f"[0, {logits.num_classes}), got {labels.shape} {labels.dtype}")
     return logits, labels.astype(np.int64)
+
+
+def fetch_60k(files: list[str], *, repo_id: str = REPO_60K, revision: str | None = None) -> dict:
+    """Download the 60k set's ``logits.npy`` and its sibling ``labels.npy`` into the hub
+    cache (nothing is copied) and check them; returns the pointer the workflow stores:
+    ``logits``, ``labels`` (absolute paths) and ``shape``.
+    """
+    if len(files) != 1:
+        raise ConfigError(f"config key published.files: the {repo_id} set is one logits.npy, got "
+                          f"{files}")
+    name = files[0]
+    labels_name = str(Path(name).parent / "labels.npy") if "/" in name else "labels.npy"
+    paths = [download(f, repo_id=repo_id, revision=revision) for f in (name, labels_name)]
+    logits, _ = open_60k(*paths)
+    return {"logits": str(paths[0].resolve()), "labels": str(paths[1].resolve()),
+            "shape": [logits.num_models, logits.num_examples, logits.num_classes]}
+
+
+def load_pointer(path: str | os.PathLike):
+    """The 60k set named by a pointer of :func:`fetch_60k`: (ShardedLogits, labels (N,))."""
+    try:
+        pointer = json.loads(Path(path).read_text())
+        files = pointer["logits"], pointer["labels"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ContractError(f"{path}: unreadable ({err}); delete it and rerun") from None
+    for f in files:
+        if not Path(f).exists():
+            raise ContractError(f"{path}: names {f}, which is gone (hub cache cleared?); delete "
+                                f"{path} and rerun to fetch it again")
+    return open_60k(*files)

@@ -1,13 +1,18 @@
 from pathlib import Path
 
+from multirun import published as hub
 from multirun.config import check, shards
 
 check(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 
 R = config["results"]
 PUBLISHED = "published" in config
+# published.files: folders and patterns resolved with the hub's listing (cached under results)
+PUBLISHED_FILES = hub.resolve(config["published"], f"{R}/published") if PUBLISHED else []
+# the 60k set: one logits.npy of test logits only, streamed from the hub cache
+PUBLISHED_NPY = PUBLISHED and PUBLISHED_FILES[0].endswith(".npy")
 if PUBLISHED:  # one shard per published log.pt
-    SHARDS = {f"{i:03d}": [i] for i in range(len(config["published"]["files"]))}
+    SHARDS = {f"{i:03d}": [i] for i in range(len(PUBLISHED_FILES))}
 else:
     SHARDS = shards(config["train"]["seeds"], config["train"]["shard_size"])
 FEATURES = config["logits"].get("features", False) and not PUBLISHED
@@ -66,6 +71,8 @@ def hessian_checkpoints():
 
 def default_targets():
     targets = figure_paths("accuracy_vs_models") + [f"{R}/knn/{VARIANT}/scores.csv"]
+    if PUBLISHED_NPY:  # test logits only: ensemble curves and test-to-test neighbours
+        return targets + figure_paths("test_pairs")
     targets += [path for name in NEIGHBOUR_FIGURES for path in figure_paths(name)]
     if config["kernel"].get("dense", False):
         targets.append(f"{R}/kernel/{VARIANT}/dense.npy")

@@ -1,4 +1,25 @@
-if PUBLISHED:
+if PUBLISHED_NPY:
+
+    rule fetch_published_arrays:
+        output:
+            pointer=f"{R}/published/arrays.json",
+        log:
+            f"{R}/logs/published/fetch.log",
+        benchmark:
+            f"{R}/benchmarks/published/fetch.tsv"
+        conda:
+            "../../envs/multirun.yaml"
+        resources:
+            mem_mb=2000,
+            runtime=240,
+        params:
+            files=PUBLISHED_FILES,
+            repo_id=config["published"]["repo_id"],
+            revision=config["published"].get("revision"),
+        script:
+            "../../scripts/fetch_published.py"
+
+elif PUBLISHED:
 
     rule import_published:
         input:
@@ -12,12 +33,13 @@ if PUBLISHED:
         conda:
             "../../envs/multirun.yaml"
         resources:
-            mem_mb=16000,
+            mem_mb=2000,
             runtime=60,
         params:
-            file=lambda w: config["published"]["files"][int(w.shard)],
+            file=lambda w: PUBLISHED_FILES[int(w.shard)],
             repo_id=config["published"]["repo_id"],
             revision=config["published"].get("revision"),
+            test_logits=config["published"].get("test_logits", "logits"),
         script:
             "../../scripts/import_published.py"
 

@@ -284,17 +284,19 @@ def accuracy_vs_models(rows: Sequence[dict], *, knn: Sequence[tuple[str, int]] =
         ("majority", 3), ("weighted", 20))) -> Figure:
     """Kernel k-NN, logit ensemble and mean single model vs number of models.
 
-    Lines: mean over random model subsets; bands: min-max over subsets.
-    ``knn``: the (vote, k) series to draw (those present in ``rows``).
+    Lines: mean over random model subsets; bands: 95% confidence intervals
+    (:func:`multirun.knn.curve_ci`). ``knn``: the (vote, k) series to draw (those present).
     """
+    from multirun.knn import curve_ci
+
     curves = {}
     for vote, k in knn:
         try:
-            curves[f"kernel {k}-NN ({vote})"] = curve(rows, method="kernel", vote=vote, k=k)
+            curves[f"kernel {k}-NN ({vote})"] = curve_ci(rows, method="kernel", vote=vote, k=k)
         except ContractError:
             continue
-    curves["logit-averaging ensemble"] = curve(rows, method="ensemble")
-    curves["single model (mean)"] = curve(rows, method="single")
+    curves["logit-averaging ensemble"] = curve_ci(rows, method="ensemble")
+    curves["single model (mean)"] = curve_ci(rows, method="single")
     styles = {"single model (mean)": {"color": METHOD_COLORS["single"], "linestyle": ":"},
               "logit-averaging ensemble": {"color": METHOD_COLORS["ensemble"]}}
     shades = ["tab:red", "darkred", "salmon", "maroon"]
@@ -302,7 +304,11 @@ def accuracy_vs_models(rows: Sequence[dict], *, knn: Sequence[tuple[str, int]] =
         styles[name] = {"color": shades[i % len(shades)]}
     fig, ax = plt.subplots(figsize=(6, 4))
     _plot_curves(ax, curves, styles)
-    ax.set_title("Accuracy vs number of models (band: min-max over random subsets)", fontsize=9)
+    ticks = sorted({int(v) for c in curves.values() for v in c[0]})
+    if len(ticks) > 10:  # a long log grid (up to 61,565 models): label every other count
+        keep = ticks[::-2][::-1]
+        ax.set_xticks(keep, [f"{t:,}" for t in keep], fontsize=7)
+    ax.set_title("Accuracy vs number of models (band: 95% confidence interval)", fontsize=9)
     fig.tight_layout()
     return fig
 
