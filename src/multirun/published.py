@@ -81,10 +81,11 @@ def match_files(entries: list[str], listing: list[str], repo_id: str = REPO) -> 
     return out
 
 
-def list_repo(repo_id: str, revision: str | None, cache: str | os.PathLike) -> list[str]:
+def list_repo(repo_id: str, revision: str | None, cache: str | os.PathLike, api=None) -> list[str]:
     """The hub dataset's file names: from ``cache`` (JSON) if present, else listed and cached.
 
-    Delete ``cache`` to list again (e.g. after the dataset gained files).
+    Delete ``cache`` to list again (e.g. after the dataset gained files). ``api``: a
+    ``huggingface_hub.HfApi`` (default: one for the configured endpoint).
     """
     cache = Path(cache)
     if cache.exists():
@@ -97,8 +98,8 @@ def list_repo(repo_id: str, revision: str | None, cache: str | os.PathLike) -> l
     import huggingface_hub
 
     try:
-        files = huggingface_hub.HfApi().list_repo_files(repo_id, repo_type="dataset",
-                                                         revision=revision)
+        api = api or huggingface_hub.HfApi()
+        files = api.list_repo_files(repo_id, repo_type="dataset", revision=revision)
     except Exception as err:  # offline mode, network, unknown repo
         raise ConfigError(
             f"config key published.files: listing the files of {repo_id} on the hub failed "
@@ -288,3 +289,20 @@ def load_pointer(path: str | os.PathLike):
             raise ContractError(f"{path}: names {f}, which is gone (hub cache cleared?); delete "
                                 f"{path} and rerun to fetch it again")
     return open_60k(*files)
+
+
+def folders(listing: list[str]) -> dict[str, int]:
+    """Number of ``log.pt`` files (500 runs each) per top-level folder of a listing."""
+    out: dict[str, int] = {}
+    for f in listing:
+        if f.endswith("/log.pt"):
+            out[f.split("/")[0]] = out.get(f.split("/")[0], 0) + 1
+    return dict(sorted(out.items()))
+
+
+if __name__ == "__main__":  # python -m multirun.published [CACHE.json]: the training configurations
+    import sys
+
+    cache = sys.argv[1] if len(sys.argv) > 1 else "results/published/listing-kjj0--cifar10-multirun-logits-main.json"
+    for folder, count in folders(list_repo(REPO, None, cache)).items():
+        print(f"{folder}/*/log.pt\t{count} files, {500 * count} runs")
