@@ -34,16 +34,20 @@ def _snapshot(root, repo_id):
 
 
 def _log(labels_train, labels_test, models, seed, *, ties=()):
-    """A log.pt dict: logits that know the labels (so accuracies mean something) plus noise.
+    """A log.pt dict whose accuracies mean something: each model's logits lean to the label
+    and share a random per-(model, class) offset across the examples of a class (what makes
+    same-class examples correlate across models, so the kernel's k-NN beats chance), plus noise.
 
     ``ties``: test examples whose class-0 and label logits differ by less than fp16 can
     hold in their mean (the write-up's fp16 mean calls class 0, a float32 sum the label).
     """
     g = torch.Generator().manual_seed(seed)
+    offset = torch.randn(models, 10, 10, generator=g)
 
     def logits(labels, noise):
-        x = noise * torch.randn(models, len(labels), 10, generator=g)
-        x[:, torch.arange(len(labels)), torch.as_tensor(labels)] += 2.0
+        labels = torch.as_tensor(labels)
+        x = noise * torch.randn(models, len(labels), 10, generator=g) + offset[:, labels]
+        x[:, torch.arange(len(labels)), labels] += 1.0
         return x
 
     test = logits(labels_test, 3.0)
@@ -355,6 +359,7 @@ def test_published_runs_reproduce_the_writeup_code_to_the_last_digit(tmp_path):
             knn.score_subset(index, sim, test, y_train, y_test, ks=[3], votes=["majority"],
                              ensemble_mean="fp16")}
     single, ensemble, kernel3 = _writeup_numbers(first, y_train, y_test)
+    assert 10 < float(single) < float(ensemble) < 95 and 30 < float(kernel3) < 100  # not trivial
     assert (ours["single"], ours["ensemble"], ours["kernelmajority3"]) == (single, ensemble, kernel3)
     fp32 = knn.ensemble_predict(test, "fp32")
     assert (fp32 != first["logits"].mean(0).argmax(1).numpy()).sum() == len(ties)
@@ -435,6 +440,7 @@ def test_60k_set_is_streamed_in_place(tmp_path):
     assert nb["sizes"].tolist() == [models]
     assert not (index == np.arange(len(y_test))[:, None]).any()
     assert index[3, 0] == 7 and index[7, 0] == 3
-    assert nb["similarity"][0][3, 0] == pytest.approx(1.0, abs=1e-5)
+    # identical columns: sum z^2 / M with the unbiased std across models = (M - 1) / M
+    assert nb["similarity"][0][3, 0] == pytest.approx((models - 1) / models, abs=1e-5)
     assert (res / "figures" / "test_pairs.png").exists()
     assert (res / "figures" / "accuracy_vs_models.png").exists()

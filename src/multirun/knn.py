@@ -200,7 +200,7 @@ def wilson(acc: float, n: int, z: float = Z95) -> tuple[float, float]:
         return float("nan"), float("nan")
     centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * np.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n))
-    return float(centre - half), float(centre + half)
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
 
 
 def curve_ci(rows: Sequence[dict], *, method: str, vote: str = "", k: int = 0
