@@ -229,8 +229,8 @@ def curve_ci(rows: Sequence[dict], *, method: str, vote: str = "", k: int = 0
         mean.append(acc.mean())
         if len(acc) > 1:
             half = student_t.ppf(0.975, len(acc) - 1) * acc.std(ddof=1) / np.sqrt(len(acc))
-            lo.append(acc.mean() - half)
-            hi.append(acc.mean() + half)
+            lo.append(max(0.0, acc.mean() - half))  # an accuracy lies in [0, 1]
+            hi.append(min(1.0, acc.mean() + half))
         else:
             lo.append(float(group[0].get("ci_low") or acc[0]))
             hi.append(float(group[0].get("ci_high") or acc[0]))
