@@ -303,6 +303,7 @@ def folders(listing: list[str]) -> dict[str, int]:
 if __name__ == "__main__":  # python -m multirun.published [CACHE.json]: the training configurations
     import sys
 
-    cache = sys.argv[1] if len(sys.argv) > 1 else "results/published/listing-kjj0--cifar10-multirun-logits-main.json"
+    default = "results/published/listing-kjj0--cifar10-multirun-logits-main.json"
+    cache = sys.argv[1] if len(sys.argv) > 1 else default
     for folder, count in folders(list_repo(REPO, None, cache)).items():
         print(f"{folder}/*/log.pt\t{count} files, {500 * count} runs")

@@ -8,7 +8,9 @@ check(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 R = config["results"]
 PUBLISHED = "published" in config
 # published.files: folders and patterns resolved with the hub's listing (cached under results)
-PUBLISHED_FILES = hub.resolve(config["published"], f"{R}/published") if PUBLISHED else []
+PUBLISHED_FILES = (
+    hub.resolve(config["published"], f"{R}/published") if PUBLISHED else []
+)
 # the 60k set: one logits.npy of test logits only, streamed from the hub cache
 PUBLISHED_NPY = PUBLISHED and PUBLISHED_FILES[0].endswith(".npy")
 if PUBLISHED:  # one shard per published log.pt
