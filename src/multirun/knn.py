@@ -203,6 +203,18 @@ def wilson(acc: float, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, float(centre - half)), min(1.0, float(centre + half))
 
 
+def series_rows(rows: Sequence[dict], *, method: str, vote: str = "", k: int = 0) -> list[dict]:
+    """The scores.csv rows of one (method, vote, k) series (k 0 / vote "" for the baselines)."""
+    def key_k(r: dict) -> int:
+        return int(r["k"]) if str(r.get("k", "")).strip() not in ("", "None") else 0
+
+    sel = [r for r in rows if r["method"] == method and (r.get("vote") or "") == vote
+           and key_k(r) == k]
+    if not sel:
+        raise ContractError(f"no accuracy rows for method={method!r} vote={vote!r} k={k}")
+    return sel
+
+
 def curve_ci(rows: Sequence[dict], *, method: str, vote: str = "", k: int = 0
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(n_models, mean, ci_low, ci_high) of one (method, vote, k) series of scores.csv rows.
@@ -214,13 +226,7 @@ def curve_ci(rows: Sequence[dict], *, method: str, vote: str = "", k: int = 0
     """
     from scipy.stats import t as student_t
 
-    def key_k(r: dict) -> int:
-        return int(r["k"]) if str(r.get("k", "")).strip() not in ("", "None") else 0
-
-    sel = [r for r in rows if r["method"] == method and (r.get("vote") or "") == vote
-           and key_k(r) == k]
-    if not sel:
-        raise ContractError(f"no accuracy rows for method={method!r} vote={vote!r} k={k}")
+    sel = series_rows(rows, method=method, vote=vote, k=k)
     sizes = np.array(sorted({int(r["n_models"]) for r in sel}))
     mean, lo, hi = [], [], []
     for size in sizes:

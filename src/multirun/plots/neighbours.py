@@ -248,13 +248,9 @@ def probability_correct_histogram(p_correct: np.ndarray, *, num_models: int | No
 def curve(rows: Sequence[dict], *, method: str, vote: str = "", k: int = 0
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(n_models, mean, min, max) of accuracy over subsets for one (method, vote, k) series."""
-    def key_k(r: dict) -> int:
-        return int(r["k"]) if str(r.get("k", "")).strip() not in ("", "None") else 0
+    from multirun.knn import series_rows
 
-    sel = [r for r in rows if r["method"] == method and (r.get("vote") or "") == vote
-           and key_k(r) == k]
-    if not sel:
-        raise ContractError(f"no accuracy rows for method={method!r} vote={vote!r} k={k}")
+    sel = series_rows(rows, method=method, vote=vote, k=k)
     sizes = np.array(sorted({int(r["n_models"]) for r in sel}))
     acc = [[float(r["accuracy"]) for r in sel if int(r["n_models"]) == s] for s in sizes]
     return (sizes, np.array([np.mean(a) for a in acc]), np.array([np.min(a) for a in acc]),
