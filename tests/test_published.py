@@ -236,13 +236,22 @@ def test_download_names_the_file_and_what_to_do(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- ensembles
 
 
-def test_fp16_ensemble_mean_is_torch_mean_of_the_fp16_tensor():
+def test_fp16_ensemble_mean_is_torch_mean_of_the_fp16_tensor(tmp_path, monkeypatch):
+    from multirun.kernel import ShardedLogits
+
     g = torch.Generator().manual_seed(0)
     x = (3 * torch.randn(37, 4000, 10, generator=g)).half()
     x[:, :300, 1] = x[:, :300, 0]  # exact ties
     x[:19, 300:600, 3] = x[:19, 300:600, 2] + 0.001  # below fp16's step in the mean
     reference = x.mean(0).argmax(1).numpy()  # the write-up's ensemble
     np.testing.assert_array_equal(knn.ensemble_predict(x.numpy(), "fp16"), reference)
+    # blocks of 333 examples, models gathered in chunks across two uneven shards
+    np.save(tmp_path / "a.npy", x[:5].numpy())
+    np.save(tmp_path / "b.npy", x[5:].numpy())
+    monkeypatch.setattr(knn, "ROW_BLOCK_BYTES", 2 * 37 * 10 * 333)
+    monkeypatch.setattr(knn, "CHUNK", 8)
+    sharded = ShardedLogits([tmp_path / "a.npy", tmp_path / "b.npy"])
+    np.testing.assert_array_equal(knn.ensemble_predict(sharded, "fp16"), reference)
     fp32 = knn.ensemble_predict(x.numpy(), "fp32")
     assert 0 < (fp32 != reference).sum() <= 300  # fp32 resolves the near-ties that fp16 merged
     with pytest.raises(ContractError, match="knn.ensemble_mean"):

@@ -88,7 +88,7 @@ def _shape(logits) -> tuple[int, int, int]:
 
 
 ENSEMBLE_MEANS = ("fp32", "fp16")
-ROW_BLOCK_BYTES = 1 << 27  # fp16 mean: all models of a block of examples at a time (128 MB)
+ROW_BLOCK_BYTES = 1 << 25  # fp16 mean: all models of a block of examples at a time (32 MB)
 
 
 def ensemble_predict(logits, mean: str = "fp32") -> np.ndarray:
@@ -109,13 +109,17 @@ def ensemble_predict(logits, mean: str = "fp32") -> np.ndarray:
 
         rows = max(1, ROW_BLOCK_BYTES // max(1, 2 * m * c))
         out = np.empty(n, dtype=np.int64)
+        x = np.empty((m, min(rows, n), c), dtype=np.float16)
         for start in range(0, n, rows):
             block = slice(start, min(start + rows, n))
-            if hasattr(logits, "num_models"):
-                x = logits.models(np.arange(m), rows=block)
-            else:
-                x = np.asarray(logits[:, block])
-            out[block] = torch.from_numpy(x.astype(np.float16)).mean(0).argmax(1).numpy()
+            width = block.stop - block.start
+            for first in range(0, m, CHUNK):  # gathered CHUNK models at a time: the pages of a
+                idx = np.arange(first, min(first + CHUNK, m))  # memory map read so far are
+                if hasattr(logits, "num_models"):              # released after each gather
+                    x[idx, :width] = logits.models(idx, rows=block)
+                else:
+                    x[idx, :width] = logits[first : idx[-1] + 1, block]
+            out[block] = torch.from_numpy(x[:, :width]).mean(0).argmax(1).numpy()
         return out
     total = np.zeros((n, c), dtype=np.float32)
     for x in _float_chunks(logits):
