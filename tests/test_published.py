@@ -356,6 +356,13 @@ def test_published_runs_reproduce_the_writeup_code_to_the_last_digit(tmp_path):
     assert sum(r["method"] == "ensemble" and r["n_models"] == "8" for r in rows) == 3
     for r in rows:
         assert float(r["ci_low"]) <= float(r["accuracy"]) <= float(r["ci_high"])
+    # the mean single model's interval is the author's: mean +- 1.96 std / sqrt(n) over models
+    each = (first["logits"].argmax(-1) == torch.as_tensor(y_test)).double().mean(1)
+    one = next(r for r in rows if r["n_models"] == "82" and r["method"] == "single")
+    second = torch.load(snap / names[1], weights_only=True)["logits"]
+    each = torch.cat([each, (second.argmax(-1) == torch.as_tensor(y_test)).double().mean(1)])
+    assert float(one["ci_high"]) == pytest.approx(
+        float(each.mean() + 1.96 * each.std() / len(each) ** 0.5), abs=1e-4)
 
     # subset 0 of size 41 is a random draw; the write-up's code runs on the first file, so
     # score the first file's models exactly as the workflow does (same files, same code path)
