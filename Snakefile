@@ -17,6 +17,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/logits.smk"
 include: "workflow/rules/kernel.smk"
 include: "workflow/rules/knn.smk"
+include: "workflow/rules/published.smk"
 include: "workflow/rules/hessian.smk"
 include: "workflow/rules/figures.smk"
 

@@ -1,23 +1,29 @@
-"""Turn one published log.pt of the hub into a logit shard (the same files training makes)."""
+"""Turn one published log.pt of the hub into a logit shard (the same files training makes).
+
+The log.pt is loaded with ``weights_only=True`` (a downloaded pickle runs no code) and
+memory-mapped; shards are written a chunk of models at a time, so the job's memory stays
+near one chunk whatever the file size. Only the dataset's labels are read (for the sizes).
+"""
 
 import numpy as np
 
-from multirun import data, io
+from multirun import published
+from multirun.io import save_npy
 from multirun.snake import run
 
 
 def main(smk):
-    ds = io.load_dataset(smk.input.data)
-    path = data.download_published(smk.params.file, repo_id=smk.params.repo_id,
-                                   revision=smk.params.revision)
-    logits = data.read_published(path, num_train=len(ds["y_train"]), num_test=len(ds["y_test"]))
+    labels = published.dataset_labels(smk.input.data)
+    path = published.download(smk.params.file, repo_id=smk.params.repo_id,
+                              revision=smk.params.revision)
+    logits = published.read_log(path, test_key=smk.params.test_logits,
+                                num_train=len(labels["y_train"]), num_test=len(labels["y_test"]))
     for split in ("train", "test"):
-        if not np.isfinite(logits[split]).all():
-            raise io.ContractError(f"{path}: {split} logits hold NaN or inf")
-        io.save_npy(smk.output[split], logits[split])
-    num = logits["test"].shape[0]
-    io.save_npy(smk.output.seeds, int(smk.wildcards.shard) * num + np.arange(num, dtype=np.int64))
-    print(f"{path}: {num} models")
+        published.write_shard(smk.output[split], logits[split], mapped=logits["mapped"],
+                              source=f"{path} ({split})")
+    num = int(logits["test"].shape[0])
+    save_npy(smk.output.seeds, int(smk.wildcards.shard) * num + np.arange(num, dtype=np.int64))
+    print(f"{smk.params.file}: {num} models, test logits {smk.params.test_logits!r}")
 
 
 run(snakemake, main)

@@ -3,7 +3,7 @@
 from multirun import io, kernel, knn
 from multirun.snake import run
 
-FIELDS = ["n_models", "subset", "method", "k", "vote", "accuracy"]
+FIELDS = ["n_models", "subset", "method", "k", "vote", "accuracy", "ci_low", "ci_high"]
 
 
 def main(smk):
@@ -16,7 +16,8 @@ def main(smk):
                                            strict=True)):
         members = knn.ModelSubset(test, nb["models"][r, :size])
         scored = knn.score_subset(nb["index"][r], nb["similarity"][r], members, ds["y_train"],
-                                  ds["y_test"], ks=smk.params.k, power=smk.params.power)
+                                  ds["y_test"], ks=smk.params.k, power=smk.params.power,
+                                  ensemble_mean=smk.params.ensemble_mean)
         rows += [{"n_models": int(size), "subset": number, **row} for row in scored]
     for row in rows:
         if row["method"] != "kernel" or row["k"] in (3, max(smk.params.k)):

@@ -1,4 +1,4 @@
-"""Datasets: MNIST-1D generated offline, CIFAR-10 from its real archive layout, hub log.pt files."""
+"""Datasets: MNIST-1D generated offline, CIFAR-10 from its real archive layout (hub files: test_published)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 import torchvision.datasets.cifar
 
 from multirun import data, io
@@ -61,41 +60,13 @@ def test_cifar10_missing_says_where_and_what_to_do(tmp_path):
         data.load_cifar10(tmp_path, download=False)
 
 
-def _fake_log(path, models=3, n_train=12, n_test=5):
-    """A log.pt with the published keys and dtypes, at a small size."""
-    g = torch.Generator().manual_seed(0)
-    torch.save({
-        "logits": torch.randn(models, n_test, 10, generator=g).half(),
-        "logits_tta": torch.randn(models, n_test, 10, generator=g).half(),
-        "logits_train": torch.randn(models, n_train, 10, generator=g).half(),
-        "accs": torch.rand(models),
-        "code": "print('training script')",
-    }, path)
-
-
-def test_read_published_log(tmp_path):
-    _fake_log(tmp_path / "log.pt")
-    out = data.read_published(tmp_path / "log.pt", num_train=12, num_test=5)
-    assert out["train"].shape == (3, 12, 10) and out["test"].dtype == np.float16
-    with pytest.raises(io.ContractError, match="log.pt: logits cover 12 train / 5 test"):
-        data.read_published(tmp_path / "log.pt", num_train=50000, num_test=10000)
-    torch.save({"logits": torch.zeros(1)}, tmp_path / "bad.pt")
-    with pytest.raises(io.ContractError, match="bad.pt: lacks key 'logits_train'"):
-        data.read_published(tmp_path / "bad.pt", num_train=12, num_test=5)
-
-
-def test_download_published_uses_the_real_hub_client_and_cache(tmp_path, monkeypatch):
-    """A pre-filled hub cache in huggingface_hub's on-disk layout, read offline by the real client."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    filename = "logs_saveoutputs_main/0000/log.pt"
-    repo = tmp_path / "datasets--kjj0--cifar10-multirun-logits"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    target = repo / "snapshots" / commit / filename
-    target.parent.mkdir(parents=True)
-    _fake_log(target)
-    path = data.download_published(filename, cache_dir=str(tmp_path))
-    assert data.read_published(path, num_train=12, num_test=5)["test"].shape == (3, 5, 10)
-    with pytest.raises(io.ContractError, match="missing/log.pt: download failed"):
-        data.download_published("missing/log.pt", cache_dir=str(tmp_path))
+def test_cifar10_failed_download_is_one_message(tmp_path, monkeypatch):
+    """torchvision's real download path against a port that refuses connections (offline)."""
+    monkeypatch.setattr(torchvision.datasets.cifar.CIFAR10, "url",
+                        "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    with pytest.raises(io.ContractError) as err:
+        data.load_cifar10(tmp_path, download=True)
+    msg = str(err.value)
+    assert "cifar-10-batches-py: downloading CIFAR-10 from http://127.0.0.1:9/" in msg
+    assert "URLError" in msg and "connect to the network" in msg and "dataset.root=" in msg
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no chained traceback

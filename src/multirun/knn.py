@@ -87,13 +87,40 @@ def _shape(logits) -> tuple[int, int, int]:
     return tuple(np.shape(logits))  # type: ignore[return-value]
 
 
-def ensemble_predict(logits) -> np.ndarray:
+ENSEMBLE_MEANS = ("fp32", "fp16")
+ROW_BLOCK_BYTES = 1 << 25  # fp16 mean: all models of a block of examples at a time (32 MB)
+
+
+def ensemble_predict(logits, mean: str = "fp32") -> np.ndarray:
     """Logit-averaging ensemble: (M, N, C) -> (N,) int64 argmax of the mean logits.
 
-    Summed in float32 chunk by chunk (the reference ``logits.mean(0)`` on an fp16
-    tensor rounds the mean to fp16; float32 breaks fewer near-ties).
+    ``mean="fp32"``: summed in float32 chunk by chunk (breaks fewer near-ties).
+    ``mean="fp16"``: exactly the write-up's ``obj['logits'].mean(0).argmax(1)`` on the fp16
+    tensor (torch's mean, rounded to fp16, ties to the smaller class), evaluated on blocks of
+    examples with every model (torch reduces each element the same way whatever the block).
+    It reproduces the write-up's ensemble numbers; fp32 differs by one example in 10,000 on
+    the published 500 runs.
     """
+    if mean not in ENSEMBLE_MEANS:
+        raise ContractError(f"knn.ensemble_mean: {mean!r} is not one of {ENSEMBLE_MEANS}")
     m, n, c = _shape(logits)
+    if mean == "fp16":
+        import torch
+
+        rows = max(1, ROW_BLOCK_BYTES // max(1, 2 * m * c))
+        out = np.empty(n, dtype=np.int64)
+        x = np.empty((m, min(rows, n), c), dtype=np.float16)
+        for start in range(0, n, rows):
+            block = slice(start, min(start + rows, n))
+            width = block.stop - block.start
+            for first in range(0, m, CHUNK):  # gathered CHUNK models at a time: the pages of a
+                idx = np.arange(first, min(first + CHUNK, m))  # memory map read so far are
+                if hasattr(logits, "num_models"):              # released after each gather
+                    x[idx, :width] = logits.models(idx, rows=block)
+                else:
+                    x[idx, :width] = logits[first : idx[-1] + 1, block]
+            out[block] = torch.from_numpy(x[:, :width]).mean(0).argmax(1).numpy()
+        return out
     total = np.zeros((n, c), dtype=np.float32)
     for x in _float_chunks(logits):
         total += x.sum(0, dtype=np.float32)
@@ -169,8 +196,8 @@ class ModelSubset:
         self.num_models = len(sel)
         self.num_examples, self.num_classes = logits.num_examples, logits.num_classes
 
-    def models(self, index: np.ndarray) -> np.ndarray:
-        return self.logits.models(self.sel[np.asarray(index)])
+    def models(self, index: np.ndarray, rows: slice | None = None) -> np.ndarray:
+        return self.logits.models(self.sel[np.asarray(index)], rows=rows)
 
 
 def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
@@ -178,15 +205,91 @@ def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.asarray(pred) == np.asarray(labels)))
 
 
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def wilson(acc: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy ``acc`` measured on ``n`` examples."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n))
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
+def series_rows(rows: Sequence[dict], *, method: str, vote: str = "", k: int = 0) -> list[dict]:
+    """The scores.csv rows of one (method, vote, k) series (k 0 / vote "" for the baselines)."""
+    def key_k(r: dict) -> int:
+        return int(r["k"]) if str(r.get("k", "")).strip() not in ("", "None") else 0
+
+    sel = [r for r in rows if r["method"] == method and (r.get("vote") or "") == vote
+           and key_k(r) == k]
+    if not sel:
+        raise ContractError(f"no accuracy rows for method={method!r} vote={vote!r} k={k}")
+    return sel
+
+
+def curve_ci(rows: Sequence[dict], *, method: str, vote: str = "", k: int = 0
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(n_models, mean, ci_low, ci_high) of one (method, vote, k) series of scores.csv rows.
+
+    The mean is over the random subsets of each size; the 95% interval is Student's t
+    interval of that mean over the subsets when there are several, and the Wilson
+    interval of the test-set accuracy (columns ``ci_low``/``ci_high``) when there is one
+    (the full set of models).
+    """
+    from scipy.stats import t as student_t
+
+    sel = series_rows(rows, method=method, vote=vote, k=k)
+    sizes = np.array(sorted({int(r["n_models"]) for r in sel}))
+    mean, lo, hi = [], [], []
+    for size in sizes:
+        group = [r for r in sel if int(r["n_models"]) == size]
+        acc = np.array([float(r["accuracy"]) for r in group])
+        mean.append(acc.mean())
+        if len(acc) > 1:
+            half = student_t.ppf(0.975, len(acc) - 1) * acc.std(ddof=1) / np.sqrt(len(acc))
+            lo.append(max(0.0, acc.mean() - half))  # an accuracy lies in [0, 1]
+            hi.append(min(1.0, acc.mean() + half))
+        else:
+            lo.append(float(group[0].get("ci_low") or acc[0]))
+            hi.append(float(group[0].get("ci_high") or acc[0]))
+    return sizes, np.array(mean), np.array(lo), np.array(hi)
+
+
+def baseline_rows(logits, test_labels: np.ndarray, *, ensemble_mean: str = "fp32") -> list[dict]:
+    """The ``ensemble`` and ``single`` (mean single-model) rows of one model subset.
+
+    The single row's interval is the write-up author's: mean +- 1.96 sd / sqrt(M) over the
+    M models' accuracies (which models were trained); the ensemble's is Wilson's over the
+    test examples.
+    """
+    ensemble = _with_ci({"method": "ensemble", "k": "", "vote": "", "accuracy": accuracy(
+        ensemble_predict(logits, ensemble_mean), test_labels)}, len(test_labels))
+    each = single_model_accuracies(logits, test_labels)
+    half = Z95 * each.std(ddof=1) / np.sqrt(len(each)) if len(each) > 1 else 0.0
+    single = {"method": "single", "k": "", "vote": "", "accuracy": float(each.mean()),
+              "ci_low": max(0.0, float(each.mean() - half)),
+              "ci_high": min(1.0, float(each.mean() + half))}
+    return [ensemble, single]
+
+
+def _with_ci(row: dict, n: int) -> dict:
+    lo, hi = wilson(row["accuracy"], n)
+    return {**row, "ci_low": lo, "ci_high": hi}
+
+
 def score_subset(index: np.ndarray, similarity: np.ndarray, logits, train_labels: np.ndarray,
                  test_labels: np.ndarray, *, ks: Sequence[int], power: float = 4.0,
-                 votes: Sequence[str] = VOTES) -> list[dict]:
+                 votes: Sequence[str] = VOTES, ensemble_mean: str = "fp32") -> list[dict]:
     """Rows of accuracy for one model subset: kernel k-NN per (vote, k), ensemble, single.
 
     ``index``/``similarity`` (Nq, k_max) are that subset's kernel neighbours; ``logits`` its
     (M, Nq, C) test logits (array, :class:`ModelSubset` or ShardedLogits, streamed). Each row
-    has ``method`` (kernel | ensemble | single), ``k`` and ``vote`` ("" for the baselines) and
-    ``accuracy`` in [0, 1]: the columns of the workflow's ``knn/{variant}/scores.csv``.
+    has ``method`` (kernel | ensemble | single), ``k`` and ``vote`` ("" for the baselines),
+    ``accuracy`` in [0, 1] and its 95% interval ``ci_low``, ``ci_high`` (Wilson's over the
+    test examples; for ``single`` see :func:`baseline_rows`): the columns of the workflow's
+    ``knn/{variant}/scores.csv``.
     """
     c = _shape(logits)[2]
     rows = []
@@ -194,18 +297,33 @@ def score_subset(index: np.ndarray, similarity: np.ndarray, logits, train_labels
         for k in ks:
             pred = knn_predict(index, similarity, train_labels, k=k, vote=vote, power=power,
                                num_classes=c)
-            rows.append({"method": "kernel", "k": k, "vote": vote,
-                         "accuracy": accuracy(pred, test_labels)})
-    rows.append({"method": "ensemble", "k": "", "vote": "",
-                 "accuracy": accuracy(ensemble_predict(logits), test_labels)})
-    rows.append({"method": "single", "k": "", "vote": "",
-                 "accuracy": float(single_model_accuracies(logits, test_labels).mean())})
+            rows.append(_with_ci({"method": "kernel", "k": k, "vote": vote,
+                                  "accuracy": accuracy(pred, test_labels)}, len(test_labels)))
+    return rows + baseline_rows(logits, test_labels, ensemble_mean=ensemble_mean)
+
+
+def ensemble_scores(logits, labels: np.ndarray, *, sizes: Sequence[int], repeats: int, seed: int,
+                    ensemble_mean: str = "fp32") -> list[dict]:
+    """Ensemble and single-model accuracy vs number of models, streamed (no kernel).
+
+    ``logits`` (M, N, C) ShardedLogits (e.g. the 60k set's memory map), ``labels`` (N,).
+    Rows as :func:`score_subset`'s baselines, with ``n_models`` and ``subset``.
+    """
+    rows: list[dict] = []
+    seen: dict[int, int] = {}
+    for size, sel in model_subsets(logits.num_models, sizes, repeats, seed):
+        seen[size] = seen.get(size, -1) + 1
+        scored = baseline_rows(ModelSubset(logits, sel), labels, ensemble_mean=ensemble_mean)
+        rows += [{"n_models": size, "subset": seen[size], **r} for r in scored]
+        print(f"{size} models, subset {seen[size]}: ensemble {rows[-2]['accuracy']:.4f}, "
+              f"single {rows[-1]['accuracy']:.4f}", flush=True)
     return rows
 
 
 def score_model_subsets(test, train, train_labels: np.ndarray, test_labels: np.ndarray, *,
                         sizes: Sequence[int], repeats: int, seed: int, ks: Sequence[int],
-                        power: float = 4.0, votes: Sequence[str] = VOTES, **engine) -> list[dict]:
+                        power: float = 4.0, votes: Sequence[str] = VOTES,
+                        ensemble_mean: str = "fp32", **engine) -> list[dict]:
     """Accuracy vs number of models in memory: neighbours then :func:`score_subset` per subset.
 
     ``test``/``train``: :class:`multirun.kernel.ShardedLogits`; ``engine``: keyword
@@ -220,7 +338,8 @@ def score_model_subsets(test, train, train_labels: np.ndarray, test_labels: np.n
     for r, ((size, sel), number) in enumerate(zip(subsets, subset_numbers([s for s, _ in subsets]),
                                                   strict=True)):
         scored = score_subset(index[r], sim[r], ModelSubset(test, sel), train_labels, test_labels,
-                              ks=ks, power=power, votes=votes)
+                              ks=ks, power=power, votes=votes,
+                              ensemble_mean=ensemble_mean)
         rows += [{"n_models": size, "subset": number, **row} for row in scored]
     return rows
 

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+from multirun import published as hub
 from multirun.codehash import code_hash
 from multirun.config import check, shards
 from multirun.models import normalize_spec
@@ -10,8 +11,14 @@ check(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 
 R = config["results"]
 PUBLISHED = "published" in config
+# published.files: folders and patterns resolved with the hub's listing (cached under results)
+PUBLISHED_FILES = (
+    hub.resolve(config["published"], f"{R}/published") if PUBLISHED else []
+)
+# the 60k set: one logits.npy of test logits only, streamed from the hub cache
+PUBLISHED_NPY = PUBLISHED and PUBLISHED_FILES[0].endswith(".npy")
 if PUBLISHED:  # one shard per published log.pt
-    SHARDS = {f"{i:03d}": [i] for i in range(len(config["published"]["files"]))}
+    SHARDS = {f"{i:03d}": [i] for i in range(len(PUBLISHED_FILES))}
 else:
     SHARDS = shards(config["train"]["seeds"], config["train"]["shard_size"])
 FEATURES = config["logits"]["features"] and not PUBLISHED
@@ -70,6 +77,8 @@ def main_spectra():
 
 def default_targets():
     targets = figure_paths("accuracy_vs_models") + [f"{R}/knn/{VARIANT}/scores.csv"]
+    if PUBLISHED_NPY:  # test logits only: ensemble curves and test-to-test neighbours
+        return targets + figure_paths("test_pairs")
     targets += [path for name in NEIGHBOUR_FIGURES for path in figure_paths(name)]
     if config["kernel"]["dense"]:
         targets.append(f"{R}/kernel/{VARIANT}/dense.npy")

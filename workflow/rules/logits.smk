@@ -1,4 +1,26 @@
-if PUBLISHED:
+if PUBLISHED_NPY:
+
+    rule fetch_published_arrays:
+        output:
+            pointer=f"{R}/published/arrays.json",
+        log:
+            f"{R}/logs/published/fetch.log",
+        benchmark:
+            f"{R}/runtimes/published/fetch.tsv"
+        conda:
+            "../../envs/multirun.yaml"
+        resources:
+            mem_mb=2000,
+            runtime=240,
+        params:
+            files=PUBLISHED_FILES,
+            repo_id=config["published"]["repo_id"],
+            revision=config["published"]["revision"],
+            code=code("fetch_published.py"),
+        script:
+            "../../scripts/fetch_published.py"
+
+elif PUBLISHED:
 
     rule import_published:
         input:
@@ -12,12 +34,13 @@ if PUBLISHED:
         conda:
             "../../envs/multirun.yaml"
         resources:
-            mem_mb=16000,
+            mem_mb=2000,
             runtime=60,
         params:
-            file=lambda w: config["published"]["files"][int(w.shard)],
+            file=lambda w: PUBLISHED_FILES[int(w.shard)],
             repo_id=config["published"]["repo_id"],
             revision=config["published"]["revision"],
+            test_logits=config["published"]["test_logits"],
             code=code("import_published.py"),
         script:
             "../../scripts/import_published.py"

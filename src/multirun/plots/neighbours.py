@@ -248,13 +248,9 @@ def probability_correct_histogram(p_correct: np.ndarray, *, num_models: int | No
 def curve(rows: Sequence[dict], *, method: str, vote: str = "", k: int = 0
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(n_models, mean, min, max) of accuracy over subsets for one (method, vote, k) series."""
-    def key_k(r: dict) -> int:
-        return int(r["k"]) if str(r.get("k", "")).strip() not in ("", "None") else 0
+    from multirun.knn import series_rows
 
-    sel = [r for r in rows if r["method"] == method and (r.get("vote") or "") == vote
-           and key_k(r) == k]
-    if not sel:
-        raise ContractError(f"no accuracy rows for method={method!r} vote={vote!r} k={k}")
+    sel = series_rows(rows, method=method, vote=vote, k=k)
     sizes = np.array(sorted({int(r["n_models"]) for r in sel}))
     acc = [[float(r["accuracy"]) for r in sel if int(r["n_models"]) == s] for s in sizes]
     return (sizes, np.array([np.mean(a) for a in acc]), np.array([np.min(a) for a in acc]),
@@ -284,17 +280,19 @@ def accuracy_vs_models(rows: Sequence[dict], *, knn: Sequence[tuple[str, int]] =
         ("majority", 3), ("weighted", 20))) -> Figure:
     """Kernel k-NN, logit ensemble and mean single model vs number of models.
 
-    Lines: mean over random model subsets; bands: min-max over subsets.
-    ``knn``: the (vote, k) series to draw (those present in ``rows``).
+    Lines: mean over random model subsets; bands: 95% confidence intervals
+    (:func:`multirun.knn.curve_ci`). ``knn``: the (vote, k) series to draw (those present).
     """
+    from multirun.knn import curve_ci
+
     curves = {}
     for vote, k in knn:
         try:
-            curves[f"kernel {k}-NN ({vote})"] = curve(rows, method="kernel", vote=vote, k=k)
+            curves[f"kernel {k}-NN ({vote})"] = curve_ci(rows, method="kernel", vote=vote, k=k)
         except ContractError:
             continue
-    curves["logit-averaging ensemble"] = curve(rows, method="ensemble")
-    curves["single model (mean)"] = curve(rows, method="single")
+    curves["logit-averaging ensemble"] = curve_ci(rows, method="ensemble")
+    curves["single model (mean)"] = curve_ci(rows, method="single")
     styles = {"single model (mean)": {"color": METHOD_COLORS["single"], "linestyle": ":"},
               "logit-averaging ensemble": {"color": METHOD_COLORS["ensemble"]}}
     shades = ["tab:red", "darkred", "salmon", "maroon"]
@@ -302,7 +300,11 @@ def accuracy_vs_models(rows: Sequence[dict], *, knn: Sequence[tuple[str, int]] =
         styles[name] = {"color": shades[i % len(shades)]}
     fig, ax = plt.subplots(figsize=(6, 4))
     _plot_curves(ax, curves, styles)
-    ax.set_title("Accuracy vs number of models (band: min-max over random subsets)", fontsize=9)
+    ticks = sorted({int(v) for c in curves.values() for v in c[0]})
+    if len(ticks) > 10:  # a long log grid (up to 61,565 models): label every other count
+        keep = ticks[::-2][::-1]
+        ax.set_xticks(keep, [f"{t:,}" for t in keep], fontsize=7)
+    ax.set_title("Accuracy vs number of models (band: 95% confidence interval)", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,18 @@
+"""Ensemble and single-model accuracy vs number of models on the 60k set (test logits only)."""
+
+from multirun import io, knn, published
+from multirun.snake import run
+
+FIELDS = ["n_models", "subset", "method", "k", "vote", "accuracy", "ci_low", "ci_high"]
+
+
+def main(smk):
+    p = smk.params
+    logits, labels = published.load_pointer(smk.input.pointer)
+    print(logits)
+    rows = knn.ensemble_scores(logits, labels, sizes=p.model_counts, repeats=p.subsets,
+                               seed=p.subset_seed, ensemble_mean=p.ensemble_mean)
+    io.save_csv(smk.output.scores, rows, FIELDS)
+
+
+run(snakemake, main)
