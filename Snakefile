@@ -16,6 +16,7 @@ include: "workflow/rules/kernel.smk"
 include: "workflow/rules/knn.smk"
 include: "workflow/rules/hessian.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/studies.smk"
 
 
 rule all:
@@ -27,3 +28,18 @@ rule all:
 rule width_sweep:
     input:
         figure_paths("width_sweep_full"),
+
+
+rule memorization:
+    input:
+        study_figures("memorization"),
+
+
+rule label_noise:
+    input:
+        study_figures("label_noise"),
+
+
+rule label_errors:
+    input:
+        study_figures("label_errors"),

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from tqdm import tqdm
 
+from multirun.early_stopping import EarlyStopping
 from multirun.io import ContractError, load_torch
 from multirun.models import build_model, normalize_spec
 
@@ -59,6 +60,7 @@ CROP_PAD = 2  # flip_crop: translate by up to 2 pixels with reflection padding (
 _RECIPE_DEFAULTS: dict[str, Any] = {
     "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0, "warmup_epochs": 0,
     "schedule": "constant", "label_smoothing": 0.0, "label_noise": 0.0, "augment": "none",
+    "patience": 0,
 }
 
 
@@ -183,6 +185,7 @@ def normalize_recipe(recipe: Mapping[str, Any], where: str = "train.recipe") -> 
         "warmup_epochs": _number(recipe, "warmup_epochs", where, 0, math.inf, hi_open=True),
         "label_smoothing": _number(recipe, "label_smoothing", where, 0, 1, hi_open=True),
         "label_noise": _number(recipe, "label_noise", where, 0, 1),
+        "patience": _number(recipe, "patience", where, 0, math.inf, integer=True, hi_open=True),
     }
     for key, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
                          ("augment", AUGMENTS)):
@@ -340,7 +343,8 @@ def _dense(t: Tensor) -> bool:
 
 def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe: dict,
                 device: torch.device | str, progress: bool = True, *,
-                num_classes: int | None = None) -> dict:
+                num_classes: int | None = None,
+                validation: tuple[Tensor, Tensor] | None = None) -> dict:
     """Train every seed of ``seeds`` as one vectorised program; return the checkpoint.
 
     ``x`` (N, ...) float32 (float64 trains in float64, for exactness checks) and
@@ -352,6 +356,9 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
     means over the epoch's steps, measured on the (augmented, noisy) batches as
     trained, in train mode. ``num_classes`` defaults to ``max(y) + 1``.
     A tqdm bar over steps goes to stderr when ``progress``.
+    With ``recipe["patience"] > 0``, ``validation`` = (x_val, y_val) early-stops each
+    seed (:class:`multirun.early_stopping.EarlyStopping`): the state is each seed's
+    best-validation epoch and ``history`` adds ``val_acc`` (S, epochs run), ``best_epoch`` (S,).
     """
     spec, recipe = normalize_spec(model_spec), normalize_recipe(recipe)
     seeds = _check_seeds(seeds)
@@ -372,6 +379,14 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
     for p in params.values():
         p.requires_grad_(True)
     smoothing = recipe["label_smoothing"]
+    stopper = None
+    if recipe["patience"]:
+        if validation is None:
+            raise ContractError("train.recipe.patience: early stopping needs a validation "
+                                "split (x_val, y_val in the dataset file)")
+        stopper = EarlyStopping(_meta_model(spec, input_shape, num_classes),
+                                validation[0].to(device, x.dtype), validation[1].to(device),
+                                recipe["patience"])
 
     def loss_one(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor,
                  yb: Tensor) -> tuple[Tensor, Tensor]:
@@ -421,9 +436,12 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
             bar.update()
         if progress:
             bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss_hist[:, epoch].mean()) / steps:.4f}")
+        if stopper is not None and stopper.update(epoch, params, buffers):
+            break
     bar.close()
+    run = epoch + 1  # epochs run (fewer than recipe epochs when every seed stopped early)
     state = {k: v.detach().to("cpu", copy=True).contiguous()
-             for k, v in {**params, **buffers}.items()}
+             for k, v in (stopper.best_state if stopper else {**params, **buffers}).items()}
     finite = torch.stack([torch.isfinite(v.flatten(1)).all(1) for v in state.values()
                           if v.is_floating_point()]).all(0)
     if not finite.all():
@@ -440,9 +458,10 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
         "num_train": n,
         "state": state,
         "history": {
-            "train_loss": (loss_hist / steps).float().cpu(),
-            "train_acc": (correct_hist / (steps * batch)).float().cpu(),
-            "lr": lr_hist,
+            "train_loss": (loss_hist[:, :run] / steps).float().cpu(),
+            "train_acc": (correct_hist[:, :run] / (steps * batch)).float().cpu(),
+            "lr": lr_hist[:step],
+            **(stopper.history() if stopper else {}),
         },
     }
 
