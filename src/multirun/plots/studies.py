@@ -76,6 +76,22 @@ def memorization_extremes(p: np.ndarray, x: np.ndarray, y: np.ndarray, n: int, *
     return fig
 
 
+def _mean_band(ax, cells: Mapping[int, Sequence[float]], color, label: str) -> None:
+    """Mean over a cell's values as a line with markers, min-max band, x = the cell keys."""
+    xs = sorted(cells)
+    vals = [np.asarray(cells[x]) for x in xs]
+    ax.plot(xs, [v.mean() for v in vals], "o-", color=color, lw=2, ms=4, label=label)
+    ax.fill_between(xs, [v.min() for v in vals], [v.max() for v in vals], color=color,
+                    alpha=0.2, lw=0)
+
+
+def _axes(ax, xlabel: str, ylabel: str, legend: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc=legend)
+
+
 def label_noise_accuracy(rows: Sequence[Mapping[str, str]]) -> plt.Figure:
     """Test accuracy vs alpha (noisy copies per clean example), a line per architecture:
     mean over seeds, band from the lowest to the highest seed."""
@@ -85,17 +101,9 @@ def label_noise_accuracy(rows: Sequence[Mapping[str, str]]) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(5.6, 3.9))
     colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(acc)))
     for color, (arch, cells) in zip(colors, acc.items(), strict=True):
-        alphas = sorted(cells)
-        vals = [np.asarray(cells[a]) for a in alphas]
-        mean = np.array([v.mean() for v in vals])
-        ax.plot(alphas, mean, "o-", color=color, lw=2, ms=4,
-                label=f"{arch} ({len(vals[0])} seeds)")
-        ax.fill_between(alphas, [v.min() for v in vals], [v.max() for v in vals], color=color,
-                        alpha=0.2, lw=0)
-    ax.set_xlabel("alpha: noisy labels per clean label")
-    ax.set_ylabel("test accuracy (early-stopped)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+        _mean_band(ax, cells, color, f"{arch} ({len(next(iter(cells.values())))} seeds)")
+    _axes(ax, "alpha: noisy labels per clean label", "test accuracy (early-stopped)",
+          "upper right")
     fig.tight_layout()
     return fig
 
@@ -115,22 +123,15 @@ def label_errors_pr(curves: Mapping[str, np.ndarray], rows: Sequence[Mapping[str
         suffix = " (model 0)" if method == "loss" else f" ({int(curves['n_models'])} models)"
         left.plot(recall, precision, color=color, lw=2, label=label + suffix)
     left.axhline(noise, color="k", ls=":", lw=1, label=f"random ranking ({noise:.0%} corrupted)")
-    left.set_xlabel("recall (corrupted labels found)")
-    left.set_ylabel("precision")
     left.set_ylim(0, 1.02)
-    left.grid(alpha=0.3)
-    left.legend(fontsize=8, loc="lower left")
+    _axes(left, "recall (corrupted labels found)", "precision", "lower left")
     ap: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         ap[r["method"]][int(r["n_models"])].append(float(r["average_precision"]))
     sizes = sorted({n for m in ("kernel", "margin") for n in ap.get(m, {})})
     for method in ("kernel", "margin"):
-        ns = sorted(ap.get(method, {}))
-        vals = [np.asarray(ap[method][n]) for n in ns]
-        color, label = RANKING_STYLE[method]
-        right.plot(ns, [v.mean() for v in vals], "o-", color=color, lw=2, ms=4, label=label)
-        right.fill_between(ns, [v.min() for v in vals], [v.max() for v in vals], color=color,
-                           alpha=0.2, lw=0)
+        if ap.get(method):
+            _mean_band(right, ap[method], *RANKING_STYLE[method])
     if ap.get("loss") and sizes:
         single = np.asarray(ap["loss"][1])
         color, label = RANKING_STYLE["loss"]
@@ -138,9 +139,6 @@ def label_errors_pr(curves: Mapping[str, np.ndarray], rows: Sequence[Mapping[str
         right.axhspan(single.min(), single.max(), color=color, alpha=0.15, lw=0)
     right.axhline(noise, color="k", ls=":", lw=1)
     right.set_xscale("log", base=2)
-    right.set_xlabel("number of models")
-    right.set_ylabel("average precision")
-    right.grid(alpha=0.3)
-    right.legend(fontsize=8, loc="lower right")
+    _axes(right, "number of models", "average precision", "lower right")
     fig.tight_layout()
     return fig
