@@ -32,13 +32,13 @@ def tiny_config() -> dict:
     cfg["sweep"]["recipe"].update(epochs=2)
     cfg["figures"].update(formats=["png"])
     mem, noise, err = (cfg["studies"][k] for k in ("memorization", "label_noise", "label_errors"))
-    mem.update(seeds=4, shard_size=2, epochs=[1, 2], examples=3)
+    mem.update(seeds=2, shard_size=2, epochs=[1, 2], examples=3)
     mem["model"].update(width=16)
     noise.update(alphas=[0, 2], clean_examples=100, validation=20, seeds=2, shard_size=2)
     noise["architectures"] = {"perceptron": {"name": "mlp", "width": 1, "depth": 0},
                               "conv": {"name": "cnn1d", "width": 4}}
     noise["recipe"].update(epochs=4, patience=2)
-    err.update(seeds=4, shard_size=2, k=3, model_counts=[2, 4], subsets=2)
+    err.update(seeds=4, shard_size=4, k=3, model_counts=[2, 4], subsets=2)
     err["model"].update(width=16)
     err["recipe"].update(epochs=2)
     return cfg

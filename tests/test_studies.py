@@ -222,7 +222,7 @@ def test_study_targets_produce_their_figures_and_tables(studies_run):
     mem = _rows(res / "studies" / "memorization" / "summary.csv")
     assert {(r["variant"], r["epochs"]) for r in mem} == {
         (v, e) for v in ("real", "randx", "randy") for e in ("1", "2")}
-    assert all(float(r["seeds_per_second"]) > 0 and r["models"] == "4" for r in mem)
+    assert all(float(r["seeds_per_second"]) > 0 and r["models"] == "2" for r in mem)
     noise = _rows(res / "studies" / "label_noise" / "accuracy.csv")
     assert len(noise) == 2 * 2 * 2  # architectures x alphas x seeds
     assert all(1 <= int(r["best_epoch"]) <= int(r["epochs_run"]) <= 4 for r in noise)
@@ -246,10 +246,10 @@ def test_studies_are_not_in_the_default_run(studies_run):
 @pytest.mark.workflow
 @pytest.mark.parametrize("edit, expected", [
     (lambda c: c["studies"]["memorization"]["recipe"].update(lr=0.02),
-     {"memorization_train": 12, "memorization_logits": 12, "memorization_summary": 1,
+     {"memorization_train": 6, "memorization_logits": 6, "memorization_summary": 1,
       "figure_memorization": 1, "memorization": 1}),
     (lambda c: c["studies"]["memorization"].update(randx_fraction=0.5),
-     {"study_data": 1, "memorization_train": 4, "memorization_logits": 4,
+     {"study_data": 1, "memorization_train": 2, "memorization_logits": 2,
       "memorization_summary": 1, "figure_memorization": 1, "memorization": 1}),
     (lambda c: c["studies"]["label_noise"]["architectures"]["conv"].update(width=6),
      {"label_noise_train": 2, "label_noise_logits": 2, "label_noise_summary": 1,

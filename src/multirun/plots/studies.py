@@ -102,8 +102,7 @@ def label_noise_accuracy(rows: Sequence[Mapping[str, str]]) -> plt.Figure:
     colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(acc)))
     for color, (arch, cells) in zip(colors, acc.items(), strict=True):
         _mean_band(ax, cells, color, f"{arch} ({len(next(iter(cells.values())))} seeds)")
-    _axes(ax, "alpha: noisy labels per clean label", "test accuracy (early-stopped)",
-          "upper right")
+    _axes(ax, "alpha: noisy labels per clean label", "test accuracy (early-stopped)", "best")
     fig.tight_layout()
     return fig
 
@@ -124,7 +123,7 @@ def label_errors_pr(curves: Mapping[str, np.ndarray], rows: Sequence[Mapping[str
         left.plot(recall, precision, color=color, lw=2, label=label + suffix)
     left.axhline(noise, color="k", ls=":", lw=1, label=f"random ranking ({noise:.0%} corrupted)")
     left.set_ylim(0, 1.02)
-    _axes(left, "recall (corrupted labels found)", "precision", "lower left")
+    _axes(left, "recall (corrupted labels found)", "precision", "upper right")
     ap: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         ap[r["method"]][int(r["n_models"])].append(float(r["average_precision"]))
@@ -139,6 +138,8 @@ def label_errors_pr(curves: Mapping[str, np.ndarray], rows: Sequence[Mapping[str
         right.axhspan(single.min(), single.max(), color=color, alpha=0.15, lw=0)
     right.axhline(noise, color="k", ls=":", lw=1)
     right.set_xscale("log", base=2)
+    right.set_xticks(sizes, [str(n) for n in sizes])
+    right.minorticks_off()
     _axes(right, "number of models", "average precision", "lower right")
     fig.tight_layout()
     return fig
