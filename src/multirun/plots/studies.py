@@ -123,7 +123,7 @@ def label_errors_pr(curves: Mapping[str, np.ndarray], rows: Sequence[Mapping[str
         left.plot(recall, precision, color=color, lw=2, label=label + suffix)
     left.axhline(noise, color="k", ls=":", lw=1, label=f"random ranking ({noise:.0%} corrupted)")
     left.set_ylim(0, 1.02)
-    _axes(left, "recall (corrupted labels found)", "precision", "upper right")
+    _axes(left, "recall (corrupted labels found)", "precision", "lower left")
     ap: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         ap[r["method"]][int(r["n_models"])].append(float(r["average_precision"]))
