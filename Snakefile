@@ -20,6 +20,7 @@ include: "workflow/rules/knn.smk"
 include: "workflow/rules/published.smk"
 include: "workflow/rules/hessian.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/studies.smk"
 
 
 rule all:
@@ -36,3 +37,18 @@ rule width_sweep:
 rule width_depth:
     input:
         figure_paths("width_depth"),
+
+
+rule memorization:
+    input:
+        study_figures("memorization"),
+
+
+rule label_noise:
+    input:
+        study_figures("label_noise"),
+
+
+rule label_errors:
+    input:
+        study_figures("label_errors"),

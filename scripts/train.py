@@ -12,6 +12,8 @@ def main(smk):
         torch.from_numpy(ds["x_train"]), torch.from_numpy(ds["y_train"]),
         seeds=list(smk.params.seeds), model_spec=dict(smk.params.model),
         recipe=dict(smk.params.recipe), device=io.pick_device(snake.device(smk, "train")),
+        validation=(torch.from_numpy(ds["x_val"]), torch.from_numpy(ds["y_val"]))
+        if "x_val" in ds else None,
     )
     io.save_torch(smk.output.checkpoint, ckpt)
 

@@ -64,6 +64,7 @@ def normalize_recipe(recipe: Mapping[str, Any], where: str = "train.recipe") -> 
         "warmup_epochs": _number(recipe, "warmup_epochs", where, 0, math.inf, hi_open=True),
         "label_smoothing": _number(recipe, "label_smoothing", where, 0, 1, hi_open=True),
         "label_noise": _number(recipe, "label_noise", where, 0, 1),
+        "patience": _number(recipe, "patience", where, 0, math.inf, integer=True, hi_open=True),
     }
     for key, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
                          ("augment", AUGMENTS)):

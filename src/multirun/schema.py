@@ -60,7 +60,8 @@ def fill(instance: Any, node: dict, root: dict) -> Any:
 
     An absent key takes its ``default:``; an object that is present keeps its keys
     and gets the default's other keys beneath them (as Snakemake merges a
-    ``--configfile`` over ``config.yaml``).
+    ``--configfile`` over ``config.yaml``), unless its schema says
+    ``x-merge-default: false`` (a table of named things given whole, e.g. architectures).
     """
     node = resolve(node, root)
     if not isinstance(instance, dict):
@@ -70,7 +71,8 @@ def fill(instance: Any, node: dict, root: dict) -> Any:
         if "default" in sub:
             if key not in instance:
                 instance[key] = copy.deepcopy(sub["default"])
-            elif isinstance(instance[key], dict) and isinstance(sub["default"], dict):
+            elif isinstance(instance[key], dict) and isinstance(sub["default"], dict) \
+                    and sub.get("x-merge-default", True):
                 _merge_under(instance[key], sub["default"])
         if key in instance:
             fill(instance[key], sub, root)

@@ -45,8 +45,9 @@ from multirun.checkpoint import (  # noqa: F401 (re-exported)
     load_checkpoint,
     load_member,
 )
+from multirun.early_stopping import EarlyStopping
 from multirun.io import ContractError
-from multirun.models import build_model, normalize_spec
+from multirun.models import build_model, meta_model, normalize_spec
 from multirun.programs import CNN1DProgram, MLPProgram, Program, VmapProgram, pick_program
 from multirun.recipe import (  # noqa: F401 (re-exported)
     AUGMENTS,
@@ -195,7 +196,8 @@ def train_one(x: Tensor, y: Tensor, seed: int, model_spec: Mapping[str, Any],
 
 def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe: dict,
                 device: torch.device | str, progress: bool = True, *,
-                num_classes: int | None = None, program: str = "auto") -> dict:
+                num_classes: int | None = None, program: str = "auto",
+                validation: tuple[Tensor, Tensor] | None = None) -> dict:
     """Train every seed of ``seeds`` as one vectorised program; return the checkpoint.
 
     ``x`` (N, ...) float32 (float64 trains in float64, for exactness checks) and
@@ -209,6 +211,9 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
     A tqdm bar over steps goes to stderr when ``progress``. ``program``: how a step
     runs (:mod:`multirun.programs`): ``auto`` takes the hand-written ``mlp`` program
     for plain MLPs without augmentation and ``vmap`` for everything else.
+    With ``recipe["patience"] > 0``, ``validation`` = (x_val, y_val) early-stops each
+    seed (:class:`multirun.early_stopping.EarlyStopping`): the state is each seed's
+    best-validation epoch and ``history`` adds ``val_acc`` (S, epochs run), ``best_epoch`` (S,).
     """
     spec, recipe = normalize_spec(model_spec), normalize_recipe(recipe)
     seeds = _check_seeds(seeds)
@@ -230,6 +235,14 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
                            x.dtype)
     del models
     xd = prog.prepare(x.to(device))
+    stopper = None
+    if recipe["patience"]:
+        if validation is None:
+            raise ContractError("train.recipe.patience: early stopping needs a validation "
+                                "split (x_val, y_val in the dataset file)")
+        stopper = EarlyStopping(meta_model(spec, input_shape, num_classes),
+                                validation[0].to(device, x.dtype), validation[1].to(device),
+                                recipe["patience"])
 
     # ------------------------------------------------------------------ per-seed streams
     labels = torch.stack([training_labels(y, seed, recipe["label_noise"], num_classes)
@@ -264,10 +277,14 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
             bar.update()
         if progress:
             bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss_hist[:, epoch].mean()) / steps:.4f}")
+        if stopper is not None and stopper.update(epoch, prog.state(), {}):
+            break
     bar.close()
+    run = epoch + 1  # epochs run (fewer than recipe epochs when every seed stopped early)
 
     # ------------------------------------------------------------------ the checkpoint
-    state = {k: v.to("cpu", copy=True).contiguous() for k, v in prog.state().items()}
+    final = stopper.best_state if stopper is not None else prog.state()
+    state = {k: v.to("cpu", copy=True).contiguous() for k, v in final.items()}
     finite = torch.stack([torch.isfinite(v.flatten(1)).all(1) for v in state.values()
                           if v.is_floating_point()]).all(0)
     if not finite.all():
@@ -284,8 +301,9 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
         "num_train": n,
         "state": state,
         "history": {
-            "train_loss": (loss_hist / steps).float().cpu(),
-            "train_acc": (correct_hist / (steps * batch)).float().cpu(),
-            "lr": lr_hist,
+            "train_loss": (loss_hist[:, :run] / steps).float().cpu(),
+            "train_acc": (correct_hist[:, :run] / (steps * batch)).float().cpu(),
+            "lr": lr_hist[:step],
+            **(stopper.history() if stopper is not None else {}),
         },
     }
