@@ -36,9 +36,11 @@ def test_config_yaml_spells_out_exactly_the_schema_defaults(cfg):
     assert check({}, SCHEMA) == cfg
 
 
-def test_presets_need_no_dummy_sections():
-    published = yaml.safe_load((ROOT / "configs" / "published.yaml").read_text())
-    assert not {"train", "hessian", "sweep", "knn", "figures"} & set(published)
+@pytest.mark.parametrize("preset", sorted((ROOT / "configs").glob("published*.yaml")),
+                         ids=lambda p: p.name)
+def test_presets_need_no_dummy_sections(preset):
+    published = yaml.safe_load(preset.read_text())
+    assert not {"train", "hessian", "sweep", "figures", "logits"} & set(published)
     full = check(published, SCHEMA)
     assert full["train"] == check({}, SCHEMA)["train"]
 
@@ -128,7 +130,8 @@ def test_docs_state_the_schema_defaults():
     rows = re.findall(r"^\| `([\w.]+)` \| ([^|]*) \|", (ROOT / "docs" / "config.md").read_text(), re.M)
     assert len(rows) > 50
     for key, cell in rows:
-        node = defaults if not key.startswith("published.") else {"published": {"revision": None}}
+        node = defaults if not key.startswith("published.") else \
+            {"published": {"revision": None, "test_logits": "logits"}}
         for part in key.split("."):
             if part not in node:
                 assert key in ("published.repo_id", "published.files"), f"{key}: no such key"
