@@ -81,6 +81,14 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
+def merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(
+            out.get(key), dict) else value
+    return out
+
+
 @pytest.mark.parametrize("preset", [None, "cifar10.yaml", "published.yaml"])
 def test_landing_page_renders_for_every_preset(preset):
     """The landing page through Jinja and docutils as `snakemake --report` does: no errors."""
@@ -88,9 +96,12 @@ def test_landing_page_renders_for_every_preset(preset):
     from jinja2 import Environment, StrictUndefined
     from snakemake.report import Category
 
+    from multirun.config import check
+
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    if preset:
-        config.update(yaml.safe_load((ROOT / "configs" / preset).read_text()))
+    if preset:  # as Snakemake merges a --configfile over config.yaml, then the schema fills
+        config = merged(config, yaml.safe_load((ROOT / "configs" / preset).read_text()))
+    config = check(config)
     snakemake_obj = type("Snakemake", (), {"config": config})
     categories = {Category(name): {} for name in ("Ensemble kernel", "Hessian")}
     links = "".join(f"\n.. _{c.name}: javascript:app.showCategory('{c.name}')\n" for c in categories)
