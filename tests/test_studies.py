@@ -98,7 +98,8 @@ def test_early_stopping_keeps_each_seeds_best_epoch_exactly():
     x, y = torch.from_numpy(ds["x_train"]).double(), torch.from_numpy(ds["y_train"])
     xv, yv = torch.from_numpy(ds["x_test"]).double(), torch.from_numpy(ds["y_test"])
     spec = {"name": "mlp", "width": 8, "depth": 1}
-    recipe = {"epochs": 12, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "patience": 2}
+    recipe = {"epochs": 12, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "patience": 2,
+              "schedule": "constant", "warmup_epochs": 0, "weight_decay": 0.0}
     ckpt = train.train_shard(x, y, [0, 1, 2], spec, recipe, "cpu", progress=False,
                              validation=(xv, yv))
     hist = ckpt["history"]
