@@ -125,10 +125,10 @@ inline bool load_tile(const T* s, int64_t len, int64_t C, bool lsm, float* raw, 
                       float* mx, float* lg, float* top, double* tv, int32_t* small,
                       int64_t& nsmall) {
   // On return buf[c * TILE + j] holds x and the log-probability is (x - mx[j]) - lg[j] with
-  // lg = log1p(sum over c != top of exp(x_c - mx)), except for the top class, whose
-  // log-probability is tv[j] (double; equal to -lg[j] unless s < SMALL_S, where it is
-  // -log1p(s) with s summed in double); small[0..nsmall) lists those j. Without log_softmax
-  // mx = lg = 0, top = -1 and nsmall = 0.
+  // lg = log1p(sum over c != top of exp(x_c - mx)), except where s < SMALL_S: there
+  // small[0..nsmall) lists the j and tv[j] holds the top class's log-probability -log1p(s)
+  // with s summed in double (elsewhere tv is not written). Without log_softmax mx = lg = 0,
+  // top = -1 and nsmall = 0.
   const bool bad = to_float(s, len * C, raw);
   nsmall = 0;
   for (int64_t j = 0; j < len; ++j)
@@ -160,14 +160,14 @@ inline bool load_tile(const T* s, int64_t len, int64_t C, bool lsm, float* raw, 
     for (int64_t j = 0; j < len; ++j)
       lg[j] += top[j] == fc ? 0.f : exp_nonpositive(b[j] - mx[j]);
   }
-  for (int64_t j = 0; j < len; ++j) {  // branch-free append of the j with a tiny s
-    small[nsmall] = static_cast<int32_t>(j);
-    nsmall += lg[j] < SMALL_S;
-  }
-  for (int64_t j = 0; j < len; ++j) {
-    lg[j] = log1p_nonnegative(lg[j]);  // the sum lies in [0, C)
-    tv[j] = -static_cast<double>(lg[j]);
-  }
+  uint32_t any_small = 0;  // (an OR vectorises; a float min would not without -ffast-math)
+  for (int64_t j = 0; j < len; ++j) any_small |= static_cast<uint32_t>(lg[j] < SMALL_S);
+  if (any_small)
+    for (int64_t j = 0; j < len; ++j) {  // branch-free append of the j with a tiny s
+      small[nsmall] = static_cast<int32_t>(j);
+      nsmall += lg[j] < SMALL_S;
+    }
+  for (int64_t j = 0; j < len; ++j) lg[j] = log1p_nonnegative(lg[j]);  // the sum lies in [0, C)
   for (int64_t k = 0; k < nsmall; ++k) {  // rare: the top class leads by more than ~69
     const int64_t j = small[k], t = static_cast<int64_t>(top[j]);
     const double m = mx[j];
@@ -221,7 +221,7 @@ bool moments_impl(const T* src, double* mean, double* m2, int64_t count, int64_t
   const double total = static_cast<double>(count + m);
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> raw(C * TILE), buf(C * TILE), mx(TILE), acc(TILE), top(TILE);
-    std::vector<double> y0(C * TILE), a1(C * TILE), a2(C * TILE), tv(TILE);
+    std::vector<double> y0(C * TILE), a1(C * TILE), a2(C * TILE), tv(TILE), w(TILE);
     std::vector<int32_t> small(TILE);
     int64_t nsmall = 0;
     for (int64_t t = begin; t < end; ++t) {
@@ -232,6 +232,27 @@ bool moments_impl(const T* src, double* mean, double* m2, int64_t count, int64_t
       for (int64_t mi = 0; mi < m; ++mi) {
         bad |= load_tile(src + (mi * n + i0) * C, len, C, lsm, raw.data(), buf.data(),
                          mx.data(), acc.data(), top.data(), tv.data(), small.data(), nsmall);
+        if (nsmall == 0) {  // every log-probability is the float one
+          for (int64_t c = 0; c < C; ++c) {
+            const float* b = buf.data() + c * TILE;
+            double* z = y0.data() + c * TILE;
+            double* p = a1.data() + c * TILE;
+            double* q = a2.data() + c * TILE;
+            const float* x = mx.data();
+            const float* l = acc.data();
+            if (mi == 0)
+              for (int64_t j = 0; j < len; ++j) z[j] = (b[j] - x[j]) - l[j];
+            for (int64_t j = 0; j < len; ++j) {
+              const double d = ((b[j] - x[j]) - l[j]) - z[j];
+              p[j] += d;
+              q[j] += d * d;
+            }
+          }
+          continue;
+        }
+        // some top classes hold the double tv: w = the top class's log-probability per j
+        for (int64_t j = 0; j < len; ++j) w[j] = -static_cast<double>(acc[j]);
+        for (int64_t k = 0; k < nsmall; ++k) w[small[k]] = tv[small[k]];
         for (int64_t c = 0; c < C; ++c) {
           const float fc = static_cast<float>(c);
           const float* b = buf.data() + c * TILE;
@@ -241,7 +262,7 @@ bool moments_impl(const T* src, double* mean, double* m2, int64_t count, int64_t
           const float* x = mx.data();
           const float* l = acc.data();
           const float* tp = top.data();
-          const double* v = tv.data();
+          const double* v = w.data();
           if (mi == 0)
             for (int64_t j = 0; j < len; ++j)
               z[j] = tp[j] == fc ? v[j] : static_cast<double>((b[j] - x[j]) - l[j]);
