@@ -333,6 +333,25 @@ def test_top_class_far_beyond_float32_range(tmp_path):
                                atol=1e-5, rtol=0)
 
 
+def test_same_gap_in_every_model_keeps_its_z_score(tmp_path):
+    """Class 1 trails the top class by exactly 10 in every model; its log-probabilities differ
+    across models only through log1p(s) (by ~1e-6 of |log p|, a few float32 ulps): the
+    z-score of that column is still the float64 formula's."""
+    rng = np.random.default_rng(8)
+    x = np.zeros((5, 7, 3))
+    x[:, :, 0] = 10
+    x[:, :, 2] = rng.uniform(-6, -2, (5, 7))
+    x = x.astype(np.float16)
+    want = reference_kernel64(x, x)
+    np.testing.assert_allclose(np.diag(want), 4 / 5, rtol=1e-9)  # no column set to 0
+    s = ShardedLogits(write_shards(tmp_path, "gap", x, [2]))
+    for chunk in (5, 2):
+        got = dense_kernel(s, s, chunk_models=chunk, device="cpu", progress=False)
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=f"chunk={chunk}")
+    np.testing.assert_allclose(ensemble_kernel(torch.from_numpy(x), torch.from_numpy(x)), want,
+                               atol=1e-5, rtol=0)
+
+
 def test_confident_top_class_keeps_its_precision():
     """log p of the top class is -log1p(s), not log(1 + s) rounded to 1 in float32."""
     x = torch.tensor([[30.0, 0.0, -5.0]])

@@ -231,24 +231,30 @@ def _moments(p: _Pass, side: _Side, chunks: list[np.ndarray], selections: list[n
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _finish(mean: Tensor, m2: Tensor, count: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """float64 running (mean, m2) of ``count`` models -> (mean, 1/std) as float32 and float64.
+def _finish(mean: Tensor, m2: Tensor, count: int
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """float64 running (mean, m2) of ``count`` models -> float32 (mean, mean - float32 mean,
+    1/std) and float64 (mean, 1/std), each (C, N).
 
-    The float64 pair serves where the values lie below float32's range (the top class of a
-    model that leads by more than ~69 logits: its 1/std may exceed float32's range; the
-    float32 1/std is 0 there and no float32 value of that column is used)."""
+    The float32 mean as a pair keeps the mean to ~1e-14 relative for the fused transform. The
+    float64 pair serves where the values lie below float32's range (the top class of a model
+    that leads by more than ~69 logits: its 1/std may exceed float32's range; the float32
+    1/std is 0 there and no float32 value of that column is used)."""
     if mean.device.type == "cpu":  # numpy: no thread-pool wake-ups for these small arrays
         mean_np, m2_np = mean.numpy(), m2.numpy()
         std = np.sqrt(np.maximum(m2_np, 0) / (count - 1))
         with np.errstate(divide="ignore"):
             inv = np.where((std > STD_FLOOR * np.abs(mean_np)) & (std >= STD_TINY), 1.0 / std, 0.0)
         inv32 = np.where(inv <= _FLOAT32_MAX, inv, 0.0).astype(np.float32)
-        return (torch.from_numpy(mean_np.astype(np.float32)), torch.from_numpy(inv32), mean,
+        hi = mean_np.astype(np.float32)
+        lo = (mean_np - hi).astype(np.float32)
+        return (torch.from_numpy(hi), torch.from_numpy(lo), torch.from_numpy(inv32), mean,
                 torch.from_numpy(inv))
     std = (m2.clamp_min(0) / (count - 1)).sqrt()
     inv = inverse_std(std, mean)
     inv32 = torch.where(inv <= _FLOAT32_MAX, inv, torch.zeros_like(inv)).float()
-    return mean.float(), inv32, mean, inv
+    hi = mean.float()
+    return hi, (mean - hi).float(), inv32, mean, inv
 
 
 def _normalised(p: _Pass, side: _Side, x: Tensor, rows: slice, subset: int) -> Tensor:
@@ -258,13 +264,13 @@ def _normalised(p: _Pass, side: _Side, x: Tensor, rows: slice, subset: int) -> T
     Row ``model * len(classes) + k`` holds class ``classes[k]`` of that model, so a query
     block times a key chunk is ``Zq.T @ Zk`` over the stacked (model, class) dimension.
     """
-    mean, inv, mean64, inv64 = (t[:, rows].contiguous() for t in side.stats[subset])
+    mean, mean_lo, inv, mean64, inv64 = (t[:, rows].contiguous() for t in side.stats[subset])
     m, n, c = x.shape
     if p.fused is not None:
         z = side.buffers.get((m, c, n))
         if z is None:
             z = side.buffers[(m, c, n)] = torch.empty(m, c, n)
-        p.fused.transform(x.contiguous(), mean, inv, mean64, inv64, z, p.log_softmax)
+        p.fused.transform(x.contiguous(), mean, mean_lo, inv, mean64, inv64, z, p.log_softmax)
     else:  # in float64, then rounded: exact for a top class far below float32's range
         x = x.float().double()
         z = (log_probabilities(x) if p.log_softmax else x).permute(0, 2, 1)

@@ -10,7 +10,10 @@
 // log_softmax is evaluated as (x - max) - log1p(s), s = sum over the classes other than the
 // top one of exp(x - max): the top class's log-probability -log1p(s) keeps its relative
 // precision however confident the model is, where log(1 + s) in float32 would round it to a
-// multiple of 6e-8. Where s < 2^-100 (the top two logits more than ~69 apart) float32 would
+// multiple of 6e-8. The statistics take each log-probability as the double
+// (x - max) - log1p(s) (both parts kept), and the transform subtracts the mean given as a
+// pair of floats from x - max before log1p(s), so a column whose values differ across models
+// only in log1p(s) (the same gap to the top class everywhere) keeps its z-score. Where s < 2^-100 (the top two logits more than ~69 apart) float32 would
 // lose s (it underflows below 1e-45), so s, the top class's log-probability and its z-score
 // are computed in double there (exact down to s ~ 1e-308, a gap of ~708): the statistics see
 // the double value and the transform writes (lp - mean) * inv formed in double, with the
@@ -180,8 +183,8 @@ inline bool load_tile(const T* s, int64_t len, int64_t C, bool lsm, float* raw, 
 }
 
 template <typename T>
-void transform_impl(const T* src, float* dst, const float* mean, const float* inv,
-                    const double* mean64, const double* inv64, int64_t m, int64_t n, int64_t C,
+void transform_impl(const T* src, float* dst, const float* mean, const float* mean_lo,
+                    const float* inv, const double* mean64, const double* inv64, int64_t m, int64_t n, int64_t C,
                     bool lsm) {
   const int64_t tiles = (n + TILE - 1) / TILE;
   at::parallel_for(0, m * tiles, 1, [&](int64_t begin, int64_t end) {
@@ -197,10 +200,12 @@ void transform_impl(const T* src, float* dst, const float* mean, const float* in
         float* d = dst + (mi * C + c) * n + i0;
         const float* b = buf.data() + c * TILE;
         const float* mc = mean + c * n + i0;
+        const float* mlo = mean_lo + c * n + i0;
         const float* ic = inv + c * n + i0;
         const float* x = mx.data();
         const float* l = acc.data();
-        for (int64_t j = 0; j < len; ++j) d[j] = ((b[j] - x[j]) - l[j] - mc[j]) * ic[j];
+        for (int64_t j = 0; j < len; ++j)  // (x - mx) - mean exact where they are close
+          d[j] = ((((b[j] - x[j]) - mc[j]) - mlo[j]) - l[j]) * ic[j];
       }
       for (int64_t k = 0; k < nsmall; ++k) {  // top class of a tiny s: z-score in double
         const int64_t j = small[k], c = static_cast<int64_t>(top[j]), o = c * n + i0 + j;
@@ -241,9 +246,9 @@ bool moments_impl(const T* src, double* mean, double* m2, int64_t count, int64_t
             const float* x = mx.data();
             const float* l = acc.data();
             if (mi == 0)
-              for (int64_t j = 0; j < len; ++j) z[j] = (b[j] - x[j]) - l[j];
+              for (int64_t j = 0; j < len; ++j) z[j] = static_cast<double>(b[j] - x[j]) - l[j];
             for (int64_t j = 0; j < len; ++j) {
-              const double d = ((b[j] - x[j]) - l[j]) - z[j];
+              const double d = (static_cast<double>(b[j] - x[j]) - l[j]) - z[j];
               p[j] += d;
               q[j] += d * d;
             }
@@ -265,9 +270,9 @@ bool moments_impl(const T* src, double* mean, double* m2, int64_t count, int64_t
           const double* v = w.data();
           if (mi == 0)
             for (int64_t j = 0; j < len; ++j)
-              z[j] = tp[j] == fc ? v[j] : static_cast<double>((b[j] - x[j]) - l[j]);
+              z[j] = tp[j] == fc ? v[j] : static_cast<double>(b[j] - x[j]) - l[j];
           for (int64_t j = 0; j < len; ++j) {
-            const double y = tp[j] == fc ? v[j] : static_cast<double>((b[j] - x[j]) - l[j]);
+            const double y = tp[j] == fc ? v[j] : static_cast<double>(b[j] - x[j]) - l[j];
             const double d = y - z[j];
             p[j] += d;
             q[j] += d * d;
@@ -289,11 +294,13 @@ bool moments_impl(const T* src, double* mean, double* m2, int64_t count, int64_t
 }
 }  // namespace
 
-// x: (m, n, C) half/float contiguous; mean, inv: (C, n) float; mean64, inv64: the same in
-// double (used for the top class where s is tiny); out: (m, C, n) float.
-void transform(torch::Tensor x, torch::Tensor mean, torch::Tensor inv, torch::Tensor mean64,
-               torch::Tensor inv64, torch::Tensor out, bool lsm) {
-  TORCH_CHECK(x.is_contiguous() && mean.is_contiguous() && inv.is_contiguous() &&
+// x: (m, n, C) half/float contiguous; mean, mean_lo, inv: (C, n) float, the mean as the
+// float pair mean + mean_lo; mean64, inv64: the same in double (used for the top class where
+// s is tiny); out: (m, C, n) float.
+void transform(torch::Tensor x, torch::Tensor mean, torch::Tensor mean_lo, torch::Tensor inv,
+               torch::Tensor mean64, torch::Tensor inv64, torch::Tensor out, bool lsm) {
+  TORCH_CHECK(x.is_contiguous() && mean.is_contiguous() && mean_lo.is_contiguous() &&
+              inv.is_contiguous() &&
               mean64.is_contiguous() && inv64.is_contiguous() && out.is_contiguous(),
               "contiguous tensors expected");
   const int64_t m = x.size(0), n = x.size(1), C = x.size(2);
@@ -301,7 +308,8 @@ void transform(torch::Tensor x, torch::Tensor mean, torch::Tensor inv, torch::Te
   TORCH_CHECK(mean64.scalar_type() == at::kDouble && inv64.scalar_type() == at::kDouble &&
               mean64.size(0) == C && mean64.size(1) == n, "bad double statistics tensors");
   auto run = [&](auto* src) {
-    transform_impl(src, out.data_ptr<float>(), mean.data_ptr<float>(), inv.data_ptr<float>(),
+    transform_impl(src, out.data_ptr<float>(), mean.data_ptr<float>(),
+                   mean_lo.data_ptr<float>(), inv.data_ptr<float>(),
                    mean64.data_ptr<double>(), inv64.data_ptr<double>(), m, n, C, lsm);
   };
   if (x.scalar_type() == at::kHalf) run(x.data_ptr<at::Half>());

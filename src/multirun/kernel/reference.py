@@ -22,7 +22,7 @@ float64) at every logit scale:
   keeps its z-score. Limit: that of float64 itself, a lead below ~708 logits in some model.
 
 Deviation from the reference, on degenerate input only: where the std across models is 0
-up to float32 rounding (every model gives the same value; std <= ``STD_FLOOR * |mean|``),
+up to float64 rounding (every model gives the same value; std <= ``STD_FLOOR * |mean|``),
 the reference divides 0 (or rounding noise) by 0 (or rounding noise) and its kernel row is
 NaN (or noise); here the normalised value is 0, so that (example, class) contributes
 nothing to the correlation.
@@ -37,9 +37,9 @@ from torch import Tensor
 
 from multirun.io import ContractError
 
-# A std across models below this fraction of |mean| is float32 rounding noise (the
+# A std across models below this fraction of |mean| is float64 rounding noise (the
 # values are equal up to rounding): the normalised value there is set to 0.
-STD_FLOOR = 8 * torch.finfo(torch.float32).eps
+STD_FLOOR = 2.0**-40  # 9.1e-13, ~4,000 float64 ulps
 STD_TINY = torch.finfo(torch.float64).tiny  # smallest normal float64 (1 / std stays finite)
 
 
@@ -69,7 +69,7 @@ def log_probabilities(x: Tensor) -> Tensor:
 
 
 def inverse_std(std: Tensor, mean: Tensor) -> Tensor:
-    """1 / std, and 0 where std is 0 up to float32 rounding (<= STD_FLOOR * |mean|, or
+    """1 / std, and 0 where std is 0 up to float64 rounding (<= STD_FLOOR * |mean|, or
     below the normal range of std's dtype, where 1 / std would overflow)."""
     ok = (std > STD_FLOOR * mean.abs()) & (std >= torch.finfo(std.dtype).tiny)
     return torch.where(ok, 1.0 / std, torch.zeros_like(std))
