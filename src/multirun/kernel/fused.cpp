@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 #include <immintrin.h>
 
@@ -237,46 +238,39 @@ bool moments_impl(const T* src, double* mean, double* m2, int64_t count, int64_t
       for (int64_t mi = 0; mi < m; ++mi) {
         bad |= load_tile(src + (mi * n + i0) * C, len, C, lsm, raw.data(), buf.data(),
                          mx.data(), acc.data(), top.data(), tv.data(), small.data(), nsmall);
-        if (nsmall == 0) {  // every log-probability is the float one
+        // with_top: the top class's log-probability is w[j] (double), else every one is
+        // (x - mx) - lg with both parts kept in double
+        auto accumulate = [&](auto with_top) {
           for (int64_t c = 0; c < C; ++c) {
+            const float fc = static_cast<float>(c);
             const float* b = buf.data() + c * TILE;
             double* z = y0.data() + c * TILE;
             double* p = a1.data() + c * TILE;
             double* q = a2.data() + c * TILE;
             const float* x = mx.data();
             const float* l = acc.data();
+            const float* tp = top.data();
+            const double* v = w.data();
+            auto value = [&](int64_t j) {
+              const double y = static_cast<double>(b[j] - x[j]) - l[j];
+              if constexpr (decltype(with_top)::value) return tp[j] == fc ? v[j] : y;
+              return y;
+            };
             if (mi == 0)
-              for (int64_t j = 0; j < len; ++j) z[j] = static_cast<double>(b[j] - x[j]) - l[j];
+              for (int64_t j = 0; j < len; ++j) z[j] = value(j);
             for (int64_t j = 0; j < len; ++j) {
-              const double d = (static_cast<double>(b[j] - x[j]) - l[j]) - z[j];
+              const double d = value(j) - z[j];
               p[j] += d;
               q[j] += d * d;
             }
           }
-          continue;
-        }
-        // some top classes hold the double tv: w = the top class's log-probability per j
-        for (int64_t j = 0; j < len; ++j) w[j] = -static_cast<double>(acc[j]);
-        for (int64_t k = 0; k < nsmall; ++k) w[small[k]] = tv[small[k]];
-        for (int64_t c = 0; c < C; ++c) {
-          const float fc = static_cast<float>(c);
-          const float* b = buf.data() + c * TILE;
-          double* z = y0.data() + c * TILE;
-          double* p = a1.data() + c * TILE;
-          double* q = a2.data() + c * TILE;
-          const float* x = mx.data();
-          const float* l = acc.data();
-          const float* tp = top.data();
-          const double* v = w.data();
-          if (mi == 0)
-            for (int64_t j = 0; j < len; ++j)
-              z[j] = tp[j] == fc ? v[j] : static_cast<double>(b[j] - x[j]) - l[j];
-          for (int64_t j = 0; j < len; ++j) {
-            const double y = tp[j] == fc ? v[j] : static_cast<double>(b[j] - x[j]) - l[j];
-            const double d = y - z[j];
-            p[j] += d;
-            q[j] += d * d;
-          }
+        };
+        if (nsmall == 0) {
+          accumulate(std::false_type{});
+        } else {  // some top classes hold the double tv
+          for (int64_t j = 0; j < len; ++j) w[j] = -static_cast<double>(acc[j]);
+          for (int64_t k = 0; k < nsmall; ++k) w[small[k]] = tv[small[k]];
+          accumulate(std::true_type{});
         }
       }
       for (int64_t c = 0; c < C; ++c)
