@@ -268,29 +268,44 @@ def reference_kernel64(logits1, logits2, log_softmax=True):
 
 
 def scaled_logits(rng, kind, m, n, c, scale):
-    """fp16 logits: ``random`` (independent per model, std ``scale``) or ``confident`` (a class
+    """fp16 logits: ``random`` (independent per model, std ``scale``), ``confident`` (a class
     profile in [0, 1] shared by every model, times ``scale``, plus 5% noise: the same class on
-    top in every model, by up to ``scale``)."""
+    top in every model, by up to ``scale``) or ``shared`` (a N(0, 1) profile, every other
+    example's top class raised by 2, times ``scale``, plus 10% noise: at scale 60 those top
+    classes lead by more than 87 logits in every model, where exp(-lead) underflows float32;
+    at scale 30 by more than 69 in many)."""
     if kind == "random":
         return random_logits(rng, m, n, c, scale)
+    if kind == "shared":
+        profile = rng.standard_normal((n, c))
+        profile[np.arange(0, n, 2), profile[::2].argmax(1)] += 2
+        return (scale * (profile + 0.1 * rng.standard_normal((m, n, c)))).astype(np.float16)
     profile = rng.uniform(0, 1, (n, c))
     return (scale * (profile + 0.05 * rng.standard_normal((m, n, c)))).astype(np.float16)
 
 
-@pytest.mark.parametrize("kind", ["random", "confident"])
+@pytest.mark.parametrize(("kind", "models"), [("random", 37), ("confident", 37), ("shared", 37),
+                                              ("shared", 3)])
 @pytest.mark.parametrize("c", [10, 100])
 @pytest.mark.parametrize("scale", [3, 12, 30, 60])
-def test_engine_exact_at_every_logit_scale(tmp_path, kind, c, scale):
-    """Within 1e-5 of the float64 formula: 37 models in shards of 5, 20, 12, every chunking."""
-    rng = np.random.default_rng([scale, c, kind == "random"])
-    test = scaled_logits(rng, kind, 37, 29, c, scale)
-    train = scaled_logits(rng, kind, 37, 83, c, scale)
-    q = ShardedLogits(write_shards(tmp_path, "test", test, [5, 25]))
-    t = ShardedLogits(write_shards(tmp_path, "train", train, [5, 25]))
+def test_engine_exact_at_every_logit_scale(tmp_path, kind, models, c, scale):
+    """Within 1e-5 of the float64 formula: 37 models in shards of 5, 20, 12 (or 3 models in
+    shards of 1, 2), every chunking."""
+    rng = np.random.default_rng([scale, c, kind == "random", models])
+    test = scaled_logits(rng, kind, models, 29, c, scale)
+    train = scaled_logits(rng, kind, models, 83, c, scale)
+    splits = [5, 25] if models > 25 else [1]
+    q = ShardedLogits(write_shards(tmp_path, "test", test, splits))
+    t = ShardedLogits(write_shards(tmp_path, "train", train, splits))
+    if kind == "shared" and scale == 60:  # the case this covers: leads beyond float32's exp
+        for x in (test, train):
+            top2 = np.sort(x.astype(np.float64), -1)[..., -2:]
+            assert ((top2[..., 1] - top2[..., 0]).min(0) > 87).any()  # in every model
+    chunkings = ((64, None), (7, 10), (20, 29)) if models > 20 else ((64, None), (2, 10), (1, 29))
     for ls in (True, False):
         want = reference_kernel64(test, train, ls)
         assert np.isfinite(want).all()
-        for chunk, block in ((64, None), (7, 10), (20, 29)):
+        for chunk, block in chunkings:
             got = dense_kernel(q, t, log_softmax=ls, chunk_models=chunk, block=block,
                                device="cpu", progress=False)
             np.testing.assert_allclose(got, want, atol=1e-5, rtol=0,
@@ -298,6 +313,43 @@ def test_engine_exact_at_every_logit_scale(tmp_path, kind, c, scale):
     if kind == "random":  # here torch's own float64 log_softmax is exact too
         z = torch.from_numpy(test.astype(np.float64)).log_softmax(-1).numpy()
         np.testing.assert_allclose(z, exact_log_softmax64(test.astype(np.float64)), atol=1e-12)
+
+
+def test_top_class_far_beyond_float32_range(tmp_path):
+    """A top class that leads by 100 to 650 logits in every model (exp(-lead) from 4e-44 down
+    to 1e-282: below float32's range, inside float64's) keeps its z-score across models."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6, 9, 4)) * 3
+    x[:, :, 0] += rng.uniform(100, 650, (6, 9))
+    x = x.astype(np.float16)
+    want = reference_kernel64(x, x)
+    # every (example, class) a z-score of norm^2 M - 1 (none set to 0): K[i, i] = (M - 1) / M
+    np.testing.assert_allclose(np.diag(want), 5 / 6, rtol=1e-12)
+    s = ShardedLogits(write_shards(tmp_path, "far", x, [2]))
+    for chunk in (6, 4, 1):
+        got = dense_kernel(s, s, chunk_models=chunk, device="cpu", progress=False)
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=f"chunk={chunk}")
+    np.testing.assert_allclose(ensemble_kernel(torch.from_numpy(x), torch.from_numpy(x)), want,
+                               atol=1e-5, rtol=0)
+
+
+def test_same_gap_in_every_model_keeps_its_z_score(tmp_path):
+    """Class 1 trails the top class by exactly 10 in every model; its log-probabilities differ
+    across models only through log1p(s) (by ~1e-6 of |log p|, a few float32 ulps): the
+    z-score of that column is still the float64 formula's."""
+    rng = np.random.default_rng(8)
+    x = np.zeros((5, 7, 3))
+    x[:, :, 0] = 10
+    x[:, :, 2] = rng.uniform(-6, -2, (5, 7))
+    x = x.astype(np.float16)
+    want = reference_kernel64(x, x)
+    np.testing.assert_allclose(np.diag(want), 4 / 5, rtol=1e-9)  # no column set to 0
+    s = ShardedLogits(write_shards(tmp_path, "gap", x, [2]))
+    for chunk in (5, 2):
+        got = dense_kernel(s, s, chunk_models=chunk, device="cpu", progress=False)
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=f"chunk={chunk}")
+    np.testing.assert_allclose(ensemble_kernel(torch.from_numpy(x), torch.from_numpy(x)), want,
+                               atol=1e-5, rtol=0)
 
 
 def test_confident_top_class_keeps_its_precision():

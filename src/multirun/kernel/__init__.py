@@ -3,7 +3,7 @@
 Layout (read in this order):
 
 * :mod:`~multirun.kernel.reference`: the write-up's formula in memory (``normalize``,
-  ``ensemble_kernel``) and the exact float32 ``log_probabilities``;
+  ``ensemble_kernel``) and the exact ``log_probabilities``;
 * :mod:`~multirun.kernel.shards`: :class:`ShardedLogits`, logit shards memory-mapped as
   one (models, examples, classes) stack;
 * :mod:`~multirun.kernel.engine`: the streaming engine and its :class:`KernelOptions`;

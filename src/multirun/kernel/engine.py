@@ -193,8 +193,8 @@ def _moments(p: _Pass, side: _Side, chunks: list[np.ndarray], selections: list[n
     """First pass: per subset, per-(class, example) mean and 1/std (unbiased; 0 where std == 0).
 
     Chunk statistics merged across chunks in float64 (Chan et al.), so the result does not
-    drift with the number of models. Appends two float32 (C, N) tensors per subset to
-    ``side.stats``. NaN/inf anywhere -> ContractError naming the shard file.
+    drift with the number of models. Appends :func:`_finish`'s four (C, N) tensors per subset
+    to ``side.stats``. NaN/inf anywhere -> ContractError naming the shard file.
     """
     logits = side.logits
     shape = (logits.num_classes, logits.num_examples)
@@ -213,8 +213,8 @@ def _moments(p: _Pass, side: _Side, chunks: list[np.ndarray], selections: list[n
                 if p.fused.moments(x.contiguous(), mean[s], m2[s], count[s], p.log_softmax):
                     _raise_nonfinite(logits, idx[mask])
             else:
-                x = x.float()
-                x = (log_probabilities(x) if p.log_softmax else x).permute(0, 2, 1).double()
+                x = x.float().double()
+                x = (log_probabilities(x) if p.log_softmax else x).permute(0, 2, 1)
                 cmean = x.mean(0)
                 cm2 = (x - cmean).square_().sum(0)
                 if not (bool(torch.isfinite(cmean).all()) and bool(torch.isfinite(cm2).all())):
@@ -228,16 +228,33 @@ def _moments(p: _Pass, side: _Side, chunks: list[np.ndarray], selections: list[n
         side.stats.append(_finish(mean[s], m2[s], count[s]))
 
 
-def _finish(mean: Tensor, m2: Tensor, count: int) -> tuple[Tensor, Tensor]:
-    """float64 running (mean, m2) of ``count`` models -> float32 (mean, 1/std)."""
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _finish(mean: Tensor, m2: Tensor, count: int
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """float64 running (mean, m2) of ``count`` models -> float32 (mean, mean - float32 mean,
+    1/std) and float64 (mean, 1/std), each (C, N).
+
+    The float32 mean as a pair keeps the mean to ~1e-14 relative for the fused transform. The
+    float64 pair serves where the values lie below float32's range (the top class of a model
+    that leads by more than ~69 logits: its 1/std may exceed float32's range; the float32
+    1/std is 0 there and no float32 value of that column is used)."""
     if mean.device.type == "cpu":  # numpy: no thread-pool wake-ups for these small arrays
         mean_np, m2_np = mean.numpy(), m2.numpy()
         std = np.sqrt(np.maximum(m2_np, 0) / (count - 1))
         with np.errstate(divide="ignore"):
             inv = np.where((std > STD_FLOOR * np.abs(mean_np)) & (std >= STD_TINY), 1.0 / std, 0.0)
-        return torch.from_numpy(mean_np.astype(np.float32)), torch.from_numpy(inv.astype(np.float32))
+        inv32 = np.where(inv <= _FLOAT32_MAX, inv, 0.0).astype(np.float32)
+        hi = mean_np.astype(np.float32)
+        lo = (mean_np - hi).astype(np.float32)
+        return (torch.from_numpy(hi), torch.from_numpy(lo), torch.from_numpy(inv32), mean,
+                torch.from_numpy(inv))
     std = (m2.clamp_min(0) / (count - 1)).sqrt()
-    return mean.float(), inverse_std(std, mean).float()
+    inv = inverse_std(std, mean)
+    inv32 = torch.where(inv <= _FLOAT32_MAX, inv, torch.zeros_like(inv)).float()
+    hi = mean.float()
+    return hi, (mean - hi).float(), inv32, mean, inv
 
 
 def _normalised(p: _Pass, side: _Side, x: Tensor, rows: slice, subset: int) -> Tensor:
@@ -247,17 +264,17 @@ def _normalised(p: _Pass, side: _Side, x: Tensor, rows: slice, subset: int) -> T
     Row ``model * len(classes) + k`` holds class ``classes[k]`` of that model, so a query
     block times a key chunk is ``Zq.T @ Zk`` over the stacked (model, class) dimension.
     """
-    mean, inv = side.stats[subset][0][:, rows], side.stats[subset][1][:, rows]
+    mean, mean_lo, inv, mean64, inv64 = (t[:, rows].contiguous() for t in side.stats[subset])
     m, n, c = x.shape
     if p.fused is not None:
         z = side.buffers.get((m, c, n))
         if z is None:
             z = side.buffers[(m, c, n)] = torch.empty(m, c, n)
-        p.fused.transform(x.contiguous(), mean.contiguous(), inv.contiguous(), z, p.log_softmax)
-    else:
-        x = x.float()
+        p.fused.transform(x.contiguous(), mean, mean_lo, inv, mean64, inv64, z, p.log_softmax)
+    else:  # in float64, then rounded: exact for a top class far below float32's range
+        x = x.float().double()
         z = (log_probabilities(x) if p.log_softmax else x).permute(0, 2, 1)
-        z = (z - mean) * inv
+        z = ((z - mean64) * inv64).float()
     if len(p.classes) != c:
         z = z[:, p.classes]
     return z.reshape(m * len(p.classes), n).to(p.gemm_dtype)

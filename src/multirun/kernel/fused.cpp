@@ -9,19 +9,30 @@
 //
 // log_softmax is evaluated as (x - max) - log1p(s), s = sum over the classes other than the
 // top one of exp(x - max): the top class's log-probability -log1p(s) keeps its relative
-// precision however confident the model is (down to s ~ 1e-38, a gap of 87 between the top
-// two logits), where log(1 + s) in float32 would round it to a multiple of 6e-8.
+// precision however confident the model is, where log(1 + s) in float32 would round it to a
+// multiple of 6e-8. The statistics take each log-probability as the double
+// (x - max) - log1p(s) (both parts kept), and the transform subtracts the mean given as a
+// pair of floats from x - max before log1p(s), so a column whose values differ across models
+// only in log1p(s) (the same gap to the top class everywhere) keeps its z-score. Where s < 2^-100 (the top two logits more than ~69 apart) float32 would
+// lose s (it underflows below 1e-45), so s, the top class's log-probability and its z-score
+// are computed in double there (exact down to s ~ 1e-308, a gap of ~708): the statistics see
+// the double value and the transform writes (lp - mean) * inv formed in double, with the
+// column's double mean and 1/std (std may lie far below float32's range).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 #include <immintrin.h>
 
 namespace {
 constexpr int64_t TILE = 256;
+// Below this s = sum of exp(x_c - max) over the non-top classes, the top class's
+// log-probability is recomputed in double (2^-100: float32 still has full relative precision).
+constexpr float SMALL_S = 7.88860905e-31f;
 
 
 // Load one (example tile, model) slab into class-major buf[c * TILE + j], log_softmax over c.
@@ -115,14 +126,22 @@ inline float log1p_nonnegative(float s) {
 
 template <typename T>
 inline bool load_tile(const T* s, int64_t len, int64_t C, bool lsm, float* raw, float* buf,
-                      float* mx, float* lg, float* top) {
+                      float* mx, float* lg, float* top, double* tv, int32_t* small,
+                      int64_t& nsmall) {
   // On return buf[c * TILE + j] holds x and the log-probability is (x - mx[j]) - lg[j] with
-  // lg = log1p(sum over c != top of exp(x_c - mx)); without log_softmax mx = lg = 0.
+  // lg = log1p(sum over c != top of exp(x_c - mx)), except where s < SMALL_S: there
+  // small[0..nsmall) lists the j and tv[j] holds the top class's log-probability -log1p(s)
+  // with s summed in double (elsewhere tv is not written). Without log_softmax mx = lg = 0,
+  // top = -1 and nsmall = 0.
   const bool bad = to_float(s, len * C, raw);
+  nsmall = 0;
   for (int64_t j = 0; j < len; ++j)
     for (int64_t c = 0; c < C; ++c) buf[c * TILE + j] = raw[j * C + c];
   if (!lsm) {
-    for (int64_t j = 0; j < len; ++j) mx[j] = lg[j] = 0.f;
+    for (int64_t j = 0; j < len; ++j) {
+      mx[j] = lg[j] = 0.f;
+      top[j] = -1.f;
+    }
     return bad;
   }
   for (int64_t j = 0; j < len; ++j) {
@@ -145,28 +164,53 @@ inline bool load_tile(const T* s, int64_t len, int64_t C, bool lsm, float* raw, 
     for (int64_t j = 0; j < len; ++j)
       lg[j] += top[j] == fc ? 0.f : exp_nonpositive(b[j] - mx[j]);
   }
+  uint32_t any_small = 0;  // (an OR vectorises; a float min would not without -ffast-math)
+  for (int64_t j = 0; j < len; ++j) any_small |= static_cast<uint32_t>(lg[j] < SMALL_S);
+  if (any_small)
+    for (int64_t j = 0; j < len; ++j) {  // branch-free append of the j with a tiny s
+      small[nsmall] = static_cast<int32_t>(j);
+      nsmall += lg[j] < SMALL_S;
+    }
   for (int64_t j = 0; j < len; ++j) lg[j] = log1p_nonnegative(lg[j]);  // the sum lies in [0, C)
+  for (int64_t k = 0; k < nsmall; ++k) {  // rare: the top class leads by more than ~69
+    const int64_t j = small[k], t = static_cast<int64_t>(top[j]);
+    const double m = mx[j];
+    double sum = 0.0;
+    for (int64_t c = 0; c < C; ++c)
+      if (c != t) sum += std::exp(static_cast<double>(raw[j * C + c]) - m);
+    tv[j] = -std::log1p(sum);
+  }
   return bad;
 }
 
 template <typename T>
-void transform_impl(const T* src, float* dst, const float* mean, const float* inv, int64_t m,
-                    int64_t n, int64_t C, bool lsm) {
+void transform_impl(const T* src, float* dst, const float* mean, const float* mean_lo,
+                    const float* inv, const double* mean64, const double* inv64, int64_t m, int64_t n, int64_t C,
+                    bool lsm) {
   const int64_t tiles = (n + TILE - 1) / TILE;
   at::parallel_for(0, m * tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> raw(C * TILE), buf(C * TILE), mx(TILE), acc(TILE), top(TILE);
+    std::vector<double> tv(TILE);
+    std::vector<int32_t> small(TILE);
+    int64_t nsmall = 0;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t mi = t / tiles, i0 = (t % tiles) * TILE, len = std::min(TILE, n - i0);
       load_tile(src + (mi * n + i0) * C, len, C, lsm, raw.data(), buf.data(), mx.data(),
-                acc.data(), top.data());
+                acc.data(), top.data(), tv.data(), small.data(), nsmall);
       for (int64_t c = 0; c < C; ++c) {
         float* d = dst + (mi * C + c) * n + i0;
         const float* b = buf.data() + c * TILE;
         const float* mc = mean + c * n + i0;
+        const float* mlo = mean_lo + c * n + i0;
         const float* ic = inv + c * n + i0;
         const float* x = mx.data();
         const float* l = acc.data();
-        for (int64_t j = 0; j < len; ++j) d[j] = ((b[j] - x[j]) - l[j] - mc[j]) * ic[j];
+        for (int64_t j = 0; j < len; ++j)  // (x - mx) - mean exact where they are close
+          d[j] = ((((b[j] - x[j]) - mc[j]) - mlo[j]) - l[j]) * ic[j];
+      }
+      for (int64_t k = 0; k < nsmall; ++k) {  // top class of a tiny s: z-score in double
+        const int64_t j = small[k], c = static_cast<int64_t>(top[j]), o = c * n + i0 + j;
+        dst[(mi * C + c) * n + i0 + j] = static_cast<float>((tv[j] - mean64[o]) * inv64[o]);
       }
     }
   });
@@ -183,7 +227,9 @@ bool moments_impl(const T* src, double* mean, double* m2, int64_t count, int64_t
   const double total = static_cast<double>(count + m);
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> raw(C * TILE), buf(C * TILE), mx(TILE), acc(TILE), top(TILE);
-    std::vector<double> y0(C * TILE), a1(C * TILE), a2(C * TILE);
+    std::vector<double> y0(C * TILE), a1(C * TILE), a2(C * TILE), tv(TILE), w(TILE);
+    std::vector<int32_t> small(TILE);
+    int64_t nsmall = 0;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t i0 = t * TILE, len = std::min(TILE, n - i0);
       bool bad = false;
@@ -191,21 +237,40 @@ bool moments_impl(const T* src, double* mean, double* m2, int64_t count, int64_t
       std::fill(a2.begin(), a2.end(), 0.0);
       for (int64_t mi = 0; mi < m; ++mi) {
         bad |= load_tile(src + (mi * n + i0) * C, len, C, lsm, raw.data(), buf.data(),
-                         mx.data(), acc.data(), top.data());
-        for (int64_t c = 0; c < C; ++c) {
-          const float* b = buf.data() + c * TILE;
-          double* z = y0.data() + c * TILE;
-          double* p = a1.data() + c * TILE;
-          double* q = a2.data() + c * TILE;
-          const float* x = mx.data();
-          const float* l = acc.data();
-          if (mi == 0)
-            for (int64_t j = 0; j < len; ++j) z[j] = (b[j] - x[j]) - l[j];
-          for (int64_t j = 0; j < len; ++j) {
-            const double d = ((b[j] - x[j]) - l[j]) - z[j];
-            p[j] += d;
-            q[j] += d * d;
+                         mx.data(), acc.data(), top.data(), tv.data(), small.data(), nsmall);
+        // with_top: the top class's log-probability is w[j] (double), else every one is
+        // (x - mx) - lg with both parts kept in double
+        auto accumulate = [&](auto with_top) {
+          for (int64_t c = 0; c < C; ++c) {
+            const float fc = static_cast<float>(c);
+            const float* b = buf.data() + c * TILE;
+            double* z = y0.data() + c * TILE;
+            double* p = a1.data() + c * TILE;
+            double* q = a2.data() + c * TILE;
+            const float* x = mx.data();
+            const float* l = acc.data();
+            const float* tp = top.data();
+            const double* v = w.data();
+            auto value = [&](int64_t j) {
+              const double y = static_cast<double>(b[j] - x[j]) - l[j];
+              if constexpr (decltype(with_top)::value) return tp[j] == fc ? v[j] : y;
+              return y;
+            };
+            if (mi == 0)
+              for (int64_t j = 0; j < len; ++j) z[j] = value(j);
+            for (int64_t j = 0; j < len; ++j) {
+              const double d = value(j) - z[j];
+              p[j] += d;
+              q[j] += d * d;
+            }
           }
+        };
+        if (nsmall == 0) {
+          accumulate(std::false_type{});
+        } else {  // some top classes hold the double tv
+          for (int64_t j = 0; j < len; ++j) w[j] = -static_cast<double>(acc[j]);
+          for (int64_t k = 0; k < nsmall; ++k) w[small[k]] = tv[small[k]];
+          accumulate(std::true_type{});
         }
       }
       for (int64_t c = 0; c < C; ++c)
@@ -223,16 +288,23 @@ bool moments_impl(const T* src, double* mean, double* m2, int64_t count, int64_t
 }
 }  // namespace
 
-// x: (m, n, C) half/float contiguous; mean, inv: (C, n) float; out: (m, C, n) float.
-void transform(torch::Tensor x, torch::Tensor mean, torch::Tensor inv, torch::Tensor out,
-               bool lsm) {
-  TORCH_CHECK(x.is_contiguous() && mean.is_contiguous() && inv.is_contiguous() &&
-              out.is_contiguous(), "contiguous tensors expected");
+// x: (m, n, C) half/float contiguous; mean, mean_lo, inv: (C, n) float, the mean as the
+// float pair mean + mean_lo; mean64, inv64: the same in double (used for the top class where
+// s is tiny); out: (m, C, n) float.
+void transform(torch::Tensor x, torch::Tensor mean, torch::Tensor mean_lo, torch::Tensor inv,
+               torch::Tensor mean64, torch::Tensor inv64, torch::Tensor out, bool lsm) {
+  TORCH_CHECK(x.is_contiguous() && mean.is_contiguous() && mean_lo.is_contiguous() &&
+              inv.is_contiguous() &&
+              mean64.is_contiguous() && inv64.is_contiguous() && out.is_contiguous(),
+              "contiguous tensors expected");
   const int64_t m = x.size(0), n = x.size(1), C = x.size(2);
   TORCH_CHECK(out.size(0) == m && out.size(1) == C && out.size(2) == n, "bad out shape");
+  TORCH_CHECK(mean64.scalar_type() == at::kDouble && inv64.scalar_type() == at::kDouble &&
+              mean64.size(0) == C && mean64.size(1) == n, "bad double statistics tensors");
   auto run = [&](auto* src) {
-    transform_impl(src, out.data_ptr<float>(), mean.data_ptr<float>(), inv.data_ptr<float>(), m,
-                   n, C, lsm);
+    transform_impl(src, out.data_ptr<float>(), mean.data_ptr<float>(),
+                   mean_lo.data_ptr<float>(), inv.data_ptr<float>(),
+                   mean64.data_ptr<double>(), inv64.data_ptr<double>(), m, n, C, lsm);
   };
   if (x.scalar_type() == at::kHalf) run(x.data_ptr<at::Half>());
   else if (x.scalar_type() == at::kFloat) run(x.data_ptr<float>());

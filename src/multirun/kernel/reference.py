@@ -15,13 +15,14 @@ float64) at every logit scale:
   ``-log1p(s)``, ``s`` the sum of ``exp(x - max)`` over the other classes. ``log(1 + s)``
   in float32 rounds it to a multiple of 6e-8, and where a class is the top one in every
   model those rounded values are all there is to its z-score across models (confident
-  logits: errors of 1e-2 to 1e-1 in the kernel). Exact while ``s`` is a normal float32 in
-  some model (a gap below 87 between its top two logits); where the class leads by more
-  than that in every selected model, its std is below float32's range and z is set to 0.
-* the mean and std across models are accumulated in float64.
+  logits: errors of 1e-2 to 1e-1 in the kernel).
+* the log-probabilities, their mean and std across models and the z-score are formed in
+  float64 (the engine's fused loops: in float64 only where ``s`` is too small for float32),
+  so a class that leads by more than 87 logits in every model (``s`` below float32's range)
+  keeps its z-score. Limit: that of float64 itself, a lead below ~708 logits in some model.
 
 Deviation from the reference, on degenerate input only: where the std across models is 0
-up to float32 rounding (every model gives the same value; std <= ``STD_FLOOR * |mean|``),
+up to float64 rounding (every model gives the same value; std <= ``STD_FLOOR * |mean|``),
 the reference divides 0 (or rounding noise) by 0 (or rounding noise) and its kernel row is
 NaN (or noise); here the normalised value is 0, so that (example, class) contributes
 nothing to the correlation.
@@ -36,10 +37,10 @@ from torch import Tensor
 
 from multirun.io import ContractError
 
-# A std across models below this fraction of |mean| is float32 rounding noise (the
+# A std across models below this fraction of |mean| is float64 rounding noise (the
 # values are equal up to rounding): the normalised value there is set to 0.
-STD_FLOOR = 8 * torch.finfo(torch.float32).eps
-STD_TINY = torch.finfo(torch.float32).tiny  # smallest normal float32
+STD_FLOOR = 2.0**-40  # 9.1e-13, ~4,000 float64 ulps
+STD_TINY = torch.finfo(torch.float64).tiny  # smallest normal float64 (1 / std stays finite)
 
 
 def class_index(classes: Sequence[int] | None, num_classes: int) -> list[int]:
@@ -54,7 +55,7 @@ def class_index(classes: Sequence[int] | None, num_classes: int) -> list[int]:
 
 
 def log_probabilities(x: Tensor) -> Tensor:
-    """log_softmax over the last dimension, the top class exact: (..., C) float -> same.
+    """log_softmax over the last dimension, the top class exact: (..., C) float -> same dtype.
 
     ``(x - max) - log1p(s)`` with ``s`` the sum of ``exp(x - max)`` over every class but
     the (first) maximal one, so the top class's ``-log1p(s)`` keeps its relative precision
@@ -68,9 +69,9 @@ def log_probabilities(x: Tensor) -> Tensor:
 
 
 def inverse_std(std: Tensor, mean: Tensor) -> Tensor:
-    """1 / std, and 0 where std is 0 up to float32 rounding (<= STD_FLOOR * |mean|, or
-    below float32's normal range, where 1 / std would overflow float32)."""
-    ok = (std > STD_FLOOR * mean.abs()) & (std >= STD_TINY)
+    """1 / std, and 0 where std is 0 up to float64 rounding (<= STD_FLOOR * |mean|, or
+    below the normal range of std's dtype, where 1 / std would overflow)."""
+    ok = (std > STD_FLOOR * mean.abs()) & (std >= torch.finfo(std.dtype).tiny)
     return torch.where(ok, 1.0 / std, torch.zeros_like(std))
 
 
@@ -78,15 +79,14 @@ def normalize(logits: Tensor, log_softmax: bool = True) -> Tensor:
     """Reference normalisation: (M, N, C) any float dtype -> (M, N, C) float32.
 
     ``log_softmax`` over classes (optional), then z-score across models (axis 0)
-    with the unbiased std (statistics in float64). Where the std is 0 the result is 0
-    (the reference: NaN).
+    with the unbiased std, all in float64 (the logits rounded to float32 first, as the
+    write-up's ``.float()``). Where the std is 0 the result is 0 (the reference: NaN).
     """
     if logits.ndim != 3 or logits.shape[0] < 2:
         raise ContractError(f"normalize: expected logits (M >= 2, N, C), got {tuple(logits.shape)}")
-    x = logits.float()
+    x64 = logits.float().double()
     if log_softmax:
-        x = log_probabilities(x)
-    x64 = x.double()
+        x64 = log_probabilities(x64)
     mean, std = x64.mean(0, keepdim=True), x64.std(0, keepdim=True)
     return ((x64 - mean) * inverse_std(std, mean)).float()
 
