@@ -38,6 +38,10 @@ HOW = {
     "snakemake --cores 2 --forcerun figure_accuracy results/figures/accuracy_vs_models.png": RUN,
     "snakemake --cores 2 --config train='{seeds: 96}'": DRY,
     "snakemake --cores 2 width_sweep": DRY,
+    "snakemake --cores 2 width_depth": DRY,
+    "snakemake --cores 2 memorization": DRY,
+    "snakemake --cores 2 label_noise": DRY,
+    "snakemake --cores 2 label_errors": DRY,
     "tail -f results/logs/train/shard-000.log": RUN,  # without -f, which follows forever
     "snakemake -n": RUN,
     "snakemake --summary": RUN,
