@@ -25,16 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from multirun import hessian, io, train
+from multirun import contracts, hessian, train
 
 
 def dense_spectrum(spectrum_path: Path, results: Path, block: int) -> np.ndarray:
     """Eigenvalues (P,) ascending of the float64 Hessian behind one spectrum file."""
-    s = io.load_npz(spectrum_path, ("num_examples", "seed"))
+    s = contracts.load_npz(spectrum_path, ("num_examples", "seed"))
     stem = spectrum_path.stem  # width-W-I
     ckpt_name, index = stem.rsplit("-", 1)
     ckpt = train.load_checkpoint(results / "train" / f"{ckpt_name}.pt")
-    ds = io.load_dataset(results / "data" / "dataset.npz")
+    ds = contracts.load_dataset(results / "data" / "dataset.npz")
     member = int(index)
     seed = ckpt["seeds"][member]
     y = train.training_labels(torch.from_numpy(ds["y_train"]), seed,
@@ -65,7 +65,7 @@ def main() -> None:
           "| negative eigenvalues (dense) | seconds |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for path in args.spectra:
-        s = io.load_npz(path, ("slq_nodes", "slq_weights", "num_params", "ritz_values",
+        s = contracts.load_npz(path, ("slq_nodes", "slq_weights", "num_params", "ritz_values",
                                "ritz_converged", "width"))
         t0 = time.perf_counter()
         ev = dense_spectrum(path, args.results, args.block)

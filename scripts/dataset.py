@@ -1,7 +1,6 @@
-"""Materialise the configured dataset as one .npz (the dataset contract of multirun.io)."""
+"""Materialise the configured dataset as one .npz (the dataset contract of multirun.contracts)."""
 
-from multirun import data, io
-from multirun.snake import run
+from multirun import contracts, data, snake
 
 
 def main(smk):
@@ -10,8 +9,8 @@ def main(smk):
         cfg["name"], seed=cfg.get("seed", 42), num_samples=cfg.get("num_samples", 5000),
         root=cfg.get("root", "data"),
     )
-    io.save_npz(smk.output[0], **arrays)
+    contracts.save_npz(smk.output[0], **arrays)
     print({k: (v.shape, str(v.dtype)) for k, v in arrays.items()})
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

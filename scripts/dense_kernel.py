@@ -1,7 +1,6 @@
 """The dense test x train ensemble kernel of all models (only on request: it is large)."""
 
-from multirun import io, kernel, snake
-from multirun.snake import run
+from multirun import contracts, kernel, snake
 
 
 def main(smk):
@@ -11,7 +10,7 @@ def main(smk):
                                                  job_memory_mb=smk.resources.get("mem_mb"),
                                                  progress=False),
     )
-    io.save_npy(smk.output.kernel, dense)
+    contracts.save_npy(smk.output.kernel, dense)
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

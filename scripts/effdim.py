@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from multirun import hessian, io
-from multirun.snake import run
+from multirun import contracts, hessian, snake
 
 KEYS = ("ritz_values", "ritz_converged", "top", "bottom", "loss", "num_params", "width", "depth",
         "seed", "test_loss", "test_accuracy", "weight_decay", "slq_nodes", "slq_weights")
@@ -30,7 +29,7 @@ FIELDS = ["spectrum", "width", "depth", "seed", "num_params", "train_loss", "tes
 def main(smk):
     rows = []
     for path in smk.input.spectra:
-        s = io.load_npz(path, KEYS)
+        s = contracts.load_npz(path, KEYS)
         eig = s["ritz_values"][s["ritz_converged"]]  # every converged eigenvalue, raw (negatives too)
         zs = list(smk.params.z)
         if s["weight_decay"] > 0:  # the write-up's N x weight decay, in mean-loss units
@@ -55,7 +54,7 @@ def main(smk):
             })
             print(rows[-1])
 
-    io.save_csv(smk.output[0], rows, FIELDS)
+    contracts.save_csv(smk.output[0], rows, FIELDS)
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

@@ -1,7 +1,6 @@
 """Ensemble and single-model accuracy vs number of models on the 60k set (test logits only)."""
 
-from multirun import io, knn, published
-from multirun.snake import run
+from multirun import contracts, knn, published, snake
 
 FIELDS = ["n_models", "subset", "method", "k", "vote", "accuracy", "ci_low", "ci_high"]
 
@@ -12,7 +11,7 @@ def main(smk):
     print(logits)
     rows = knn.ensemble_scores(logits, labels, sizes=p.model_counts, repeats=p.subsets,
                                seed=p.subset_seed, ensemble_mean=p.ensemble_mean)
-    io.save_csv(smk.output.scores, rows, FIELDS)
+    contracts.save_csv(smk.output.scores, rows, FIELDS)
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

@@ -1,8 +1,7 @@
 """Fetch the 60k set (logits.npy, labels.npy) into the hub cache and point to it (no copy)."""
 
-from multirun import published
-from multirun.io import save_json
-from multirun.snake import run
+from multirun import published, snake
+from multirun.contracts import save_json
 
 
 def main(smk):
@@ -12,4 +11,4 @@ def main(smk):
     print(pointer)
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

@@ -1,17 +1,16 @@
 """Figure: kernel k-NN vs logit ensemble vs single model, against the number of models."""
 
-from multirun import io
+from multirun import contracts, snake
 from multirun.plots.neighbours import accuracy_vs_models
 from multirun.plots.style import save_figure
-from multirun.snake import run
 
 
 def main(smk):
-    rows = io.load_csv(smk.input.scores)
+    rows = contracts.load_csv(smk.input.scores)
     ks = list(smk.params.k)
     series = [("majority", 3 if 3 in ks else ks[0]), ("weighted", max(ks))]  # the write-up's two
     fig = accuracy_vs_models(rows, knn=series)
     save_figure(fig, [smk.output.png, *smk.output.other], dpi=smk.params.dpi)
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

@@ -2,14 +2,13 @@
 
 import numpy as np
 
-from multirun import io, kernel
+from multirun import contracts, kernel, snake
 from multirun.plots import neighbours as nplots
 from multirun.plots.style import save_figure
-from multirun.snake import run
 
 
 def main(smk):
-    data = io.load_dataset(smk.input.data)
+    data = contracts.load_dataset(smk.input.data)
     x, y = data["x_test"], data["y_test"]
     nb = kernel.load_neighbours(smk.input.neighbours, num_keys=len(y), extra=("sizes",))
     index, similarity = nb["index"][0], nb["similarity"][0]
@@ -31,4 +30,4 @@ def main(smk):
     save_figure(fig, [smk.output.png, *smk.output.other], dpi=smk.params.dpi)
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

@@ -1,15 +1,15 @@
 """Figure: N_eff (both estimates), test and train loss over the width x depth grid."""
 
-from multirun import io
+from multirun import contracts, snake
 from multirun.plots.style import save_figure
 from multirun.plots.width_depth import plot_width_depth
-from multirun.snake import run
 
 
 def main(smk):
-    rows = [{k: float(v) for k, v in r.items() if k != "spectrum"} for r in io.load_csv(smk.input.table)]
+    rows = [{k: float(v) for k, v in r.items() if k != "spectrum"}
+            for r in contracts.load_csv(smk.input.table)]
     fig = plot_width_depth(rows, z=smk.params.z, title="Width x depth: effective dimensionality and loss")
     save_figure(fig, [smk.output.png, *smk.output.other], dpi=smk.params.dpi)
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

@@ -1,21 +1,21 @@
 """Figure: train loss, test loss and effective dimensionality across widths, and their spectra."""
 
-from multirun import io
+from multirun import contracts, snake
 from multirun.plots.spectra import plot_spectrum, plot_width_sweep
 from multirun.plots.style import save_figure
-from multirun.snake import run
 
 
 def main(smk):
-    rows = [{k: float(v) for k, v in r.items() if k != "spectrum"} for r in io.load_csv(smk.input.table)]
+    rows = [{k: float(v) for k, v in r.items() if k != "spectrum"}
+            for r in contracts.load_csv(smk.input.table)]
     fig = plot_width_sweep(rows, title="Width sweep: loss and effective dimensionality")
     save_figure(fig, [smk.output.png, *smk.output.other], dpi=smk.params.dpi)
     spectra = {}
     for path in smk.input.spectra:
-        s = io.load_npz(path, ("top", "bottom", "width"))
+        s = contracts.load_npz(path, ("top", "bottom", "width"))
         spectra[f"width {int(s['width'])}"] = s
     fig = plot_spectrum(spectra, sigma=smk.params.sigma, title="Hessian spectra across widths")
     save_figure(fig, [smk.output.spectra_png, *smk.output.spectra_other], dpi=smk.params.dpi)
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

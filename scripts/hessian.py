@@ -4,8 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from multirun import hessian, io, snake, train
-from multirun.snake import run
+from multirun import contracts, hessian, snake, train
 
 
 def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -15,11 +14,11 @@ def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, flo
 
 def main(smk):
     p = smk.params
-    ds = io.load_dataset(smk.input.data)
+    ds = contracts.load_dataset(smk.input.data)
     ckpt = train.load_checkpoint(smk.input.checkpoint)
     index = int(smk.wildcards.index)
     if index >= len(ckpt["seeds"]):
-        raise io.ContractError(f"{smk.input.checkpoint}: holds {len(ckpt['seeds'])} models, "
+        raise contracts.ContractError(f"{smk.input.checkpoint}: holds {len(ckpt['seeds'])} models, "
                                f"model {index} was asked for (config key hessian.models)")
     model = train.load_member(ckpt, index)
     seed, recipe = ckpt["seeds"][index], ckpt["recipe"]
@@ -27,7 +26,7 @@ def main(smk):
     y = train.training_labels(y_clean, seed, recipe["label_noise"], ckpt["num_classes"])
     n = min(p.examples, len(y))
     x = torch.from_numpy(ds["x_train"])[:n]
-    device = io.pick_device(snake.device(smk, "hessian"))
+    device = contracts.pick_device(snake.device(smk, "hessian"))
     op = hessian.HessianOperator(model, x, y[:n], batch_size=p.batch_size,
                                  params=p.param_selection, device=device)
     result = hessian.operator_spectrum(op, top_k=p.top_k, steps=p.steps, seed=p.seed,
@@ -44,7 +43,7 @@ def main(smk):
           f"{int(result['num_hvps'])} + {int(density['num_hvps'])} HVPs; "
           f"test loss {test_loss:.4f} acc {test_acc:.4f}")
     spec = ckpt["model_spec"]
-    io.save_npz(
+    contracts.save_npz(
         smk.output.spectrum, **result,
         slq_nodes=density["nodes"], slq_weights=density["weights"],
         trace_slq=np.float64(density["trace_slq"]),
@@ -59,4 +58,4 @@ def main(smk):
     )
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

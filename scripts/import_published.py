@@ -7,9 +7,8 @@ near one chunk whatever the file size. Only the dataset's labels are read (for t
 
 import numpy as np
 
-from multirun import published
-from multirun.io import save_npy
-from multirun.snake import run
+from multirun import published, snake
+from multirun.contracts import save_npy
 
 
 def main(smk):
@@ -26,4 +25,4 @@ def main(smk):
     print(f"{smk.params.file}: {num} models, test logits {smk.params.test_logits!r}")
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

@@ -3,7 +3,6 @@
 import numpy as np
 
 from multirun import kernel, knn, snake
-from multirun.snake import run
 
 
 def main(smk):
@@ -27,4 +26,4 @@ def main(smk):
     )
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

@@ -1,13 +1,12 @@
 """Score kernel k-NN against the logit-averaging ensemble and single models, per model subset."""
 
-from multirun import io, kernel, knn
-from multirun.snake import run
+from multirun import contracts, kernel, knn, snake
 
 FIELDS = ["n_models", "subset", "method", "k", "vote", "accuracy", "ci_low", "ci_high"]
 
 
 def main(smk):
-    ds = io.load_dataset(smk.input.data)
+    ds = contracts.load_dataset(smk.input.data)
     test = kernel.ShardedLogits(smk.input.test)
     nb = kernel.load_neighbours(smk.input.neighbours, num_keys=len(ds["y_train"]),
                                 extra=("models", "sizes"))
@@ -23,7 +22,7 @@ def main(smk):
         if row["method"] != "kernel" or row["k"] in (3, max(smk.params.k)):
             print(row)
 
-    io.save_csv(smk.output[0], rows, FIELDS)
+    contracts.save_csv(smk.output[0], rows, FIELDS)
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

@@ -3,14 +3,13 @@
 import numpy as np
 import torch
 
-from multirun import checkpoint, io, snake
-from multirun.snake import run
+from multirun import checkpoint, contracts, snake
 
 
 def main(smk):
-    ds = io.load_dataset(smk.input.data)
+    ds = contracts.load_dataset(smk.input.data)
     ckpt = checkpoint.load_checkpoint(smk.input.checkpoint, seeds=list(smk.params.seeds))
-    device = io.pick_device(snake.device(smk, "train"))
+    device = contracts.pick_device(snake.device(smk, "train"))
     want_features = "features_train" in smk.output.keys()
     for split in ("train", "test"):
         x = torch.from_numpy(ds[f"x_{split}"])
@@ -18,12 +17,12 @@ def main(smk):
             ckpt, x, batch_size=smk.params.batch_size, device=device, features=want_features
         )
         if not torch.isfinite(logits).all():
-            raise io.ContractError(f"{smk.input.checkpoint}: a model gives NaN/inf {split} logits; "
+            raise contracts.ContractError(f"{smk.input.checkpoint}: a model gives NaN/inf {split} logits; "
                                    "its training diverged (lower train.recipe.lr), then rerun")
-        io.save_npy(smk.output[split], logits.to(torch.float16).numpy())
+        contracts.save_npy(smk.output[split], logits.to(torch.float16).numpy())
         if want_features:
-            io.save_npy(smk.output[f"features_{split}"], feats.to(torch.float16).numpy())
-    io.save_npy(smk.output.seeds, np.asarray(ckpt["seeds"], dtype=np.int64))
+            contracts.save_npy(smk.output[f"features_{split}"], feats.to(torch.float16).numpy())
+    contracts.save_npy(smk.output.seeds, np.asarray(ckpt["seeds"], dtype=np.int64))
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

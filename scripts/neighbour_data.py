@@ -10,15 +10,14 @@ of shard 0's first model's features).
 
 import numpy as np
 
-from multirun import io, kernel, knn, snake
-from multirun.snake import run
+from multirun import contracts, kernel, knn, snake
 
 FIELDS = ["class", "n_models", "subset", "method", "k", "vote", "accuracy"]
 
 
 def main(smk):
     p = smk.params
-    data = io.load_dataset(smk.input.data)
+    data = contracts.load_dataset(smk.input.data)
     y_train, y_test = data["y_train"], data["y_test"]
     train = kernel.ShardedLogits(smk.input.train)
     test = kernel.ShardedLogits(smk.input.test)
@@ -27,10 +26,10 @@ def main(smk):
     arrays = {"p_correct": knn.probability_correct(test, y_test),
               "num_models": np.array(test.num_models)}
     if hasattr(smk.input, "features_test") and hasattr(smk.input, "features_train"):
-        f_test = io.load_npy(smk.input.features_test, ndim=3)[0]  # model 0 of shard 0
-        f_train = io.load_npy(smk.input.features_train, ndim=3)[0]
+        f_test = contracts.load_npy(smk.input.features_test, ndim=3)[0]  # model 0 of shard 0
+        f_train = contracts.load_npy(smk.input.features_train, ndim=3)[0]
         arrays["feature_index"], _ = knn.cosine_neighbours(f_test, f_train, k=2)
-    io.save_npz(smk.output.arrays, **arrays)
+    contracts.save_npz(smk.output.arrays, **arrays)
 
     # per-class kernels: k-NN accuracy of each class's correlation alone, per model subset
     subsets = knn.model_subsets(train.num_models, list(p.model_counts), p.subsets, p.subset_seed)
@@ -48,7 +47,7 @@ def main(smk):
                                    power=p.power or 0, num_classes=num_classes)
             rows.append({"class": c, "n_models": size, "subset": numbers[r], "method": "kernel",
                          "k": p.k, "vote": p.vote, "accuracy": knn.accuracy(pred, y_test)})
-    io.save_csv(smk.output.per_class, rows, FIELDS)
+    contracts.save_csv(smk.output.per_class, rows, FIELDS)
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

@@ -10,9 +10,8 @@ and ``numbers`` (JSON of the plotted per-class accuracies and summary values).
 
 import numpy as np
 
-from multirun import io, kernel
+from multirun import contracts, kernel, snake
 from multirun.plots import neighbours as nplots
-from multirun.snake import run
 
 FIGURES = ("pairs", "failures", "random", "pcorrect", "per_class", "raw")
 
@@ -24,15 +23,15 @@ def _paths(output, key):
 
 def main(smk):
     p = smk.params
-    data = io.load_dataset(smk.input.data)
+    data = contracts.load_dataset(smk.input.data)
     x_train, y_train, x_test, y_test = (data[k] for k in ("x_train", "y_train", "x_test",
                                                           "y_test"))
     images = {"images_test": data.get("images_test"), "images_train": data.get("images_train")}
     classes = [str(c) for c in data["classes"]] if "classes" in data else None
-    arrays = io.load_npz(smk.input.arrays, ("p_correct", "num_models"))
+    arrays = contracts.load_npz(smk.input.arrays, ("p_correct", "num_models"))
     p_correct = arrays["p_correct"]
     if p_correct.shape != y_test.shape:
-        raise io.ContractError(f"{smk.input.arrays}: p_correct has shape {p_correct.shape}, "
+        raise contracts.ContractError(f"{smk.input.arrays}: p_correct has shape {p_correct.shape}, "
                                f"the test set {y_test.shape}; rerun rule neighbour_data")
 
     nb = kernel.load_neighbours(smk.input.neighbours, num_keys=len(y_train), extra=("sizes",))
@@ -57,15 +56,15 @@ def main(smk):
     nplots.save_figure(fig, _paths(smk.output, "pcorrect"), p.dpi)
 
     per_class: dict[int, list[dict]] = {}
-    for row in io.load_csv(smk.input.per_class):
+    for row in contracts.load_csv(smk.input.per_class):
         per_class.setdefault(int(row["class"]), []).append(
             {"n_models": int(row["n_models"]), "subset": int(row["subset"]),
              "method": row["method"], "k": int(row["k"]), "vote": row["vote"],
              "accuracy": float(row["accuracy"])})
-    summed = io.load_csv(smk.input.scores)
+    summed = contracts.load_csv(smk.input.scores)
     fig = nplots.per_class_vs_summed(summed, per_class, vote=p.vote, k=p.k, classes=classes)
     nplots.save_figure(fig, _paths(smk.output, "per_class"), p.dpi)
-    fig = nplots.logsoftmax_vs_raw(summed, io.load_csv(smk.input.scores_raw), vote=p.vote,
+    fig = nplots.logsoftmax_vs_raw(summed, contracts.load_csv(smk.input.scores_raw), vote=p.vote,
                                    k=p.k)
     nplots.save_figure(fig, _paths(smk.output, "raw"), p.dpi)
 
@@ -77,7 +76,7 @@ def main(smk):
         "top1_similarity_quantiles": {str(q): float(np.quantile(similarity[:, 0], q))
                                       for q in (0.01, 0.1, 0.5, 0.9, 0.99)},
     }
-    io.save_json(smk.output.numbers, numbers)
+    contracts.save_json(smk.output.numbers, numbers)
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

@@ -1,12 +1,11 @@
 """A study's dataset variant, drawn once from the base dataset (multirun.studies.variants)."""
 
-from multirun import io
-from multirun.snake import run
+from multirun import contracts, snake
 from multirun.studies import variants
 
 
 def main(smk):
-    ds = io.load_dataset(smk.input.data)
+    ds = contracts.load_dataset(smk.input.data)
     v = dict(smk.params.variant)
     kind = v.pop("kind")
     if kind in variants.MEMORIZATION_VARIANTS:
@@ -15,8 +14,8 @@ def main(smk):
         out = variants.noisy_copies(ds, v.pop("alpha"), **v)
     else:
         out = variants.label_errors(ds, **v)
-    io.save_npz(smk.output[0], **out)
+    contracts.save_npz(smk.output[0], **out)
     print({k: (a.shape, str(a.dtype)) for k, a in out.items()})
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

@@ -1,20 +1,19 @@
 """Figures of one study: memorization (curves, extremes), label_noise, label_errors."""
 
-from multirun import io
+from multirun import contracts, snake
 from multirun.plots import studies as figs
 from multirun.plots.style import save_figure
-from multirun.snake import run
 
 
 def main(smk):
     study, dpi, out = smk.params.study, smk.params.dpi, smk.output
     if study == "memorization":
-        p = io.load_npz(smk.input.pcorrect, ("variants", "epochs"))
+        p = contracts.load_npz(smk.input.pcorrect, ("variants", "epochs"))
         variants, epochs = p["variants"].tolist(), p["epochs"].tolist()
-        models = int(io.load_csv(smk.input.table)[0]["models"])
+        models = int(contracts.load_csv(smk.input.table)[0]["models"])
         fig = figs.memorization_curves(p, variants, epochs, models)
         save_figure(fig, [out.curves_png, *out.curves_other], dpi=dpi)
-        ds = io.load_dataset(smk.input.data)
+        ds = contracts.load_dataset(smk.input.data)
         e, shown = min(epochs), smk.params.shown
         fig = figs.memorization_extremes(
             p[f"p_{shown}_e{e}"], ds["x_train"], ds["y_train"], smk.params.examples,
@@ -24,12 +23,12 @@ def main(smk):
                   f"easiest (bottom) training examples, P = fraction of seeds correct")
         save_figure(fig, [out.extremes_png, *out.extremes_other], dpi=dpi)
     elif study == "label_noise":
-        save_figure(figs.label_noise_accuracy(io.load_csv(smk.input.table)),
+        save_figure(figs.label_noise_accuracy(contracts.load_csv(smk.input.table)),
                     [out.png, *out.other], dpi=dpi)
     else:
-        curves = io.load_npz(smk.input.curves, ("noise", "n_models"))
-        save_figure(figs.label_errors_pr(curves, io.load_csv(smk.input.table)),
+        curves = contracts.load_npz(smk.input.curves, ("noise", "n_models"))
+        save_figure(figs.label_errors_pr(curves, contracts.load_csv(smk.input.table)),
                     [out.png, *out.other], dpi=dpi)
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

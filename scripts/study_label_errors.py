@@ -3,8 +3,7 @@ score each ranking against the injected errors, per model subset."""
 
 import numpy as np
 
-from multirun import io, kernel
-from multirun.snake import run
+from multirun import contracts, kernel, knn, snake
 from multirun.studies import label_errors as le
 from multirun.studies import timing
 
@@ -17,22 +16,22 @@ def _scored(method, n_models, subset, score, truth):
 
 
 def main(smk):
-    ds = io.load_dataset(smk.input.data)
+    ds = contracts.load_dataset(smk.input.data)
     labels, truth = ds["y_train"], ds["corrupted"].astype(bool)
     logits = kernel.ShardedLogits(smk.input.train)
     nb = kernel.load_neighbours(smk.input.neighbours, num_keys=len(labels), extra=("models", "sizes"))
     k, power = smk.params.k, smk.params.power
-    rows, curves, seen = [], {}, {}
-    for row, size in enumerate(nb["sizes"].tolist()):
+    rows, curves = [], {}
+    sizes = nb["sizes"].tolist()
+    for row, (size, number) in enumerate(zip(sizes, knn.subset_numbers(sizes), strict=True)):
         members = nb["models"][row, :size]
-        seen[size] = seen.get(size, -1) + 1
         scores = {
             "kernel": le.kernel_disagreement(nb["index"][row], nb["similarity"][row], labels,
                                              k=k, power=power),
             "margin": le.ensemble_margin_score(logits.models(members), labels),
         }
         for method, score in scores.items():
-            rows.append(_scored(method, size, seen[size], score, truth))
+            rows.append(_scored(method, size, number, score, truth))
             if size == max(nb["sizes"]):
                 curves[method] = np.stack(le.precision_recall(score, truth))
     for m in range(logits.num_models):  # the single-model baseline, every model
@@ -44,10 +43,10 @@ def main(smk):
     print(f"trained {logits.num_models} seeds in {seconds:.1f} s: {rate:.2f} seeds/s", flush=True)
     for r in rows:
         r["seeds_per_second"] = round(rate, 3)
-    io.save_csv(smk.output.table, rows, list(rows[0]))
-    io.save_npz(smk.output.curves, noise=np.array(truth.mean()), k=np.array(k),
+    contracts.save_csv(smk.output.table, rows, list(rows[0]))
+    contracts.save_npz(smk.output.curves, noise=np.array(truth.mean()), k=np.array(k),
                 n_models=np.array(max(nb["sizes"])),
                 **{f"pr_{m}": c for m, c in curves.items()})
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

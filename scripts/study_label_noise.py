@@ -1,14 +1,14 @@
 """Test accuracy of every (architecture, alpha, seed) with its early-stopping record."""
 
-from multirun import io, kernel, knn, train
-from multirun.snake import run
+from multirun import contracts, kernel, knn, snake, train
 from multirun.studies import timing
 
 
 def main(smk):
     cells, n_shards = [tuple(c) for c in smk.params.cells], smk.params.shards
     alphas = list(dict.fromkeys(a for _, a in cells))  # the order of smk.input.data
-    labels = {a: io.load_dataset(path)["y_test"] for a, path in zip(alphas, smk.input.data, strict=True)}
+    labels = {a: contracts.load_dataset(path)["y_test"]
+              for a, path in zip(alphas, smk.input.data, strict=True)}
     rows = []
     for c, (arch, alpha) in enumerate(cells):
         part = slice(c * n_shards, (c + 1) * n_shards)
@@ -32,7 +32,7 @@ def main(smk):
                          "best_epoch": best[i], "epochs_run": run_epochs[i],
                          "train_seconds": round(seconds, 2), "seeds_per_second": round(rate, 3)})
         print(rows[-1], flush=True)
-    io.save_csv(smk.output.table, rows, list(rows[0]))
+    contracts.save_csv(smk.output.table, rows, list(rows[0]))
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

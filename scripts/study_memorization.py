@@ -2,8 +2,7 @@
 
 import numpy as np
 
-from multirun import io, kernel
-from multirun.snake import run
+from multirun import contracts, kernel, snake
 from multirun.studies import memorization, timing
 
 
@@ -13,7 +12,7 @@ def main(smk):
     bench = list(smk.input.benchmarks)
     arrays, rows = {}, []
     for i, variant in enumerate(variants):
-        ds = io.load_dataset(smk.input.data[i])
+        ds = contracts.load_dataset(smk.input.data[i])
         labels = ds["y_train"]
         chance = 1.0 / len(ds["classes"]) if "classes" in ds else 1.0 / (int(labels.max()) + 1)
         for j, e in enumerate(epochs):
@@ -27,9 +26,9 @@ def main(smk):
                          "seeds_per_second": round(rate, 3)})
             arrays[f"p_{variant}_e{e}"] = p
             print(rows[-1], flush=True)
-    io.save_npz(smk.output.pcorrect, variants=np.array(variants), epochs=np.array(epochs),
+    contracts.save_npz(smk.output.pcorrect, variants=np.array(variants), epochs=np.array(epochs),
                 **arrays)
-    io.save_csv(smk.output.table, rows, list(rows[0]))
+    contracts.save_csv(smk.output.table, rows, list(rows[0]))
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

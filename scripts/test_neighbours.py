@@ -3,7 +3,6 @@
 import numpy as np
 
 from multirun import kernel, published, snake
-from multirun.snake import run
 
 
 def main(smk):
@@ -20,4 +19,4 @@ def main(smk):
                            models=members[None], sizes=np.array([count], dtype=np.int64))
 
 
-run(snakemake, main)
+snake.run(snakemake, main)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torchvision.datasets.cifar
 
-from multirun import data, io
+from multirun import contracts, data
 
 
 def test_mnist1d_is_deterministic_by_seed():
@@ -56,7 +56,7 @@ def test_cifar10_reads_the_torchvision_layout(tmp_path, monkeypatch):
 
 
 def test_cifar10_missing_says_where_and_what_to_do(tmp_path):
-    with pytest.raises(io.ContractError, match="cifar-10-batches-py.*dataset.root"):
+    with pytest.raises(contracts.ContractError, match="cifar-10-batches-py.*dataset.root"):
         data.load_cifar10(tmp_path, download=False)
 
 
@@ -64,7 +64,7 @@ def test_cifar10_failed_download_is_one_message(tmp_path, monkeypatch):
     """torchvision's real download path against a port that refuses connections (offline)."""
     monkeypatch.setattr(torchvision.datasets.cifar.CIFAR10, "url",
                         "http://127.0.0.1:9/cifar-10-python.tar.gz")
-    with pytest.raises(io.ContractError) as err:
+    with pytest.raises(contracts.ContractError) as err:
         data.load_cifar10(tmp_path, download=True)
     msg = str(err.value)
     assert "cifar-10-batches-py: downloading CIFAR-10 from http://127.0.0.1:9/" in msg

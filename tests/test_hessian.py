@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multirun.contracts import ContractError
 from multirun.hessian import (
     HessianOperator,
     effective_dimension,
@@ -24,7 +25,6 @@ from multirun.hessian import (
     spectral_density,
     spectrum,
 )
-from multirun.io import ContractError
 
 torch.set_num_threads(1)
 # torch.func.hessian's jvp decompositions call the deprecated torch.jit.script once

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import multirun.kernel as kernel_module
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 from multirun.kernel import (
     ShardedLogits,
     cosine_neighbours,

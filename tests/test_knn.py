@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 from multirun.kernel import ShardedLogits
 from multirun.knn import (
     ensemble_predict,

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 from multirun.models import build_model, count_parameters, meta_model, normalize_spec
 
 CASES = [

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from multirun.io import ContractError  # noqa: E402
+from multirun.contracts import ContractError  # noqa: E402
 from multirun.plots import neighbours as nplots  # noqa: E402
 
 
@@ -117,15 +117,15 @@ def test_neighbour_figures_script(tmp_path):
     from pathlib import Path
     from types import SimpleNamespace
 
-    from multirun import io, kernel, knn
+    from multirun import contracts, kernel, knn
 
     rng = np.random.default_rng(3)
     c, nt, nq, m = 3, 60, 40, 6
     y_train, y_test = rng.integers(0, c, nt), rng.integers(0, c, nq)
     x_train = rng.standard_normal((nt, 40)).astype(np.float32)
     x_test = rng.standard_normal((nq, 40)).astype(np.float32)
-    io.save_npz(tmp_path / "dataset.npz", x_train=x_train, y_train=y_train, x_test=x_test,
-                y_test=y_test)
+    contracts.save_npz(tmp_path / "dataset.npz", x_train=x_train, y_train=y_train, x_test=x_test,
+                       y_test=y_test)
     train = (np.eye(c)[y_train] * 2 + rng.standard_normal((m, nt, c))).astype(np.float16)
     test = (np.eye(c)[y_test] * 2 + rng.standard_normal((m, nq, c))).astype(np.float16)
     for split, arr in (("train", train), ("test", test)):
@@ -150,15 +150,15 @@ def test_neighbour_figures_script(tmp_path):
     )
     scripts = Path(__file__).resolve().parents[1] / "scripts"
     runpy.run_path(str(scripts / "neighbour_data.py"), init_globals={"snakemake": data_smk})
-    per_class = io.load_csv(data_out.per_class)
+    per_class = contracts.load_csv(data_out.per_class)
     assert len(per_class) == c * 3 and {r["class"] for r in per_class} == {"0", "1", "2"}
-    arrays = io.load_npz(data_out.arrays, ("p_correct", "feature_index", "num_models"))
+    arrays = contracts.load_npz(data_out.arrays, ("p_correct", "feature_index", "num_models"))
     assert arrays["feature_index"].shape == (nq, 2) and int(arrays["num_models"]) == m
     shards = {s: kernel.ShardedLogits([tmp_path / f"{s}.npy"]) for s in ("train", "test")}
     subsets = knn.model_subsets(m, [2, m], 2, 0)
     nbrs = [kernel.neighbours(shards["test"], shards["train"], k=10, models=sel,
                               progress=False) for _, sel in subsets]
-    io.save_npz(tmp_path / "neighbours.npz", index=np.stack([a for a, _ in nbrs]),
+    contracts.save_npz(tmp_path / "neighbours.npz", index=np.stack([a for a, _ in nbrs]),
                 similarity=np.stack([b for _, b in nbrs]),
                 sizes=np.array([s for s, _ in subsets]))
     for name, lsm in (("scores.csv", True), ("scores_raw.csv", False)):

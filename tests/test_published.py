@@ -20,7 +20,7 @@ from conftest import snakemake, tiny_config, write_config
 
 from multirun import data, knn, published
 from multirun.config import ConfigError
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 MAIN = "logs_saveoutputs_main"

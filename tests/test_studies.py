@@ -12,7 +12,7 @@ import torch
 from conftest import planned_jobs, snakemake, tiny_config, write_config
 
 from multirun import train
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 from multirun.studies import label_errors as le
 from multirun.studies import memorization, timing, variants
 

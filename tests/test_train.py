@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from multirun.io import ContractError, save_torch
+from multirun.contracts import ContractError, save_torch
 from multirun.train import (
     CROP_PAD,
     apply_augment,

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from multirun.io import ContractError, load_torch
+from multirun.contracts import ContractError, load_torch
 from multirun.models import build_model, meta_model, normalize_spec
 from multirun.recipe import _check_seeds
 
@@ -65,7 +65,7 @@ def check_checkpoint(ckpt: Mapping[str, Any], where: str = "checkpoint") -> None
 
 def load_checkpoint(path: str | os.PathLike, *, model_spec: dict | None = None,
                     seeds: list[int] | None = None) -> dict:
-    """Load a shard checkpoint (``multirun.io.load_torch``) and check it.
+    """Load a shard checkpoint (``multirun.contracts.load_torch``) and check it.
 
     With ``model_spec``/``seeds``, also check that the checkpoint was trained with
     that model and those seeds. Raises :class:`ContractError` naming ``path`` and

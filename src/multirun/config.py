@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 from multirun.schema import SCHEMA_PATH, fill, load_schema, resolve
 
 

@@ -1,6 +1,6 @@
 """Datasets as arrays (the published logits of the hub: :mod:`multirun.published`).
 
-Every dataset is returned in the dataset contract of :func:`multirun.io.load_dataset`:
+Every dataset is returned in the dataset contract of :func:`multirun.contracts.load_dataset`:
 ``x_train`` (N, ...) float32, ``y_train`` (N,) int64, the same for test, an optional
 ``images_*`` (N, H, W, 3) uint8 for picture grids, and ``classes`` (C,) names.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 
 CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
 CIFAR10_STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 
 VOTES = ("majority", "weighted")
 CHUNK = 64  # models per chunk when streaming baselines over (M, N, C) logits
@@ -310,12 +310,11 @@ def ensemble_scores(logits, labels: np.ndarray, *, sizes: Sequence[int], repeats
     Rows as :func:`score_subset`'s baselines, with ``n_models`` and ``subset``.
     """
     rows: list[dict] = []
-    seen: dict[int, int] = {}
-    for size, sel in model_subsets(logits.num_models, sizes, repeats, seed):
-        seen[size] = seen.get(size, -1) + 1
+    subsets = model_subsets(logits.num_models, sizes, repeats, seed)
+    for (size, sel), number in zip(subsets, subset_numbers([s for s, _ in subsets]), strict=True):
         scored = baseline_rows(ModelSubset(logits, sel), labels, ensemble_mean=ensemble_mean)
-        rows += [{"n_models": size, "subset": seen[size], **r} for r in scored]
-        print(f"{size} models, subset {seen[size]}: ensemble {rows[-2]['accuracy']:.4f}, "
+        rows += [{"n_models": size, "subset": number, **r} for r in scored]
+        print(f"{size} models, subset {number}: ensemble {rows[-2]['accuracy']:.4f}, "
               f"single {rows[-1]['accuracy']:.4f}", flush=True)
     return rows
 
@@ -353,7 +352,7 @@ def cosine_neighbours(query_features: np.ndarray, key_features: np.ndarray, *, k
     """
     import torch
 
-    from multirun.io import pick_device
+    from multirun.contracts import pick_device
 
     if query_features.ndim != 2 or key_features.ndim != 2 \
             or query_features.shape[1] != key_features.shape[1]:

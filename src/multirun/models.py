@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 from multirun.schema import default
 
 MODEL_NAMES = ("mlp", "cnn1d", "airbench", "resnet18")

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from multirun.config import ConfigError
-from multirun.io import ContractError, atomic_path, save_json
+from multirun.contracts import ContractError, atomic_path, save_json
 
 REPO = "kjj0/cifar10-multirun-logits"
 REPO_60K = "kjj0/cifar10-multirun-logits-60k"

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 from multirun.schema import default
 
 OPTIMIZERS = ("sgd", "nesterov")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 
 
 def device(snakemake, section: str) -> str:

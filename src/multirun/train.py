@@ -45,8 +45,8 @@ from multirun.checkpoint import (  # noqa: F401 (re-exported)
     load_checkpoint,
     load_member,
 )
+from multirun.contracts import ContractError
 from multirun.early_stopping import EarlyStopping
-from multirun.io import ContractError
 from multirun.models import build_model, meta_model, normalize_spec
 from multirun.programs import CNN1DProgram, MLPProgram, Program, VmapProgram, pick_program
 from multirun.recipe import (  # noqa: F401 (re-exported)

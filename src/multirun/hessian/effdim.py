@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 
 
 # -- effective dimensionality ---------------------------------------------------------------

@@ -16,8 +16,8 @@ import scipy.linalg
 import torch
 from torch import Tensor, nn
 
+from multirun.contracts import ContractError
 from multirun.hessian.operator import HessianOperator
-from multirun.io import ContractError
 
 
 # -- Lanczos ------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 
 PARAM_SELECTIONS = ("all", "weights")
 HVP_METHODS = ("auto", "fwdrev", "revrev")

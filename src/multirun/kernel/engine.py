@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from multirun.io import ContractError, pick_device
+from multirun.contracts import ContractError, pick_device
 from multirun.kernel import build
 from multirun.kernel.reference import (
     STD_FLOOR,

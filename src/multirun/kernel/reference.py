@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 
 # A std across models below this fraction of |mean| is float64 rounding noise (the
 # values are equal up to rounding): the normalised value there is set to 0.

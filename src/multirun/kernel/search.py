@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from multirun.io import ContractError, load_npz, save_npz
+from multirun.contracts import ContractError, load_npz, save_npz
 from multirun.kernel.engine import KernelOptions, kernel_blocks
 from multirun.kernel.shards import ShardedLogits
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from multirun.io import ContractError, load_npy
+from multirun.contracts import ContractError, load_npy
 
 SUPPORTED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
 

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from multirun.io import ContractError  # noqa: E402
+from multirun.contracts import ContractError  # noqa: E402
 from multirun.plots.style import METHOD_COLORS, save_figure  # noqa: E402, F401 (re-exported)
 
 TEST_COLOR = "black"

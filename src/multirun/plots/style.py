@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from multirun.io import save_with  # noqa: E402
+from multirun.contracts import save_with  # noqa: E402
 
 #: colours of the three inference methods, the same in every figure
 METHOD_COLORS = {"kernel": "tab:red", "ensemble": "tab:blue", "single": "tab:gray"}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 
 
 def kernel_disagreement(index: np.ndarray, similarity: np.ndarray, labels: np.ndarray, *,

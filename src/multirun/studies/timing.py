@@ -6,7 +6,7 @@ import csv
 import os
 from collections.abc import Sequence
 
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 
 
 def benchmark_seconds(path: str | os.PathLike) -> float:

@@ -1,6 +1,6 @@
 """Corrupted dataset variants, drawn once per variant so every seed trains on the same data.
 
-Every function takes a dataset in the contract of :func:`multirun.io.load_dataset`
+Every function takes a dataset in the contract of :func:`multirun.contracts.load_dataset`
 (``x_train`` (N, ...) float32, ``y_train`` (N,) int64, the same for test, optional
 ``images_*``, ``classes``) and returns a new one in the same contract, plus
 study-specific arrays documented per function. The test split is never corrupted.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from multirun.io import ContractError
+from multirun.contracts import ContractError
 
 MEMORIZATION_VARIANTS = ("real", "randx", "randy")
 
