@@ -254,6 +254,10 @@ def test_studies_are_not_in_the_default_run(studies_run):
     (lambda c: c["studies"]["label_noise"]["architectures"]["conv"].update(width=6),
      {"label_noise_train": 2, "label_noise_logits": 2, "label_noise_summary": 1,
       "figure_label_noise": 1, "label_noise": 1}),
+    # one batch size for all alphas: alpha 0's batch is unchanged, only alpha 2 retrains
+    (lambda c: c["studies"]["label_noise"].update(batch_per_clean=False),
+     {"label_noise_train": 2, "label_noise_logits": 2, "label_noise_summary": 1,
+      "figure_label_noise": 1, "label_noise": 1}),
     # k=4: Snakemake compares a rule's params as a set of values without their names,
     # so a new value equal to another parameter's (subsets=2, chunk_models=3) goes unseen
     (lambda c: c["studies"]["label_errors"].update(k=4),
