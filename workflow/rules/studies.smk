@@ -202,7 +202,7 @@ use rule train_shard as label_noise_train with:
             NOISE["architectures"][w.arch],
             f"studies.label_noise.architectures.{w.arch}",
         ),
-        recipe=normalize_recipe(NOISE["recipe"], "studies.label_noise.recipe"),
+        recipe=lambda w: noise_recipe(int(w.alpha)),
         code=code("train.py"),
 
 

@@ -33,6 +33,14 @@ def noise_cells():
     return [(a, alpha) for a in NOISE["architectures"] for alpha in NOISE["alphas"]]
 
 
+def noise_recipe(alpha):
+    """The training recipe of alpha's jobs: with batch_per_clean, batch_size * (1 + alpha)."""
+    recipe = dict(NOISE["recipe"])
+    if NOISE["batch_per_clean"]:
+        recipe["batch_size"] = recipe["batch_size"] * (1 + alpha)
+    return normalize_recipe(recipe, "studies.label_noise.recipe")
+
+
 def noise_files(kind):
     """kind: test (logits), checkpoint or benchmark, for every (arch, alpha, shard)."""
     pattern = {
