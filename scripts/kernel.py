@@ -9,11 +9,10 @@ def main(smk):
     train = kernel.ShardedLogits(smk.input.train)
     test = kernel.ShardedLogits(smk.input.test)
     p = smk.params
-    exclude_self = getattr(p, "exclude_self", False)  # train-to-train (studies/label_errors)
     subsets = knn.model_subsets(train.num_models, list(p.model_counts), p.subsets, p.subset_seed)
     print(f"{len(subsets)} model subsets: sizes {[size for size, _ in subsets]}", flush=True)
     index, similarity = kernel.subset_neighbours(
-        test, train, [members for _, members in subsets], k=p.k_max, exclude_self=exclude_self,
+        test, train, [members for _, members in subsets], k=p.k_max, exclude_self=p.exclude_self,
         options=kernel.KernelOptions.from_params(p, device=snake.device(smk, "kernel"),
                                                  job_memory_mb=smk.resources.get("mem_mb")),
     )

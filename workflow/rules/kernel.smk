@@ -17,6 +17,7 @@ rule kernel:
         gpu=config["gpu"],
     params:
         log_softmax=lambda w: w.variant == "logsoftmax",
+        exclude_self=False,  # test-to-train; the label-error study's train-to-train sets True
         k_max=config["kernel"]["k_max"],
         model_counts=config["kernel"]["model_counts"],
         subsets=config["kernel"]["subsets"],
