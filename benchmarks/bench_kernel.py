@@ -18,10 +18,16 @@ formula evaluated exactly in float64, per logit scale (3, 12, 30, 60), classes (
 variant and kind of fabricated logits (37 models in shards of 5, 20, 12).
 
 ``--memory``: peak resident memory of the engine at M and 8M models (child processes).
-``--scale``: 20,000 models x 10,000 train x 2,000 test streamed from disk (written in chunks
-to a temp dir, ~4.8 GB): time, GFLOP/s, peak memory. Takes many minutes.
+``--scale``: ``--scale-models`` (20,000) models x ``--train`` x ``--test`` streamed from disk
+(written in shards of 1,000 models to a temp dir; 4.8 GB at the default sizes, 24 GB at CIFAR-10's
+``--train 50000 --test 10000``): time, GFLOP/s, peak memory, and the ratio of the engine's time
+to ``max(GEMM time, read time)`` (the FLOPs at the GEMM rate measured on ``--device`` in
+``--precision``; one sequential read of every file, in the page-cache state the engine meets).
+Takes many minutes.
 
-    .venv/bin/python benchmarks/bench_kernel.py [--models 512] [--memory] [--scale] [--exactness]
+    .venv/bin/python benchmarks/bench_kernel.py [--models 512] [--memory] [--exactness]
+    .venv/bin/python benchmarks/bench_kernel.py --skip-default --scale --scale-models 500 \\
+        --train 50000 --test 10000 [--device cuda --precision tf32]
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import numpy as np
 import torch
 
 import multirun.kernel as K
+from multirun.contracts import pick_device
 from multirun.kernel import ShardedLogits, neighbours
 
 TOPK = 20
@@ -91,16 +98,46 @@ def write_shards(folder: Path, name: str, array: np.ndarray, shards: int = 2) ->
     return paths
 
 
-def gemm_peak(n: int = 4096, repeats: int = 2) -> float:
-    """Measured fp32 GEMM rate (FLOP/s): best of ``repeats`` square n x n products."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
+def gemm_peak(n: int = 4096, repeats: int = 2, device: str = "cpu",
+              precision: str = "fp32") -> float:
+    """Measured GEMM rate (FLOP/s) on ``device``: best of ``repeats`` square n x n products.
+
+    ``precision`` as the engine's: fp32, tf32 (CUDA tensor cores) or bf16 inputs.
+    """
+    dev = torch.device(device)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = (torch.randn(n, n, device=dev).to(dtype) for _ in range(2))
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    try:
         torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
+        best = float("inf")
+        for _ in range(repeats):
+            _sync(dev)
+            t = time.perf_counter()
+            torch.mm(a, b)
+            _sync(dev)
+            best = min(best, time.perf_counter() - t)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
     return 2 * n**3 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def read_seconds(paths: list[Path], block: int = 64 << 20) -> float:
+    """Seconds to read every file once, sequentially in ``block``-byte reads: the time a
+    streaming pass cannot beat, measured in the page-cache state the engine then meets."""
+    buf = bytearray(block)
+    t = time.perf_counter()
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
+    return time.perf_counter() - t
 
 
 def timed(fn, repeats: int = 1):
@@ -262,9 +299,16 @@ def bench_memory(models: int, train: int, test: int, classes: int) -> None:
                   f"peak RSS {row['peak_rss_mib']:7.0f} MiB")
 
 
-def bench_scale(models: int, train: int, test: int, classes: int, folder: str | None) -> None:
-    """Stream ``models`` models from disk (shards of 1,000 models, written chunk by chunk)."""
+def bench_scale(models: int, train: int, test: int, classes: int, folder: str | None,
+                device: str, precision: str) -> None:
+    """Stream ``models`` models from disk (shards of 1,000 models, written chunk by chunk).
+
+    Prints the engine's time against its bound ``max(GEMM time, read time)``: the FLOPs at
+    the GEMM rate measured on ``device`` in ``precision``, and one sequential read of every
+    file (the engine reads the data twice: statistics, then products).
+    """
     rng = np.random.default_rng(2)
+    dev = pick_device(device)
     flops = 2.0 * test * train * models * classes
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         tmp = Path(tmp)
@@ -286,19 +330,31 @@ def bench_scale(models: int, train: int, test: int, classes: int, folder: str | 
                 out.flush()
                 del out
                 paths[split].append(path)
+        files = [p for v in paths.values() for p in v]
+        size = sum(p.stat().st_size for p in files)
         print(f"scale: wrote {models} models in {time.perf_counter() - t0:.0f} s "
-              f"({sum(p.stat().st_size for v in paths.values() for p in v) / 2**30:.1f} GiB)")
-        peak = gemm_peak()
+              f"({size / 2**30:.1f} GiB); machine: {machine()}; device: {_device_name(dev)}")
+        peak = gemm_peak(device=str(dev), precision=precision)
+        read = read_seconds(files)
         q, t = ShardedLogits(paths["test"]), ShardedLogits(paths["train"])
-        K._fused()
+        if dev.type == "cpu":
+            K._fused()
         t0 = time.perf_counter()
-        neighbours(q, t, k=TOPK, progress=True, device="cpu")
+        neighbours(q, t, k=TOPK, progress=True, device=str(dev), precision=precision)
+        _sync(dev)
         dt = time.perf_counter() - t0
-        size = sum(p.stat().st_size for v in paths.values() for p in v)
-        print(f"scale: {models} models x {train} train x {test} test: {dt:.0f} s, "
+        bound = max(flops / peak, read)
+        print(f"scale: {models} models x {train} train x {test} test, {precision}: {dt:.1f} s, "
               f"{flops / dt / 1e9:.1f} GFLOP/s ({flops / dt / peak:.1%} of the {peak / 1e9:.1f} "
-              f"GFLOP/s peak), peak RSS {peak_rss_mib():.0f} MiB, bytes read / data size "
+              f"GFLOP/s GEMM peak), peak RSS {peak_rss_mib():.0f} MiB, bytes read / data size "
               f"{(q.bytes_read + t.bytes_read) / size:.2f}")
+        print(f"RATIO engine time / max(GEMM time, read time): {dt / bound:.2f} (target <= 2; "
+              f"GEMM time {flops / peak:.1f} s, one read of the {size / 2**30:.1f} GiB "
+              f"{read:.1f} s = {size / read / 2**30:.2f} GiB/s)")
+
+
+def _device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
 
 def exact_kernel64(x1: np.ndarray, x2: np.ndarray, log_softmax: bool) -> np.ndarray:
@@ -377,6 +433,8 @@ def main() -> None:
     p.add_argument("--scale", action="store_true", help="20,000 models streamed from disk")
     p.add_argument("--scale-models", type=int, default=20_000)
     p.add_argument("--scale-dir", default=None, help="where the temporary shards go")
+    p.add_argument("--device", default="auto", help="--scale: auto | cpu | cuda")
+    p.add_argument("--precision", default="fp32", help="--scale: fp32 | tf32 | bf16")
     p.add_argument("--exactness", action="store_true", help="error table vs float64 per scale")
     p.add_argument("--skip-default", action="store_true")
     p.add_argument("--child-memory", type=int, default=0, help=argparse.SUPPRESS)
@@ -392,7 +450,8 @@ def main() -> None:
     if a.exactness:
         bench_exactness()
     if a.scale:
-        bench_scale(a.scale_models, a.train, a.test, a.classes, a.scale_dir)
+        bench_scale(a.scale_models, a.train, a.test, a.classes, a.scale_dir, a.device,
+                    a.precision)
 
 
 if __name__ == "__main__":

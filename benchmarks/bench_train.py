@@ -29,38 +29,42 @@ the config recipe. ``--cpu-clock``: one thread, every time (GEMM rate included) 
 the process's CPU clock, so time spent descheduled on a loaded machine does not count
 (cache and memory contention still do). ``--accuracy``: MNIST-1D test accuracies of the MLP and the 1-D CNN.
 
+``--device cuda`` (or ``auto``) trains on the GPU, every time synchronised, the floor at the
+GPU's fp32 GEMM rate (``--cpu-clock`` is CPU only).
+
+OpenMP's wait policy is left as the environment has it, as in a workflow job (torch's
+default lets workers spin briefly between operations, the fast choice on cores the job
+owns). On a machine shared with other work, export ``OMP_WAIT_POLICY=PASSIVE`` or use
+``--cpu-clock``: spinning workers then wait on descheduled peers.
+
 Run: ``.venv/bin/python benchmarks/bench_train.py [--threads 1]`` (3-6 minutes on 2 cores).
 """
 
 from __future__ import annotations
 
+import argparse
+import copy
 import os
+import platform
+import statistics
+import time
+from pathlib import Path
 
-# Sleeping (not spinning) OpenMP workers: on a shared, oversubscribed machine spinning
-# workers wait on descheduled peers and 2-thread runs get several times slower.
-# Must be set before torch loads its OpenMP runtime; export OMP_WAIT_POLICY to override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch
+import torch.nn.functional as F
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
 
-import argparse  # noqa: E402
-import copy  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import yaml  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from multirun.data import make_mnist1d  # noqa: E402
-from multirun.models import normalize_spec  # noqa: E402
-from multirun.programs import pick_program  # noqa: E402
-from multirun.recipe import normalize_recipe  # noqa: E402
-from multirun.train import evaluate_shard, init_model, train_one, train_shard  # noqa: E402
+from multirun.contracts import pick_device
+from multirun.data import make_mnist1d
+from multirun.models import normalize_spec
+from multirun.programs import pick_program
+from multirun.recipe import normalize_recipe
+from multirun.train import evaluate_shard, init_model, train_one, train_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOCK = {"now": time.perf_counter}  # --cpu-clock: time.process_time
+DEVICE = {"device": torch.device("cpu")}  # --device
 
 
 def mnist1d(seed: int, num_samples: int) -> dict[str, torch.Tensor]:
@@ -79,13 +83,16 @@ def gemm_rate(n: int = 1024, repeats: int = 10) -> float:
     Each call measures again (best of 3) and returns the best of all calls, so that on a
     shared machine the floor comes from the least disturbed measurement of the run.
     """
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    dev = DEVICE["device"]
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
     a @ b
     best = float("inf")
     for _ in range(3):
+        _sync()
         t = CLOCK["now"]()
         for _ in range(repeats):
             a @ b
+        _sync()
         best = min(best, (CLOCK["now"]() - t) / repeats)
     _RATES.append(2 * n**3 / best)
     return max(_RATES)
@@ -93,15 +100,23 @@ def gemm_rate(n: int = 1024, repeats: int = 10) -> float:
 
 def conv_rate(repeats: int = 3) -> float:
     """fp32 rate (FLOP/s) of a 3x3 convolution (oneDNN): 32 x 64 x 32 x 32, 64 channels out."""
-    x, w = torch.randn(32, 64, 32, 32), torch.randn(64, 64, 3, 3)
+    dev = DEVICE["device"]
+    x, w = torch.randn(32, 64, 32, 32, device=dev), torch.randn(64, 64, 3, 3, device=dev)
     F.conv2d(x, w, padding=1)
     best = float("inf")
     for _ in range(3):
+        _sync()
         t = CLOCK["now"]()
         for _ in range(repeats):
             F.conv2d(x, w, padding=1)
+        _sync()
         best = min(best, (CLOCK["now"]() - t) / repeats)
     return 2 * 32 * 64 * 64 * 9 * 32 * 32 / best
+
+
+def _sync() -> None:
+    if DEVICE["device"].type == "cuda":
+        torch.cuda.synchronize(DEVICE["device"])
 
 
 def flops_per_step(x: torch.Tensor, y: torch.Tensor, spec: dict, batch_size: int) -> int:
@@ -114,8 +129,10 @@ def flops_per_step(x: torch.Tensor, y: torch.Tensor, spec: dict, batch_size: int
 
 
 def _seconds(fn) -> float:
+    _sync()
     t = CLOCK["now"]()
     fn()
+    _sync()
     return CLOCK["now"]() - t
 
 
@@ -133,15 +150,15 @@ def compare(data, spec, recipe, *, shard_size, epochs, loop_seeds, repeats,
     steps = len(x) // min(recipe["batch_size"], len(x))
     out: dict = {p: [] for p in (*programs, "loop")}
     for p in programs:  # warm-up (first calls pay one-off costs)
-        train_shard(x[:2 * steps], y[:2 * steps], [0, 1], spec, {**rec, "epochs": 1}, "cpu",
+        train_shard(x[:2 * steps], y[:2 * steps], [0, 1], spec, {**rec, "epochs": 1}, DEVICE["device"],
                     progress=False, program=p)
     for _ in range(repeats):
         gemm_rate()
         for p in programs:
             out[p].append(_seconds(lambda p=p: train_shard(
-                x, y, list(range(shard_size)), spec, rec, "cpu", progress=False, program=p,
+                x, y, list(range(shard_size)), spec, rec, DEVICE["device"], progress=False, program=p,
             )) / (shard_size * epochs))
-        out["loop"].append(_seconds(lambda: [train_one(x, y, seed, spec, rec, "cpu")
+        out["loop"].append(_seconds(lambda: [train_one(x, y, seed, spec, rec, DEVICE["device"])
                                              for seed in range(loop_seeds)])
                            / (loop_seeds * epochs))
     out["floor"] = flops_per_step(x, y, spec, recipe["batch_size"]) * steps / gemm_rate()
@@ -188,9 +205,9 @@ def airbench(args) -> None:
         t2 = _seconds(lambda: fn({**recipe, "epochs": 2}))
         return max(t2 - t1, 1e-9) / steps
 
-    vec = per_step(lambda r: train_shard(x, y, list(range(s)), spec, r, "cpu",
+    vec = per_step(lambda r: train_shard(x, y, list(range(s)), spec, r, DEVICE["device"],
                                          progress=False)) / s
-    loop = per_step(lambda r: train_one(x, y, 0, spec, r, "cpu"))
+    loop = per_step(lambda r: train_one(x, y, 0, spec, r, DEVICE["device"]))
     floor = flops_per_step(x, y, spec, b) / gemm_rate()
     epoch_steps = 50_000 / b  # CIFAR-10 train set; the preset trains preset["epochs"] epochs
     r = {"vmap": [vec], "loop": [loop], "floor": floor}
@@ -203,10 +220,10 @@ def airbench(args) -> None:
 def accuracy(data, spec, recipe, seeds: int) -> tuple[float, float, float]:
     """Mean/std/min-max test accuracy (%) of ``seeds`` models and the wall time (s)."""
     t = time.perf_counter()
-    ckpt = train_shard(data["x"], data["y"], list(range(seeds)), spec, recipe, "cpu",
+    ckpt = train_shard(data["x"], data["y"], list(range(seeds)), spec, recipe, DEVICE["device"],
                        progress=False)
     dt = time.perf_counter() - t
-    logits, _ = evaluate_shard(ckpt, data["x_test"], batch_size=4096, device="cpu")
+    logits, _ = evaluate_shard(ckpt, data["x_test"], batch_size=4096, device=DEVICE["device"])
     acc = (logits.argmax(-1) == data["y_test"]).double().mean(1) * 100
     return float(acc.mean()), float(acc.std()), dt
 
@@ -234,6 +251,8 @@ def main() -> None:
     parser.add_argument("--acc-seeds", type=int, default=8)
     parser.add_argument("--cnn-lr", type=float, default=0.2)
     parser.add_argument("--cnn-epochs", type=int, default=30)
+    parser.add_argument("--device", default="cpu",
+                        help="cpu | cuda | auto (CUDA when present); times on CUDA are synchronised")
     parser.add_argument("--cpu-clock", action="store_true",
                         help="one thread, timed by the process's CPU clock (time the process "
                              "was descheduled does not count: for a loaded machine)")
@@ -242,6 +261,9 @@ def main() -> None:
         args.threads, CLOCK["now"] = 1, time.process_time
     if args.threads:
         torch.set_num_threads(args.threads)
+    DEVICE["device"] = pick_device(args.device)
+    if args.cpu_clock and DEVICE["device"].type != "cpu":
+        parser.error("--cpu-clock times the CPU; use it with --device cpu")
 
     cfg = yaml.safe_load(Path(args.config).read_text())
     train_cfg = cfg["train"]
@@ -251,7 +273,9 @@ def main() -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
                 .splitlines() if line.startswith("model name")), None) \
         if Path("/proc/cpuinfo").exists() else None
-    print(f"machine: {cpu or platform.processor() or platform.machine()}, torch "
+    dev = DEVICE["device"]
+    gpu = f", device {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else ""
+    print(f"machine: {cpu or platform.processor() or platform.machine()}{gpu}, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads, fp32 GEMM "
           f"{peak / 1e9:.0f} GFLOP/s, load average {os.getloadavg()[0]:.1f}, "
           f"{'CPU' if args.cpu_clock else 'wall'} clock; MNIST-1D "
@@ -277,7 +301,7 @@ def main() -> None:
         airbench(args)
     if args.full_shard:
         seeds = list(range(shard))
-        dt = _seconds(lambda: train_shard(data["x"], data["y"], seeds, spec, recipe, "cpu",
+        dt = _seconds(lambda: train_shard(data["x"], data["y"], seeds, spec, recipe, DEVICE["device"],
                                           progress=False))
         print(f"one full shard ({shard} seeds x {full_epochs} epochs, {spec['name']} width "
               f"{spec['width']}): {dt:.1f} s, {shard / dt:.2f} seeds/s")

@@ -1,13 +1,12 @@
 """Figure: N_eff (both estimates), test and train loss over the width x depth grid."""
 
-from multirun import contracts, snake
+from multirun import hessian, snake
 from multirun.plots.style import save_figure
 from multirun.plots.width_depth import plot_width_depth
 
 
 def main(smk):
-    rows = [{k: float(v) for k, v in r.items() if k != "spectrum"}
-            for r in contracts.load_csv(smk.input.table)]
+    rows = hessian.load_effdim_csv(smk.input.table)
     fig = plot_width_depth(rows, z=smk.params.z, title="Width x depth: effective dimensionality and loss")
     save_figure(fig, [smk.output.png, *smk.output.other], dpi=smk.params.dpi)
 

@@ -1,13 +1,12 @@
 """Figure: train loss, test loss and effective dimensionality across widths, and their spectra."""
 
-from multirun import contracts, snake
+from multirun import contracts, hessian, snake
 from multirun.plots.spectra import plot_spectrum, plot_width_sweep
 from multirun.plots.style import save_figure
 
 
 def main(smk):
-    rows = [{k: float(v) for k, v in r.items() if k != "spectrum"}
-            for r in contracts.load_csv(smk.input.table)]
+    rows = hessian.load_effdim_csv(smk.input.table)
     fig = plot_width_sweep(rows, title="Width sweep: loss and effective dimensionality")
     save_figure(fig, [smk.output.png, *smk.output.other], dpi=smk.params.dpi)
     spectra = {}

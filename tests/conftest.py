@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from multirun.config import check
@@ -17,6 +18,13 @@ from multirun.config import check
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 TINY_CONFIG = ROOT / "configs" / "test.yaml"
+
+
+def pytest_generate_tests(metafunc):
+    """Tests that take ``device`` run on the CPU, and on CUDA too where a GPU is visible (the
+    GPU correctness checks of the kernel, training and Hessian stages; never a skip here)."""
+    if "device" in metafunc.fixturenames:
+        metafunc.parametrize("device", ["cpu", *(["cuda"] if torch.cuda.is_available() else [])])
 
 
 def job_env(root: Path = ROOT, env: dict | None = None) -> dict:

@@ -119,9 +119,10 @@ def case(request):
 
 # -- the operator ----------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["fwdrev", "revrev"])
-def test_matvec_matches_dense_hessian(case, method):
+def test_matvec_matches_dense_hessian(case, method, device):
     _, model, x, y, H = case
-    op = HessianOperator(model, x, y, batch_size=8, method=method)  # uneven batches: 8, 8, ..., rest
+    op = HessianOperator(model, x, y, batch_size=8, method=method,  # uneven batches: 8, ..., rest
+                         device=device)
     assert op.dim == H.shape[0]
     v = torch.randn(op.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     hv = op.matvec(v)
@@ -173,12 +174,13 @@ def test_float32_model_runs_and_returns_float64():
 
 
 # -- eigenvalues -----------------------------------------------------------------------------
-def test_top_and_bottom_eigenvalues_match_eigvalsh(case):
+def test_top_and_bottom_eigenvalues_match_eigvalsh(case, device):
     name, model, x, y, H = case
     ev = torch.linalg.eigvalsh(H).numpy()  # ascending
     P = H.shape[0]
     steps = min(P, 80)
-    spec = spectrum(model, x, y, top_k=10, steps=steps, batch_size=13, tol=1e-8)  # 13 + 13 + rest
+    spec = spectrum(model, x, y, top_k=10, steps=steps, batch_size=13, tol=1e-8,  # 13 + 13 + rest
+                    device=device)
     top_ref = ev[::-1][:10]
     np.testing.assert_allclose(spec["top"], top_ref, rtol=1e-6, atol=1e-6 * abs(ev).max())
     assert spec["top_converged"].all(), name

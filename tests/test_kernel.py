@@ -144,15 +144,20 @@ def test_train_to_train_excludes_self(data):
     assert index[5, 0] == 40 and index[40, 0] == 5
 
 
-def test_bf16_precision_is_close(data):
+def test_bf16_precision_is_close(data, device):
     tmp_path, test, train = data
     q = ShardedLogits(write_shards(tmp_path, "test", test, []))
     t = ShardedLogits(write_shards(tmp_path, "train", train, []))
-    exact = dense_kernel(q, t)
-    fast = dense_kernel(q, t, precision="bf16")
+    exact = dense_kernel(q, t, device=device)
+    np.testing.assert_allclose(exact, reference_kernel64(test, train), atol=1e-5, rtol=0)
+    fast = dense_kernel(q, t, precision="bf16", device=device)
     assert 0 < np.abs(fast - exact).max() < 2e-2
-    with pytest.warns(UserWarning, match="tf32"):
-        np.testing.assert_array_equal(dense_kernel(q, t, precision="tf32", device="cpu"), exact)
+    if device == "cuda":  # tensor cores: inputs rounded to 10 mantissa bits
+        assert np.abs(dense_kernel(q, t, precision="tf32", device=device) - exact).max() < 1e-3
+    else:
+        with pytest.warns(UserWarning, match="tf32"):
+            np.testing.assert_array_equal(dense_kernel(q, t, precision="tf32", device=device),
+                                          exact)
     with pytest.raises(ContractError, match="precision"):
         dense_kernel(q, t, precision="fp8")
 
@@ -288,9 +293,9 @@ def scaled_logits(rng, kind, m, n, c, scale):
                                               ("shared", 3)])
 @pytest.mark.parametrize("c", [10, 100])
 @pytest.mark.parametrize("scale", [3, 12, 30, 60])
-def test_engine_exact_at_every_logit_scale(tmp_path, kind, models, c, scale):
+def test_engine_exact_at_every_logit_scale(tmp_path, kind, models, c, scale, device):
     """Within 1e-5 of the float64 formula: 37 models in shards of 5, 20, 12 (or 3 models in
-    shards of 1, 2), every chunking."""
+    shards of 1, 2), every chunking, on every device present."""
     rng = np.random.default_rng([scale, c, kind == "random", models])
     test = scaled_logits(rng, kind, models, 29, c, scale)
     train = scaled_logits(rng, kind, models, 83, c, scale)
@@ -307,7 +312,7 @@ def test_engine_exact_at_every_logit_scale(tmp_path, kind, models, c, scale):
         assert np.isfinite(want).all()
         for chunk, block in chunkings:
             got = dense_kernel(q, t, log_softmax=ls, chunk_models=chunk, block=block,
-                               device="cpu", progress=False)
+                               device=device, progress=False)
             np.testing.assert_allclose(got, want, atol=1e-5, rtol=0,
                                        err_msg=f"log_softmax={ls} chunk={chunk} block={block}")
     if kind == "random":  # here torch's own float64 log_softmax is exact too

@@ -125,9 +125,15 @@ def test_plot_width_depth_heatmaps_and_parameter_curves(tmp_path):
     np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(3, 3)[0],
                                [16.5, 32.5, 64.5])  # z = 1 rows, depth 1
     # each panel: white equal-parameter contours (labelled) and the interpolation edge
+    centres = np.stack(np.meshgrid(np.log2([16, 32, 64]), [1, 2, 3]), -1).reshape(-1, 2)
     for ax in heat:
         labels = {t.get_text() for t in ax.texts}
         assert "2k" in labels or "5k" in labels
+        values = [t for t in ax.texts if t.get_bbox_patch() is not None]
+        assert len(values) == 9 and all(t.get_zorder() > 2 for t in values)  # above the curves
+        for t in ax.texts:  # curve labels keep clear of the cell values
+            if t.get_bbox_patch() is None:
+                assert np.linalg.norm(centres - np.asarray(t.get_position()), axis=1).min() >= 0.3
         assert any(getattr(c, "get_edgecolor", None) is not None for c in ax.collections[1:])
     fig.savefig(tmp_path / "g.png")
     assert (tmp_path / "g.png").stat().st_size > 10_000

@@ -39,9 +39,9 @@ def images():
     return torch.randn(24, 3, 12, 12, generator=g), torch.randint(0, 3, (24,), generator=g)
 
 
-def assert_matches_plain_loop(ckpt, x, y, spec, recipe, atol):
+def assert_matches_plain_loop(ckpt, x, y, spec, recipe, atol, device="cpu"):
     for i, seed in enumerate(ckpt["seeds"]):
-        ref = train_one(x, y, seed, spec, recipe, "cpu")
+        ref = train_one(x, y, seed, spec, recipe, device)
         assert set(ref) == set(ckpt["state"])
         for k, v in ref.items():
             got = ckpt["state"][k][i]
@@ -79,7 +79,7 @@ def test_shard_equals_plain_loop_fp32(vectors, spec, optimizer):
     ("sgd", 0.9, True), ("nesterov", 0.9, True), ("sgd", 0.0, True), ("nesterov", 0.9, False),
 ], ids=["sgd", "nesterov", "no-momentum", "nesterov-unfused"])
 def test_mlp_program_equals_plain_loop_fp64(vectors, depth, optimizer, momentum, fused,
-                                            monkeypatch):
+                                            monkeypatch, device):
     # The hand-written batched MLP (multirun.programs.MLPProgram) computes what autograd
     # and torch.optim.SGD compute: in float64 the two agree to rounding.
     if not fused:
@@ -88,24 +88,24 @@ def test_mlp_program_equals_plain_loop_fp64(vectors, depth, optimizer, momentum,
     x = x.double()
     spec = {**MLP, "depth": depth}
     recipe = {**RECIPE, "optimizer": optimizer, "momentum": momentum}
-    ckpt = train_shard(x, y, [0, 3], spec, recipe, "cpu", progress=False, program="mlp")
-    assert_matches_plain_loop(ckpt, x, y, spec, recipe, atol=1e-12)
-    vmapped = train_shard(x, y, [0, 3], spec, recipe, "cpu", progress=False, program="vmap")
+    ckpt = train_shard(x, y, [0, 3], spec, recipe, device, progress=False, program="mlp")
+    assert_matches_plain_loop(ckpt, x, y, spec, recipe, atol=1e-12, device=device)
+    vmapped = train_shard(x, y, [0, 3], spec, recipe, device, progress=False, program="vmap")
     for k in ("train_loss", "train_acc", "lr"):
         torch.testing.assert_close(ckpt["history"][k], vmapped["history"][k], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("length, channels", [(40, None), (19, 2)])
-def test_cnn1d_program_equals_plain_loop_fp64(vectors, length, channels):
+def test_cnn1d_program_equals_plain_loop_fp64(vectors, length, channels, device):
     # The hand-written batched 1-D CNN (im2col + bmm) computes what autograd computes.
     x, y = vectors
     x = x[:, :length].double() if channels is None else x[:, :channels * length].double()
     if channels:
         x = x.view(len(x), channels, length)
     spec = {"name": "cnn1d", "width": 6, "batchnorm": False}
-    ckpt = train_shard(x, y, [0, 3], spec, RECIPE, "cpu", progress=False, program="cnn1d")
-    assert_matches_plain_loop(ckpt, x, y, spec, RECIPE, atol=1e-12)
-    vmapped = train_shard(x, y, [0, 3], spec, RECIPE, "cpu", progress=False, program="vmap")
+    ckpt = train_shard(x, y, [0, 3], spec, RECIPE, device, progress=False, program="cnn1d")
+    assert_matches_plain_loop(ckpt, x, y, spec, RECIPE, atol=1e-12, device=device)
+    vmapped = train_shard(x, y, [0, 3], spec, RECIPE, device, progress=False, program="vmap")
     for k in ("train_loss", "train_acc"):
         torch.testing.assert_close(ckpt["history"][k], vmapped["history"][k], rtol=0, atol=1e-6)
 

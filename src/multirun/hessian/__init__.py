@@ -15,6 +15,7 @@ from multirun.hessian.effdim import (
     effective_dimension_probes,
     effective_dimension_slq,
     effective_dimensions,
+    load_effdim_csv,
 )
 from multirun.hessian.lanczos import (
     converged_mask,
@@ -39,6 +40,7 @@ __all__ = [
     "effective_dimensions",
     "lanczos",
     "lanczos_block",
+    "load_effdim_csv",
     "operator_spectrum",
     "rademacher_probes",
     "slq",

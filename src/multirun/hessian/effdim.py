@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import numpy as np
 
-from multirun.contracts import ContractError
+from multirun.contracts import ContractError, load_csv
 
 
 # -- effective dimensionality ---------------------------------------------------------------
@@ -83,3 +84,12 @@ def effective_dimension_slq(
     per = effective_dimension_probes(nodes, weights, dim, z)
     se = float(per.std(ddof=1) / math.sqrt(len(per))) if len(per) > 1 else float("nan")
     return float(per.mean()), se
+
+
+def load_effdim_csv(path: str | os.PathLike) -> list[dict[str, float]]:
+    """The rows of an ``effdim/*.csv`` table, every column but ``spectrum`` as float.
+
+    ``spectrum`` (the spectrum file's name) is dropped, so rows go straight to the
+    width-sweep and width x depth plots.
+    """
+    return [{k: float(v) for k, v in r.items() if k != "spectrum"} for r in load_csv(path)]

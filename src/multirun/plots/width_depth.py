@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
 
 from multirun.plots.spectra import _columns  # noqa: E402
 
@@ -75,6 +76,29 @@ def _round_label(n: float) -> str:
     return f"{n:g}"
 
 
+def _label_spots(cs, x: np.ndarray, y: np.ndarray, clear: float = 0.3
+                 ) -> list[tuple[float, float]]:
+    """Where to label each contour line: its point farthest from every cell centre.
+
+    Cells are one unit apart along both axes (log2 width, depth). A line that never
+    gets ``clear`` away from a centre (a short one in a corner) stays unlabelled, so a
+    label never covers a cell's value.
+    """
+    centres = np.stack(np.meshgrid(x, y), -1).reshape(-1, 2)
+    spots = []
+    for segs in cs.allsegs:
+        points = np.concatenate([seg for seg in segs if len(seg)] or [np.empty((0, 2))])
+        if len(points) < 2:
+            continue
+        # resample each path densely so the best spot is not limited to its vertices
+        fine = np.concatenate([np.linspace(a, b, 12, endpoint=False)
+                               for a, b in zip(points[:-1], points[1:], strict=True)])
+        far = np.min(np.linalg.norm(fine[:, None, :] - centres[None], axis=-1), axis=1)
+        if far.max() >= clear:
+            spots.append(tuple(fine[int(np.argmax(far))]))
+    return spots
+
+
 def plot_width_depth(table, *, z: float | None = None, interpolating: float = 0.05,
                      title: str | None = None) -> plt.Figure:
     """Four heatmaps over width (x, log2) and depth (y) with equal-parameter curves.
@@ -87,7 +111,8 @@ def plot_width_depth(table, *, z: float | None = None, interpolating: float = 0.
         title: figure title.
 
     Each cell is written with its value (seed mean). White curves join equal parameter
-    counts (interpolated in log parameters between cells).
+    counts (interpolated in log parameters between cells), each labelled at its point
+    farthest from the cell values; the values are drawn above the curves.
     """
     g = grid_means(table, z)
     widths, depths = g["widths"], g["depths"]
@@ -106,11 +131,18 @@ def plot_width_depth(table, *, z: float | None = None, interpolating: float = 0.
                 if np.isfinite(v[i, j]):
                     text = f"{v[i, j]:.0f}" if abs(v[i, j]) >= 10 else f"{v[i, j]:.2f}"
                     ax.text(x[j], y[i], text, ha="center", va="center", fontsize=7,
-                            color="black" if v[i, j] > mid else "white")
+                            color="black" if v[i, j] > mid else "white", zorder=5,
+                            bbox={"boxstyle": "square,pad=0.15", "ec": "none",
+                                  "fc": mesh.cmap(mesh.norm(v[i, j]))})  # above the curves
         if levels and min(X.shape) > 1:
             cs = ax.contour(X, Y, np.log10(g["num_params"]), levels=np.log10(levels),
                             colors="white", linewidths=1.2)
-            ax.clabel(cs, fmt=lambda lv: _round_label(round(10**lv)), fontsize=7)
+            # a dark outline keeps the white curves and their labels visible on pale cells
+            cs.set_path_effects([patheffects.withStroke(linewidth=2.2, foreground="0.3")])
+            for curve_label in ax.clabel(cs, fmt=lambda lv: _round_label(round(10**lv)),
+                                         fontsize=7, manual=_label_spots(cs, x, y)):
+                curve_label.set_path_effects([patheffects.withStroke(linewidth=1.5,
+                                                                     foreground="0.3")])
             tl = g["train_loss"]
             if np.nanmin(tl) < interpolating < np.nanmax(tl):
                 ax.contour(X, Y, tl, levels=[interpolating], colors="tab:green",
