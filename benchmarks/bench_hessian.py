@@ -37,7 +37,6 @@ The machine is shared: expect noisy seconds; HVP counts are exact.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -45,6 +44,7 @@ import numpy as np
 import scipy.linalg
 import torch
 import torch.nn.functional as F
+from benchlib import cpu_name, device_name, sync
 from torch import nn
 
 from multirun.contracts import pick_device
@@ -126,15 +126,9 @@ def leading_ritz(alpha: np.ndarray, beta_all: np.ndarray, m: int) -> tuple[np.nd
     return theta[::-1], res[::-1]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def bench_resnet18(args) -> None:
     """Lanczos top-20 on ResNet-18 at initialisation, fabricated CIFAR-shaped data."""
     dev = pick_device(args.device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
     g = torch.Generator().manual_seed(0)
     n = args.resnet_examples
     x = torch.randn(n, 3, 32, 32, generator=g)
@@ -143,23 +137,23 @@ def bench_resnet18(args) -> None:
                        (3, 32, 32), 10)
     op = HessianOperator(model, x, y, batch_size=args.resnet_batch, device=dev)
     print(f"ResNet-18 width {args.resnet_width}: P = {op.dim:,} parameters, {n} examples in "
-          f"batches of {args.resnet_batch}, device {dev} ({name}), torch {torch.__version__}")
+          f"batches of {args.resnet_batch}, device {dev} ({device_name(dev)}), torch {torch.__version__}")
     v = torch.randn(op.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
     def synced(fn):
         def run():
             fn()
-            _sync(dev)
+            sync(dev)
         return run
 
     t_grad = median_seconds(synced(op.gradient), args.reps)
     t_hvp = median_seconds(synced(lambda: op.matvec(v)), args.reps)
     print(f"  gradient {t_grad:.3f} s, HVP {t_hvp:.3f} s: ratio {t_hvp / t_grad:.2f} x gradient "
           f"(median of {args.reps})")
-    _sync(dev)
+    sync(dev)
     t = time.perf_counter()
     out = operator_spectrum(op, top_k=20, steps=args.resnet_steps, tol=args.rtol)
-    _sync(dev)
+    sync(dev)
     dt = time.perf_counter() - t
     hvps = int(out["num_hvps"])
     print(f"  Lanczos top-20 ({args.resnet_steps} steps): {dt:.1f} s, {hvps} HVPs, "
@@ -200,7 +194,7 @@ def main() -> None:
     if args.resnet18:
         bench_resnet18(args)
         return
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+    print(f"machine: {cpu_name()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads (shared machine: seconds are noisy)")
 
     t0 = time.perf_counter()

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchlib import cpu_name, device_name, sync
 
 import multirun.kernel as K
 from multirun.contracts import pick_device
@@ -113,19 +114,14 @@ def gemm_peak(n: int = 4096, repeats: int = 2, device: str = "cpu",
         torch.mm(a, b)
         best = float("inf")
         for _ in range(repeats):
-            _sync(dev)
+            sync(dev)
             t = time.perf_counter()
             torch.mm(a, b)
-            _sync(dev)
+            sync(dev)
             best = min(best, time.perf_counter() - t)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
     return 2 * n**3 / best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def read_seconds(paths: list[Path], block: int = 64 << 20) -> float:
@@ -160,15 +156,8 @@ def peak_rss_mib() -> float:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
 
 
 # --------------------------------------------------------------------------- sections
@@ -333,7 +322,7 @@ def bench_scale(models: int, train: int, test: int, classes: int, folder: str | 
         files = [p for v in paths.values() for p in v]
         size = sum(p.stat().st_size for p in files)
         print(f"scale: wrote {models} models in {time.perf_counter() - t0:.0f} s "
-              f"({size / 2**30:.1f} GiB); machine: {machine()}; device: {_device_name(dev)}")
+              f"({size / 2**30:.1f} GiB); machine: {machine()}; device: {dev} ({device_name(dev)})")
         peak = gemm_peak(device=str(dev), precision=precision)
         read = read_seconds(files)
         q, t = ShardedLogits(paths["test"]), ShardedLogits(paths["train"])
@@ -341,7 +330,7 @@ def bench_scale(models: int, train: int, test: int, classes: int, folder: str | 
             K._fused()
         t0 = time.perf_counter()
         neighbours(q, t, k=TOPK, progress=True, device=str(dev), precision=precision)
-        _sync(dev)
+        sync(dev)
         dt = time.perf_counter() - t0
         bound = max(flops / peak, read)
         print(f"scale: {models} models x {train} train x {test} test, {precision}: {dt:.1f} s, "
@@ -351,10 +340,6 @@ def bench_scale(models: int, train: int, test: int, classes: int, folder: str | 
         print(f"RATIO engine time / max(GEMM time, read time): {dt / bound:.2f} (target <= 2; "
               f"GEMM time {flops / peak:.1f} s, one read of the {size / 2**30:.1f} GiB "
               f"{read:.1f} s = {size / read / 2**30:.2f} GiB/s)")
-
-
-def _device_name(dev: torch.device) -> str:
-    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
 
 def exact_kernel64(x1: np.ndarray, x2: np.ndarray, log_softmax: bool) -> np.ndarray:

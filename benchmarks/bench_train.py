@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -53,6 +52,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
+from benchlib import cpu_name, device_name, sync
 from torch.utils.flop_counter import FlopCounterMode
 
 from multirun.contracts import pick_device
@@ -88,11 +88,11 @@ def gemm_rate(n: int = 1024, repeats: int = 10) -> float:
     a @ b
     best = float("inf")
     for _ in range(3):
-        _sync()
+        sync(DEVICE["device"])
         t = CLOCK["now"]()
         for _ in range(repeats):
             a @ b
-        _sync()
+        sync(DEVICE["device"])
         best = min(best, (CLOCK["now"]() - t) / repeats)
     _RATES.append(2 * n**3 / best)
     return max(_RATES)
@@ -105,18 +105,13 @@ def conv_rate(repeats: int = 3) -> float:
     F.conv2d(x, w, padding=1)
     best = float("inf")
     for _ in range(3):
-        _sync()
+        sync(DEVICE["device"])
         t = CLOCK["now"]()
         for _ in range(repeats):
             F.conv2d(x, w, padding=1)
-        _sync()
+        sync(DEVICE["device"])
         best = min(best, (CLOCK["now"]() - t) / repeats)
     return 2 * 32 * 64 * 64 * 9 * 32 * 32 / best
-
-
-def _sync() -> None:
-    if DEVICE["device"].type == "cuda":
-        torch.cuda.synchronize(DEVICE["device"])
 
 
 def flops_per_step(x: torch.Tensor, y: torch.Tensor, spec: dict, batch_size: int) -> int:
@@ -129,10 +124,10 @@ def flops_per_step(x: torch.Tensor, y: torch.Tensor, spec: dict, batch_size: int
 
 
 def _seconds(fn) -> float:
-    _sync()
+    sync(DEVICE["device"])
     t = CLOCK["now"]()
     fn()
-    _sync()
+    sync(DEVICE["device"])
     return CLOCK["now"]() - t
 
 
@@ -270,12 +265,9 @@ def main() -> None:
     spec, recipe = dict(train_cfg["model"]), dict(train_cfg["recipe"])
     data = mnist1d(cfg["dataset"]["seed"], cfg["dataset"]["num_samples"])
     peak = gemm_rate()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), None) \
-        if Path("/proc/cpuinfo").exists() else None
     dev = DEVICE["device"]
-    gpu = f", device {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else ""
-    print(f"machine: {cpu or platform.processor() or platform.machine()}{gpu}, torch "
+    gpu = f", device {device_name(dev)}" if dev.type == "cuda" else ""
+    print(f"machine: {cpu_name()}{gpu}, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads, fp32 GEMM "
           f"{peak / 1e9:.0f} GFLOP/s, load average {os.getloadavg()[0]:.1f}, "
           f"{'CPU' if args.cpu_clock else 'wall'} clock; MNIST-1D "
