@@ -6,6 +6,7 @@ job believe CUDA sees N devices, so every path below runs on a CPU-only machine.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import ROOT, snakemake, tiny_config, write_config
+from conftest import ROOT, job_env, snakemake, tiny_config, write_config
 
 from multirun import gpus, snake
 from multirun.contracts import ContractError
@@ -36,6 +37,25 @@ os.write(fd, f"got {os.getpid()} {slot.positions[0]} {slot.shares[0]}\\n".encode
 sys.stdin.readline()
 os.write(fd, f"free {os.getpid()} {slot.positions[0]} {slot.shares[0]}\\n".encode())
 slot.release()
+"""
+
+# A job in a process of its own, as Snakemake starts it: what its work sees of the devices.
+JOB = """
+import json, os, sys
+from types import SimpleNamespace
+from multirun import snake
+log, out = sys.argv[1:]
+smk = SimpleNamespace(resources={"gpu": 1}, log=[log], config={"gpu_jobs_per_device": 1},
+                      threads=1, rule="train_shard")
+def main(_):
+    import torch
+    seen = {"cvd": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    if torch.cuda.is_available():
+        seen |= {"count": torch.cuda.device_count(), "current": torch.cuda.current_device(),
+                 "name": torch.cuda.get_device_name()}
+    with open(out, "w") as f:
+        json.dump(seen, f)
+snake.run(smk, main)
 """
 
 
@@ -222,6 +242,29 @@ def test_job_through_snake_run_uses_its_slot_and_logs_it(env, monkeypatch, tmp_p
     held.release()
 
 
+def test_a_job_process_sees_only_its_device(env, tmp_path, device):
+    """A job in a fresh process takes the lowest free device and sees only that one. On CUDA
+    (where a GPU is visible): its torch counts one device, the one its slot names (device 1
+    when device 0 is held and there are two or more). On the CPU: the same on 2 fake devices."""
+    fake = {gpus.FAKE_ENV: "2"} if device == "cpu" else {}
+    count = 2 if fake else torch.cuda.device_count()
+    held = gpus.acquire(count, folder=gpus.lock_folder(os.environ | fake)) if count >= 2 else None
+    want = "1" if count >= 2 else "0"
+    log, out = tmp_path / "job.log", tmp_path / "seen.json"
+    subprocess.run([sys.executable, "-c", JOB, str(log), str(out)], env=job_env(env=fake), check=True)
+    seen = json.loads(out.read_text())
+    assert seen["cvd"] == want, log.read_text()
+    assert f"CUDA_VISIBLE_DEVICES={want} (entries {want} of visible" in log.read_text()
+    if device == "cuda":
+        assert (seen["count"], seen["current"]) == (1, 0)
+        assert seen["name"] == torch.cuda.get_device_name(int(want))
+        assert seen["name"] in log.read_text()
+    else:
+        assert "count" not in seen  # fake devices: CUDA untouched
+    if held:
+        held.release()
+
+
 def test_existing_cuda_visible_devices_is_respected(env, monkeypatch, tmp_path):
     monkeypatch.setenv(gpus.FAKE_ENV, "8")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
@@ -290,7 +333,7 @@ def test_workflow_with_two_gpus_puts_concurrent_jobs_on_different_devices(env, t
     write_config(tmp_path, cfg)
     targets = [f"results/logits/shard-{s}/test.npy" for s in ("000", "001")]
     targets += [f"results/train/width-{w}.pt" for w in cfg["sweep"]["widths"]]
-    proc = snakemake(tmp_path, "--cores", "4", "--resources", "gpu=2", *targets,
+    proc = snakemake(tmp_path, *targets, "--cores", "4", "--resources", "gpu=2",  # targets first
                      env={gpus.FAKE_ENV: "2"})
     spans = _slot_intervals(tmp_path / "results" / "logs")
     assert len(spans) == 6, (spans, proc.stderr[-3000:])  # 2 train, 2 logits, 2 widths
