@@ -300,13 +300,14 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     ``best_epoch`` (S,).
     """
     spec = normalize_spec(model_spec)
-    seeds = _check_seeds(seeds)
+    seeds = _check_seeds(seeds, distinct=False)
     s = len(seeds)
     recipes = [recipe] * s if isinstance(recipe, Mapping) else list(recipe)
     if len(recipes) != s:
         raise ContractError(f"train.recipe: {len(recipes)} member recipes for {s} seeds")
     recipe, per_member = split_members(recipes)
     members = member_recipes(recipe, per_member)
+    _check_distinct_members(seeds, members, masks)
     if on_diverge not in ("raise", "record"):
         raise ValueError(f"on_diverge: {on_diverge!r}; choose raise or record")
     x, y, num_classes = _check_data(x, y, num_classes)
@@ -455,6 +456,20 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     if masks is not None:
         ckpt["masks"] = torch.as_tensor(masks).to("cpu", torch.bool).clone()
     return ckpt
+
+
+def _check_distinct_members(seeds: list[int], members: list[dict], masks: Any) -> None:
+    """A seed may appear more than once (a sweep's points), with different recipes or masks."""
+    if len(set(seeds)) == len(seeds):
+        return
+    rows = [None] * len(seeds) if masks is None else torch.as_tensor(masks).tolist()
+    seen = set()
+    for seed, r, m in zip(seeds, members, rows, strict=True):
+        key = (seed, repr(sorted(r.items())), None if m is None else tuple(m))
+        if key in seen:
+            raise ContractError(f"train.seeds: seed {seed} appears twice with the same "
+                                "recipe and rows; members must differ")
+        seen.add(key)
 
 
 def _snapshot(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
