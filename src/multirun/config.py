@@ -36,6 +36,16 @@ def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
             f"config key {', '.join(where + u for u in unknown)}: unknown key; "
             f"valid keys here are {allowed} (see docs/config.md)"
         )
+    if "propertyNames" in err.schema_path:  # a model key only user models take
+        return ConfigError(
+            f"config key {key}.{err.instance}: unknown key; a built-in model takes name, width, "
+            "depth and batchnorm (extra keys are for your own models, docs/models.md)")
+    if err.validator == "anyOf" and list(err.absolute_path)[-1:] == ["name"]:
+        builtins = next(s["enum"] for s in err.schema["anyOf"] if "enum" in s)
+        return ConfigError(
+            f"config key {key}: unknown model {err.instance!r}; choose one of "
+            f"{', '.join(builtins)}, or your own as FILE.py:Name or package.module:Name "
+            "(docs/models.md)")
     return ConfigError(f"config key {key}: {err.message} (see docs/config.md)")
 
 

@@ -1,9 +1,9 @@
 from pathlib import Path
 
 from multirun import published as hub
-from multirun.codehash import code_hash
+from multirun.codehash import code_hashes
 from multirun.config import check, shards
-from multirun.models import normalize_spec
+from multirun.models import model_files, normalize_spec
 from multirun.recipe import normalize_recipe
 
 # Strings from --config become the schema's types; every absent key takes its default.
@@ -148,9 +148,12 @@ def figure_output(name, caption, category, key=""):
     }
 
 
-def code(script):
-    """Hash of the library code scripts/SCRIPT runs: a rule parameter, so editing it reruns the rule."""
-    return code_hash(Path(workflow.basedir) / "scripts" / script)
+def code(script, *models):
+    """{file: short hash} of the library code scripts/SCRIPT runs, and of the user files of
+    the model specs ``models`` it builds (docs/models.md): a rule parameter, so editing one
+    of them reruns the rule, and snakemake -n names the file."""
+    extra = [path for spec in models for path in model_files(spec)]
+    return code_hashes(Path(workflow.basedir) / "scripts" / script, extra=extra)
 
 
 def train_spec(section, width=None, depth=None):
