@@ -109,12 +109,37 @@ def test_package_module_name_and_builtins_share_the_registry():
 
 BAD = {
     "missing file": ("nope.py:Net", None, r"train\.model\.name: nope\.py:Net: file nope\.py does not exist"),
-    "missing name": ("net.py:Nett", "class Net: pass\n", r"net\.py:Nett: file net\.py does not define 'Nett' \(it defines \['Net'\]\)"),
-    "import error": ("net.py:Net", "import no_such_package\n", r"net\.py:Net: importing net\.py failed \(ModuleNotFoundError"),
-    "build failure": ("net.py:Net", "def Net(input_shape, num_classes):\n    return None\n", r"net\.py:Net: building the model failed \(TypeError: .*width.*called as Net\(input_shape, num_classes, width\)"),
-    "raises": ("net.py:Net", "def Net(**kw):\n    raise ValueError('no good')\n", r"net\.py:Net: building the model failed \(ValueError: no good\)"),
-    "not a module": ("net.py:Net", "def Net(**kw):\n    return 3\n", r"net\.py:Net: returned a int, not a torch\.nn\.Module"),
-    "no module": ("no_such_pkg.sub:Net", None, r"no_such_pkg\.sub:Net: importing module no_such_pkg\.sub failed"),
+    "missing name": (
+        "net.py:Nett",
+        "class Net: pass\n",
+        r"net\.py:Nett: file net\.py does not define 'Nett' \(it defines \['Net'\]\)",
+    ),
+    "import error": (
+        "net.py:Net",
+        "import no_such_package\n",
+        r"net\.py:Net: importing net\.py failed \(ModuleNotFoundError",
+    ),
+    "build failure": (
+        "net.py:Net",
+        "def Net(input_shape, num_classes):\n    return None\n",
+        r"net\.py:Net: building the model failed \(TypeError: .*width.*"
+        r"called as Net\(input_shape, num_classes, width\)",
+    ),
+    "raises": (
+        "net.py:Net",
+        "def Net(**kw):\n    raise ValueError('no good')\n",
+        r"net\.py:Net: building the model failed \(ValueError: no good\)",
+    ),
+    "not a module": (
+        "net.py:Net",
+        "def Net(**kw):\n    return 3\n",
+        r"net\.py:Net: returned a int, not a torch\.nn\.Module",
+    ),
+    "no module": (
+        "no_such_pkg.sub:Net",
+        None,
+        r"no_such_pkg\.sub:Net: importing module no_such_pkg\.sub failed",
+    ),
 }
 
 

@@ -99,9 +99,20 @@ def check(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
     if errors:
         raise _schema_error(errors[0])
 
+    dataset = config["dataset"]
+    if dataset["name"] == "npz" and not dataset["path"]:
+        raise ConfigError("config key dataset.path: dataset.name npz needs your file, "
+                          "dataset.path: FILE.npz (docs/datasets.md)")
+    if "published" in config and "local_logits" in config:
+        raise ConfigError("config key local_logits: give either published (the hub's logits) "
+                          "or local_logits (your own), not both")
+    labels = config.get("local_logits", {}).get("labels", "dataset")
+    if labels != "dataset" and not labels.endswith(".npz"):
+        raise ConfigError(f"config key local_logits.labels: {labels!r} is neither 'dataset' "
+                          "(the dataset section's dataset) nor a FILE.npz with y_train/y_test")
     seeds = config["train"]["seeds"]
     too_many = [n for n in config["kernel"]["model_counts"] if n > seeds]
-    if too_many and "published" not in config:
+    if too_many and "published" not in config and "local_logits" not in config:
         raise ConfigError(
             f"config key kernel.model_counts: sizes {too_many} exceed train.seeds={seeds}; "
             "lower them or train more seeds"

@@ -62,7 +62,7 @@ use rule train_shard as memorization_train with:
         code=code("train.py", MEM["model"]),
 
 
-if not PUBLISHED:
+if TRAINED:
 
     use rule logits as memorization_logits with:
         input:
