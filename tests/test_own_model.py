@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from conftest import ROOT, planned_jobs, snakemake, tiny_config, write_config
 
 from multirun import models
+from multirun.codehash import file_hash
 from multirun.config import ConfigError, check
 from multirun.contracts import ContractError
 from multirun.hessian import HessianOperator
@@ -195,7 +196,9 @@ def test_own_model_runs_the_workflow_and_its_file_is_in_the_code_hash(resmlp_run
     try:
         source.write_text(original + "\n# edited\n")
         proc = snakemake(workdir, "--dry-run")
-        assert "examples/resmlp.py" in proc.stdout + proc.stderr  # the reason names the file
+        out = proc.stdout + proc.stderr  # the reason names the file, before and now
+        before, now = file_hash(EXAMPLE), file_hash(source)
+        assert f"'examples/resmlp.py': '{before}'" in out and f"'examples/resmlp.py': '{now}'" in out
         jobs = planned_jobs(workdir)
         assert jobs["train_shard"] == 2 and jobs["logits"] == 2 and jobs["hessian"] == 1
         assert jobs["figure_neighbours"] == 1 and "dataset" not in jobs
