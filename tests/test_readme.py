@@ -49,6 +49,8 @@ HOW = {
     "snakemake --report results/report.html": RUN,
     "snakemake --cores 8 --configfile configs/cifar10.yaml": DRY,
     "snakemake --cores 8 --configfile configs/published.yaml": DRY,
+    "snakemake --cores 32 --resources gpu=8 --configfile configs/cifar10.yaml": DRY,
+    "snakemake --cores 16 --resources gpu=4 --config gpu=1": RUN,  # resources rerun nothing
     "pip install -e '.[slurm]'": DRY,  # pip --dry-run, offline: resolves against this environment
     "snakemake --workflow-profile profiles/slurm --configfile configs/cifar10.yaml": SLURM,
     "snakemake --cores 2 --config train='{model: {name: examples/resmlp.py:ResMLP}}'": DRY,
@@ -124,7 +126,8 @@ def test_readme_command_works(checkout, command):
     jobs = job_stats(out)
     if command in ("make run", "snakemake --cores 2", "snakemake -n",
                    "snakemake --cores 2 --configfile configs/test.yaml",
-                   "snakemake --cores 2 results/figures/accuracy_vs_models.png"):
+                   "snakemake --cores 2 results/figures/accuracy_vs_models.png",
+                   "snakemake --cores 16 --resources gpu=4 --config gpu=1"):
         assert "Nothing to be done" in out and jobs == {}, out[-3000:]
     elif "--forcerun figure_accuracy" in command:
         assert jobs["figure_accuracy"] == 1 and set(jobs) <= {"figure_accuracy", "all"}

@@ -1,7 +1,8 @@
 """The one entry point every ``scripts/*.py`` goes through.
 
 ``run(snakemake, main)`` sends the job's stdout/stderr (tqdm bars included) to its
-``log:`` file, uses the job's ``threads``, and turns a :class:`ContractError` (a
+``log:`` file, uses the job's ``threads``, gives a job that asks for the ``gpu`` resource
+its own device slot (:mod:`multirun.gpus`), and turns a :class:`ContractError` (a
 :class:`ConfigError` is one) into one line on the console naming the file or key, exit 1.
 Snakemake then removes the job's outputs, so nothing half-written stays behind.
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from multirun import gpus
 from multirun.contracts import ContractError
 
 
@@ -35,7 +37,8 @@ def run(snakemake, main: Callable[[object], None]) -> None:
         sys.stdout = sys.stderr = log
     torch.set_num_threads(max(1, int(snakemake.threads)))
     try:
-        main(snakemake)
+        with gpus.job_slot(snakemake):
+            main(snakemake)
     except ContractError as err:
         print(f"multirun error in rule {snakemake.rule}: {err}", file=console)
         if log:
