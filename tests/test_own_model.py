@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -204,3 +205,16 @@ def test_own_model_runs_the_workflow_and_its_file_is_in_the_code_hash(resmlp_run
         assert jobs["figure_neighbours"] == 1 and "dataset" not in jobs
     finally:
         source.write_text(original)
+
+
+def test_the_feature_figure_says_why_it_has_no_feature_neighbours():
+    from multirun.plots import neighbours as nplots
+
+    rng = np.random.default_rng(0)
+    index = rng.integers(0, 12, (6, 3))
+    fig = nplots.random_neighbours(index, None, rng.normal(size=(6, 5)), rng.normal(size=(12, 5)),
+                                   examples=3, feature_note="the model defines no features(x)")
+    assert "no feature neighbours: the model defines no features(x)" in fig._suptitle.get_text()
+    with_features = nplots.random_neighbours(index, index, rng.normal(size=(6, 5)),
+                                             rng.normal(size=(12, 5)), examples=3)
+    assert "penultimate features" in with_features._suptitle.get_text()
