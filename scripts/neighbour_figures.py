@@ -47,9 +47,10 @@ def main(smk):
     nplots.save_figure(fig, _paths(smk.output, "failures"), p.dpi)
 
     feature_index = arrays.get("feature_index")
+    note = str(arrays["feature_note"]) if "feature_note" in arrays else None
     fig = nplots.random_neighbours(index, feature_index, x_test, x_train, examples=p.examples,
                                    seed=p.seed, y_test=y_test, y_train=y_train, classes=classes,
-                                   **images)
+                                   feature_note=note, **images)
     nplots.save_figure(fig, _paths(smk.output, "random"), p.dpi)
 
     fig = nplots.probability_correct_histogram(p_correct, num_models=int(arrays["num_models"]))

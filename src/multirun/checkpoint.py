@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from multirun.contracts import ContractError, load_torch, save_csv
-from multirun.models import build_model, meta_model, normalize_spec
+from multirun.models import WithFeatures, build_model, meta_model, normalize_spec
 from multirun.recipe import _check_seeds
 
 CHECKPOINT_FORMAT = 2
@@ -135,7 +135,8 @@ def evaluate_shard(ckpt: Mapping[str, Any], x: Tensor, *, batch_size: int,
     """Evaluate every model of a shard on ``x`` (N, ...) float32, vectorised over seeds.
 
     Returns logits (S, N, C) float32 on the CPU and, if ``features``, the
-    penultimate features (S, N, D) float32 (else ``None``). BatchNorm uses its
+    penultimate features (S, N, D) float32 (else ``None``; ``D = 0`` for a model without
+    ``features(x)``, :class:`multirun.models.WithFeatures`). BatchNorm uses its
     running statistics (eval mode). ``batch_size`` examples go through all S
     models at once.
     """
@@ -146,14 +147,14 @@ def evaluate_shard(ckpt: Mapping[str, Any], x: Tensor, *, batch_size: int,
     if isinstance(batch_size, bool) or int(batch_size) < 1:
         raise ContractError(f"logits.batch_size: must be an integer >= 1, got {batch_size!r}")
     device = torch.device(device)
-    base = meta_model(ckpt["model_spec"], tuple(ckpt["input_shape"]),
-                       int(ckpt["num_classes"])).eval()
+    base = WithFeatures(meta_model(ckpt["model_spec"], tuple(ckpt["input_shape"]),
+                                   int(ckpt["num_classes"]))).eval()
     dtype = next((v.dtype for v in ckpt["state"].values() if v.dtype == torch.float64),
                  torch.float32)  # float64 only for exactness checks
-    state = {k: v.to(device) for k, v in ckpt["state"].items()}
+    state = {f"model.{k}": v.to(device) for k, v in ckpt["state"].items()}
 
     def run(st: dict[str, Tensor], xb: Tensor) -> tuple[Tensor, Tensor]:
-        return functional_call(base, st, (xb,), {"return_features": True})
+        return functional_call(base, st, (xb,))
 
     batched = vmap(run, in_dims=(0, None))
     s, n = len(ckpt["seeds"]), len(x)
@@ -173,7 +174,8 @@ def evaluate_shard(ckpt: Mapping[str, Any], x: Tensor, *, batch_size: int,
         c = int(ckpt["num_classes"])
         logits_out = torch.empty(s, 0, c)
         if features:
-            d = meta_model(ckpt["model_spec"], tuple(ckpt["input_shape"]), c).head.in_features
+            probe = torch.zeros(2, *ckpt["input_shape"], device="meta")
+            d = base(probe)[0].shape[-1]
             feats_out = torch.empty(s, 0, d)
     return logits_out, feats_out
 

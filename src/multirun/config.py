@@ -36,6 +36,16 @@ def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
             f"config key {', '.join(where + u for u in unknown)}: unknown key; "
             f"valid keys here are {allowed} (see docs/config.md)"
         )
+    if "propertyNames" in err.schema_path:  # a model key only user models take
+        return ConfigError(
+            f"config key {key}.{err.instance}: unknown key; a built-in model takes name, width, "
+            "depth and batchnorm (extra keys are for your own models, docs/models.md)")
+    if err.validator == "anyOf" and list(err.absolute_path)[-1:] == ["name"]:
+        builtins = next(s["enum"] for s in err.schema["anyOf"] if "enum" in s)
+        return ConfigError(
+            f"config key {key}: unknown model {err.instance!r}; choose one of "
+            f"{', '.join(builtins)}, or your own as FILE.py:Name or package.module:Name "
+            "(docs/models.md)")
     return ConfigError(f"config key {key}: {err.message} (see docs/config.md)")
 
 
@@ -89,9 +99,20 @@ def check(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
     if errors:
         raise _schema_error(errors[0])
 
+    dataset = config["dataset"]
+    if dataset["name"] == "npz" and not dataset["path"]:
+        raise ConfigError("config key dataset.path: dataset.name npz needs your file, "
+                          "dataset.path: FILE.npz (docs/datasets.md)")
+    if "published" in config and "local_logits" in config:
+        raise ConfigError("config key local_logits: give either published (the hub's logits) "
+                          "or local_logits (your own), not both")
+    labels = config.get("local_logits", {}).get("labels", "dataset")
+    if labels != "dataset" and not labels.endswith(".npz"):
+        raise ConfigError(f"config key local_logits.labels: {labels!r} is neither 'dataset' "
+                          "(the dataset section's dataset) nor a FILE.npz with y_train/y_test")
     seeds = config["train"]["seeds"]
     too_many = [n for n in config["kernel"]["model_counts"] if n > seeds]
-    if too_many and "published" not in config:
+    if too_many and "published" not in config and "local_logits" not in config:
         raise ConfigError(
             f"config key kernel.model_counts: sizes {too_many} exceed train.seeds={seeds}; "
             "lower them or train more seeds"

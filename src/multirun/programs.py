@@ -49,7 +49,7 @@ def pick_program(name: str, spec: Mapping[str, Any], recipe: Mapping[str, Any]) 
     model, no augmentation) and ``name`` allows it, else ``vmap``."""
     if name not in PROGRAMS:
         raise ValueError(f"program: unknown {name!r}; choose one of {', '.join(PROGRAMS)}")
-    fits = not spec["batchnorm"] and recipe["augment"] == "none"
+    fits = not spec.get("batchnorm") and recipe["augment"] == "none"
     own = {"mlp": "mlp", "cnn1d": "cnn1d"}.get(spec["name"]) if fits else None
     if name not in ("auto", "vmap", own):
         raise ValueError(f"program {name}: needs the model {name} without BatchNorm and no "

@@ -19,7 +19,7 @@ rule train_shard:
         seeds=lambda w: SHARDS[w.shard],
         model=train_spec("train"),
         recipe=train_recipe("train"),
-        code=code("train.py"),
+        code=code("train.py", config["train"]["model"]),
     script:
         "../../scripts/train.py"
 
@@ -45,7 +45,7 @@ rule train_width:
         seeds=list(range(config["sweep"]["seeds"])),
         model=lambda w: train_spec("sweep", width=int(w.width)),
         recipe=train_recipe("sweep"),
-        code=code("train.py"),
+        code=code("train.py", config["sweep"]["model"]),
     script:
         "../../scripts/train.py"
 
@@ -73,6 +73,6 @@ rule train_grid:
         seeds=lambda w: list(range(config["sweep"]["grid"]["seeds"])),
         model=lambda w: train_spec("sweep", width=int(w.width), depth=int(w.depth)),
         recipe=train_recipe("sweep") | {"epochs": config["sweep"]["grid"]["epochs"]},
-        code=code("train.py"),
+        code=code("train.py", config["sweep"]["model"]),
     script:
         "../../scripts/train.py"

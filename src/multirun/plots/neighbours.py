@@ -170,11 +170,13 @@ def random_neighbours(kernel_index: np.ndarray, feature_index: np.ndarray | None
                       seed: int = 0, y_test: np.ndarray | None = None,
                       y_train: np.ndarray | None = None, images_test: np.ndarray | None = None,
                       images_train: np.ndarray | None = None,
-                      classes: Sequence[str] | None = None) -> Figure:
+                      classes: Sequence[str] | None = None,
+                      feature_note: str | None = None) -> Figure:
     """Random test examples (top row) with 2 kernel neighbours and 2 penultimate-feature neighbours.
 
     ``kernel_index`` and ``feature_index``: (Nq, >= 2) nearest train indices by the ensemble
-    kernel and by cosine similarity of one model's penultimate features (None: kernel only).
+    kernel and by cosine similarity of one model's penultimate features (None: kernel only,
+    and the title says why, from ``feature_note``).
     """
     sources = [("kernel", kernel_index, TRAIN_COLOR)]
     if feature_index is not None:
@@ -212,7 +214,8 @@ def random_neighbours(kernel_index: np.ndarray, feature_index: np.ndarray | None
             if c == 0:
                 ax.set_ylabel(names[r], fontsize=8, color=colors[r])
     tail = (" and by cosine similarity of one model's penultimate features (blue)"
-            if feature_index is not None else "")
+            if feature_index is not None else
+            f" (no feature neighbours: {feature_note or 'none given'})")
     fig.suptitle("Random test examples (top) with their 2 nearest train examples by the ensemble "
                  f"kernel (orange){tail};\ntitles are labels, red = another label than the test "
                  "example's", fontsize=9)
