@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from multirun.contracts import ContractError, load_torch
+from multirun.contracts import ContractError, load_torch, remake
 from multirun.models import build_model, meta_model, normalize_spec
 from multirun.recipe import _check_seeds
 
@@ -34,30 +34,28 @@ def check_checkpoint(ckpt: Mapping[str, Any], where: str = "checkpoint") -> None
     """
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ContractError(f"{where}: checkpoint format {ckpt.get('format')!r}, expected "
-                            f"{CHECKPOINT_FORMAT}; delete it and rerun training")
+                            f"{CHECKPOINT_FORMAT}; {remake(where)}")
     for key in ("model_spec", "recipe", "seeds", "input_shape", "num_classes", "state",
                 "history"):
         if key not in ckpt:
-            raise ContractError(f"{where}: lacks key {key!r}; delete it and rerun training")
+            raise ContractError(f"{where}: lacks key {key!r}; {remake(where)}")
     try:
         normalize_spec(ckpt["model_spec"])
         seeds = _check_seeds(ckpt["seeds"])
         expected = _expected_shapes(ckpt)
     except ContractError as err:
-        raise ContractError(f"{where}: invalid contents ({err}); delete it and rerun "
-                            "training") from err
+        raise ContractError(f"{where}: invalid contents ({err}); {remake(where)}") from err
     state = ckpt["state"]
     if set(state) != set(expected):
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         raise ContractError(f"{where}: state does not match model {ckpt['model_spec']} "
-                            f"(missing {missing}, unexpected {extra}); delete it and rerun "
-                            "training")
+                            f"(missing {missing}, unexpected {extra}); {remake(where)}")
     for k, shape in expected.items():
         v = state[k]
         if not isinstance(v, Tensor) or tuple(v.shape) != (len(seeds), *shape):
             got = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
             raise ContractError(f"{where}: state[{k!r}] has shape {got}, expected "
-                                f"{(len(seeds), *shape)}; delete it and rerun training")
+                                f"{(len(seeds), *shape)}; {remake(where)}")
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise ContractError(f"{where}: state[{k!r}] holds NaN or inf; training diverged "
                                 "(lower train.recipe.lr?), then rerun training")
@@ -79,11 +77,10 @@ def load_checkpoint(path: str | os.PathLike, *, model_spec: dict | None = None,
             if want.get(key) != have.get(key):
                 raise ContractError(
                     f"{path}: trained with train.model.{key} = {have.get(key)!r}, the config "
-                    f"asks for {want.get(key)!r}; delete it and rerun training")
+                    f"asks for {want.get(key)!r}; {remake(path)}")
     if seeds is not None and [int(s) for s in seeds] != list(ckpt["seeds"]):
         raise ContractError(f"{path}: holds seeds {list(ckpt['seeds'])}, expected "
-                            f"{list(seeds)} (train.seeds / train.shard_size); delete it and "
-                            "rerun training")
+                            f"{list(seeds)} (train.seeds / train.shard_size); {remake(path)}")
     return ckpt
 
 
