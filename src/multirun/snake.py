@@ -45,7 +45,7 @@ def device(snakemake, section: str) -> str:
 
 def run(snakemake, main: Callable[[object], None]) -> None:
     """Run ``main(snakemake)`` with logging, threads and clear errors."""
-    for path in snakemake.output:  # what a killed run of this job left behind
+    for path in _paths(snakemake.output):  # what a killed run of this job left behind
         sweep_temporaries(path)
     log_path = snakemake.log[0] if len(snakemake.log) else None
     try:
@@ -78,6 +78,16 @@ def run(snakemake, main: Callable[[object], None]) -> None:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
             with contextlib.suppress(OSError):  # a full disk: the log stays as it is
                 log.close()
+
+
+def _paths(output) -> list[str]:
+    """The files of a job's ``output``: Snakemake's list, or a stand-in's attributes."""
+    items = output if isinstance(output, list | tuple) else (
+        output.values() if isinstance(output, dict) else vars(output).values())
+    paths = []
+    for item in items:
+        paths += [item] if isinstance(item, str | os.PathLike) else _paths(list(item))
+    return paths
 
 
 def _fail(snakemake, err: Exception, log) -> None:
