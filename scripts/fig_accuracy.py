@@ -1,12 +1,12 @@
 """Figure: kernel k-NN vs logit ensemble vs single model, against the number of models."""
 
-from multirun import contracts, snake
+from multirun import contracts, knn, snake
 from multirun.plots.neighbours import accuracy_vs_models
 from multirun.plots.style import save_figure
 
 
 def main(smk):
-    rows = contracts.load_csv(smk.input.scores)
+    rows = contracts.load_table(smk.input.scores, "scores", rows=knn.score_rows(smk.config))
     ks = list(smk.params.k)
     series = [("majority", 3 if 3 in ks else ks[0]), ("weighted", max(ks))]  # the write-up's two
     fig = accuracy_vs_models(rows, knn=series)

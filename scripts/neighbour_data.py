@@ -12,7 +12,7 @@ import numpy as np
 
 from multirun import contracts, kernel, knn, snake
 
-FIELDS = ["class", "n_models", "subset", "method", "k", "vote", "accuracy"]
+FIELDS = list(contracts.TABLES["per_class"].columns)
 
 
 def main(smk):

@@ -182,7 +182,10 @@ def test_neighbour_figures_script(tmp_path):
         output=SimpleNamespace(**output),
         params=SimpleNamespace(pair_ranks=[5, 12], examples=4, seed=0, dpi=50, k=3,
                                vote="majority"),
-        config={}, log=[str(tmp_path / "log.txt")], threads=1, rule="figure_neighbours",
+        # the config the tables' row counts come from (as in the workflow)
+        config={"train": {"seeds": m}, "kernel": {"model_counts": [2, m], "subsets": 2},
+                "knn": {"k": [3]}},
+        log=[str(tmp_path / "log.txt")], threads=1, rule="figure_neighbours",
     )
     runpy.run_path(str(scripts / "neighbour_figures.py"), init_globals={"snakemake": _Namespace(smk)})
     for key in keys:

@@ -46,6 +46,7 @@ HOW = {
     "tail -f results/logs/train/shard-000.log": RUN,  # without -f, which follows forever
     "snakemake -n": RUN,
     "snakemake --summary": RUN,
+    "snakemake --cores 2 check": RUN,
     "snakemake --report results/report.html": RUN,
     "snakemake --cores 8 --configfile configs/cifar10.yaml": DRY,
     "snakemake --cores 8 --configfile configs/published.yaml": DRY,

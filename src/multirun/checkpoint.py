@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from multirun.contracts import ContractError, load_torch, save_csv
+from multirun.contracts import ContractError, load_torch, remake, save_csv
 from multirun.models import WithFeatures, build_model, meta_model, normalize_spec
 from multirun.recipe import _check_seeds
 
@@ -42,30 +42,28 @@ def check_checkpoint(ckpt: Mapping[str, Any], where: str = "checkpoint") -> None
     """
     if ckpt.get("format") not in READABLE_FORMATS:
         raise ContractError(f"{where}: checkpoint format {ckpt.get('format')!r}, expected "
-                            f"one of {READABLE_FORMATS}; delete it and rerun training")
+                            f"one of {READABLE_FORMATS}; {remake(where)}")
     for key in ("model_spec", "recipe", "seeds", "input_shape", "num_classes", "state",
                 "history"):
         if key not in ckpt:
-            raise ContractError(f"{where}: lacks key {key!r}; delete it and rerun training")
+            raise ContractError(f"{where}: lacks key {key!r}; {remake(where)}")
     try:
         normalize_spec(ckpt["model_spec"])
         seeds = _check_seeds(ckpt["seeds"], distinct=False)
         expected = _expected_shapes(ckpt)
     except ContractError as err:
-        raise ContractError(f"{where}: invalid contents ({err}); delete it and rerun "
-                            "training") from err
+        raise ContractError(f"{where}: invalid contents ({err}); {remake(where)}") from err
     state = ckpt["state"]
     if set(state) != set(expected):
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         raise ContractError(f"{where}: state does not match model {ckpt['model_spec']} "
-                            f"(missing {missing}, unexpected {extra}); delete it and rerun "
-                            "training")
+                            f"(missing {missing}, unexpected {extra}); {remake(where)}")
     for k, shape in expected.items():
         v = state[k]
         if not isinstance(v, Tensor) or tuple(v.shape) != (len(seeds), *shape):
             got = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
             raise ContractError(f"{where}: state[{k!r}] has shape {got}, expected "
-                                f"{(len(seeds), *shape)}; delete it and rerun training")
+                                f"{(len(seeds), *shape)}; {remake(where)}")
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise ContractError(f"{where}: state[{k!r}] holds NaN or inf; training diverged "
                                 "(lower train.recipe.lr?), then rerun training")
@@ -73,13 +71,13 @@ def check_checkpoint(ckpt: Mapping[str, Any], where: str = "checkpoint") -> None
         members = ckpt.get("member_recipes")
         if not isinstance(members, list) or len(members) != len(seeds):
             raise ContractError(f"{where}: member_recipes must list {len(seeds)} recipes; "
-                                "delete it and rerun training")
+                                f"{remake(where)}")
         masks = ckpt.get("masks")
         if masks is not None and (not isinstance(masks, Tensor) or masks.dtype != torch.bool
                                   or tuple(masks.shape) != (len(seeds), ckpt.get("num_train"))):
             got = tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
             raise ContractError(f"{where}: masks has shape {got}, expected (seeds, "
-                                "num_train) bool; delete it and rerun training")
+                                f"num_train) bool; {remake(where)}")
 
 
 def upgrade(ckpt: Mapping[str, Any]) -> dict:
@@ -108,11 +106,10 @@ def load_checkpoint(path: str | os.PathLike, *, model_spec: dict | None = None,
             if want.get(key) != have.get(key):
                 raise ContractError(
                     f"{path}: trained with train.model.{key} = {have.get(key)!r}, the config "
-                    f"asks for {want.get(key)!r}; delete it and rerun training")
+                    f"asks for {want.get(key)!r}; {remake(path)}")
     if seeds is not None and [int(s) for s in seeds] != list(ckpt["seeds"]):
         raise ContractError(f"{path}: holds seeds {list(ckpt['seeds'])}, expected "
-                            f"{list(seeds)} (train.seeds / train.shard_size); delete it and "
-                            "rerun training")
+                            f"{list(seeds)} (train.seeds / train.shard_size); {remake(path)}")
     return ckpt
 
 

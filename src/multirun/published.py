@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from multirun.config import ConfigError
-from multirun.contracts import ContractError, atomic_path, save_json
+from multirun.contracts import ContractError, atomic_path, remake, save_json
 
 REPO = "kjj0/cifar10-multirun-logits"
 REPO_60K = "kjj0/cifar10-multirun-logits-60k"
@@ -240,7 +240,7 @@ def dataset_labels(path: str | os.PathLike) -> dict[str, np.ndarray]:
             return {k: np.asarray(f[k]) for k in ("y_train", "y_test")}
     except Exception as err:
         raise ContractError(f"{path}: cannot read y_train/y_test ({type(err).__name__}: {err}); "
-                            "delete it and rerun the dataset stage") from None
+                            f"{remake(path)}") from None
 
 
 # --------------------------------------------------------------------------- the 60k set
@@ -283,7 +283,7 @@ def load_pointer(path: str | os.PathLike):
         pointer = json.loads(Path(path).read_text())
         files = pointer["logits"], pointer["labels"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ContractError(f"{path}: unreadable ({err}); delete it and rerun") from None
+        raise ContractError(f"{path}: unreadable ({err}); {remake(path)}") from None
     for f in files:
         if not Path(f).exists():
             raise ContractError(f"{path}: names {f}, which is gone (hub cache cleared?); delete "

@@ -1,14 +1,21 @@
+import sys
 from pathlib import Path
 
 from multirun import local_logits as local
 from multirun import published as hub
 from multirun.codehash import code_hashes
 from multirun.config import check, shards
+from multirun.locks import lock_advice
 from multirun.models import model_files, normalize_spec
 from multirun.recipe import normalize_recipe
 
 # Strings from --config become the schema's types; every absent key takes its default.
 check(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+
+# Before Snakemake's own "cannot be locked ... --unlock": is the locking run alive?
+if workflow.is_main_process and "--unlock" not in sys.argv:
+    if note := lock_advice(Path.cwd()):
+        print(note, file=sys.stderr)
 
 R = config["results"]
 PUBLISHED = "published" in config
@@ -108,6 +115,35 @@ def default_targets():
     return targets
 
 
+def check_inputs():
+    """The intermediates of the default targets, by contract (rule check verifies them)."""
+    main = not PUBLISHED
+    groups = {
+        "dataset": [f"{R}/data/dataset.npz"] if not PUBLISHED_NPY else [],
+        "checkpoints": [f"{R}/train/shard-{s}.pt" for s in SHARDS] if main else [],
+        "logits": [] if PUBLISHED_NPY else logit_files("train") + logit_files("test"),
+        "seeds": [] if PUBLISHED_NPY else logit_files("seeds"),
+        "features": list(feature_files().values()),
+        "spectra": [],
+        "effdim": [],
+    }
+    if not PUBLISHED_NPY:  # the neighbour figures' inputs
+        groups["scores"] = [f"{R}/knn/{v}/scores.csv" for v in ("logsoftmax", "raw")]
+        groups["neighbours"] = [
+            f"{R}/kernel/{v}/neighbours.npz" for v in ("logsoftmax", "raw")
+        ]
+        groups["per_class"] = [f"{R}/kernel/logsoftmax/per_class.csv"]
+        groups["figure_data"] = [f"{R}/kernel/logsoftmax/figure_data.npz"]
+    if main and config["hessian"]["models"] > 0:
+        groups["spectra"] += main_spectra()
+        groups["effdim"].append(f"{R}/effdim/main.csv")
+    if main and SWEEPS["default"]:
+        groups["checkpoints"] += [f"{R}/train/width-{w}.pt" for w in SWEEPS["default"]]
+        groups["spectra"] += sweep_spectra("default")
+        groups["effdim"].append(f"{R}/effdim/sweep-default.csv")
+    return {name: paths for name, paths in groups.items() if paths}
+
+
 def dataset_params():
     """Only the keys the configured dataset uses, so unrelated keys rerun nothing."""
     used = {
@@ -169,15 +205,23 @@ def logits_outputs():
     return out
 
 
+# the figure the --report shows: the .png, else the first of figures.formats
+REPORT_FORMAT = "png" if "png" in FORMATS else FORMATS[0]
+
+
 def figure_output(name, caption, category, key=""):
-    """Named outputs {key}png (also in the --report) and {key}other (the other formats)."""
+    """Named outputs {key}png: the figure in the --report (.png, or the first of
+    figures.formats when that has no png: formats are honoured exactly), and {key}other:
+    the other formats."""
     return {
         f"{key}png": report(
-            f"{R}/figures/{name}.png",
+            f"{R}/figures/{name}.{REPORT_FORMAT}",
             caption=f"../report/{caption}.rst",
             category=category,
         ),
-        f"{key}other": [f"{R}/figures/{name}.{ext}" for ext in FORMATS if ext != "png"],
+        f"{key}other": [
+            f"{R}/figures/{name}.{ext}" for ext in FORMATS if ext != REPORT_FORMAT
+        ],
     }
 
 
