@@ -233,10 +233,13 @@ def _moments(p: _Pass, side: _Side, chunks: list[np.ndarray], selections: list[n
                 mean[s] += delta * (n / (count[s] + n))
                 m2[s] += cm2 + delta.square() * w
                 tiny = (x.abs() < TINY_VALUE).all(0)  # else the scaled squares may overflow
-                cm2_tiny = (dev * TINY_SCALE).square_().sum(0)
-                if count[s]:
-                    cm2_tiny += (delta * TINY_SCALE).square_() * w
-                m2_tiny[s] = torch.where(tiny, m2_tiny[s] + cm2_tiny, math.nan)
+                if bool(tiny.any()):
+                    cm2_tiny = (dev * TINY_SCALE).square_().sum(0)
+                    if count[s]:
+                        cm2_tiny += (delta * TINY_SCALE).square_() * w
+                    m2_tiny[s] = torch.where(tiny, m2_tiny[s] + cm2_tiny, math.nan)
+                else:
+                    m2_tiny[s].fill_(math.nan)
             count[s] += n
         p.bar.update(1)
     for s in range(len(selections)):
