@@ -16,6 +16,7 @@ import errno
 import json
 import math
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -374,14 +375,34 @@ def load_npz(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> dict[str, n
     return out
 
 
+def refused_pickle(path: str | os.PathLike, err: BaseException,
+                   fix: str | None = None) -> ContractError | None:
+    """The error to raise when ``torch.load(..., weights_only=True)`` refused ``path``'s pickle
+    (it names an object other than tensors and plain types, whose building could run code),
+    naming the file and the object; None for any other failure."""
+    text = str(err)
+    if not (isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in text):
+        return None
+    what = next((line.strip() for line in text.splitlines() if "GLOBAL" in line), "")
+    return ContractError(
+        f"{path}: holds pickled objects other than tensors and plain types, which could run "
+        f"code on load ({what or 'not an allowed type'}): refused, nothing in it ran; "
+        f"{fix or remake(path)}")
+
+
 def load_torch(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> dict:
-    """``torch.load`` a dict on the CPU, checking that ``keys`` are present."""
+    """``torch.load`` a dict on the CPU with ``weights_only=True`` (tensors and plain types
+    only: a file that holds other objects is refused unread, so it cannot run code),
+    checking that ``keys`` are present."""
     path = Path(path)
     if not path.exists():
         raise _fail(path, "file is missing")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
+        refused = refused_pickle(path, err)
+        if refused is not None:
+            raise refused from None
         raise _fail(path, f"cannot be loaded by torch ({err}); the file is truncated or corrupt") from err
     if not isinstance(obj, dict):
         raise _fail(path, f"expected a dict, found {type(obj).__name__}")

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from multirun.config import ConfigError
-from multirun.contracts import ContractError, atomic_path, remake, save_json
+from multirun.contracts import ContractError, atomic_path, refused_pickle, remake, save_json
 
 REPO = "kjj0/cifar10-multirun-logits"
 REPO_60K = "kjj0/cifar10-multirun-logits-60k"
@@ -163,6 +163,10 @@ def load_log(path: str | os.PathLike) -> tuple[dict, bool]:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True), False
     except Exception as err:
+        refused = refused_pickle(path, err, "delete it; the hub's log.pt files hold only "
+                                 "tensors, strings and numbers")
+        if refused is not None:
+            raise refused from None
         first = str(err).splitlines()[0] if str(err) else ""
         raise ContractError(f"{path}: cannot be loaded as a log.pt of {REPO} "
                             f"({type(err).__name__}: {first}); delete it to fetch it again") from None

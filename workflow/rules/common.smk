@@ -102,6 +102,7 @@ def main_spectra():
 
 def default_targets():
     targets = figure_paths("accuracy_vs_models") + [f"{R}/knn/{VARIANT}/scores.csv"]
+    targets.append(f"{R}/summary/headline_accuracy.csv")
     if PUBLISHED_NPY:  # test logits only: ensemble curves and test-to-test neighbours
         return targets + figure_paths("test_pairs")
     if not LOCAL_NO_INPUTS:  # the neighbour figures draw examples
@@ -112,6 +113,7 @@ def default_targets():
         targets += figure_paths("hessian_spectrum") + [f"{R}/effdim/main.csv"]
     if TRAINED and SWEEPS["default"]:
         targets += figure_paths("width_sweep_default")
+        targets.append(f"{R}/summary/headline_effdim.csv")
     return targets
 
 
