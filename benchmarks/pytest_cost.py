@@ -3,6 +3,9 @@ snakemake processes it starts. A pytest plugin for docs/testing.md's table:
 
     PYTHONPATH=src:benchmarks .venv/bin/python -m pytest -p pytest_cost [pytest args]
 
+(with ``-n 2`` too: each worker's rows are collected at the end; the totals then add up
+the workers, so the CPU total is the work done and the wall total exceeds the elapsed time).
+
 At the end it prints the 30 costliest tests by CPU and the totals; with
 ``MULTIRUN_COST_JSON=path`` it also writes every test's row as JSON. CPU seconds (user +
 system, children included once they have exited) depend much less on what else the machine
@@ -16,7 +19,9 @@ import json
 import os
 import resource
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -50,7 +55,22 @@ def pytest_runtest_protocol(item, nextitem):
                           "snakemake": _snakemakes - calls}
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, the workers leave their rows in a folder the controller reads."""
+    if not os.environ.get("PYTEST_XDIST_WORKER") and "MULTIRUN_COST_DIR" not in os.environ:
+        os.environ["MULTIRUN_COST_DIR"] = tempfile.mkdtemp(prefix="multirun-cost-")
+
+
+def pytest_sessionfinish(session):
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        with open(Path(os.environ["MULTIRUN_COST_DIR"]) / f"{worker}.json", "w") as f:
+            json.dump(_rows, f)
+
+
 def pytest_terminal_summary(terminalreporter):
+    for path in sorted(Path(os.environ["MULTIRUN_COST_DIR"]).glob("*.json")):
+        _rows.update(json.loads(path.read_text()))
     rows = sorted(_rows.items(), key=lambda kv: -kv[1]["cpu_s"])
     write = terminalreporter.write_line
     write(f"\n{'cpu s':>8} {'wall s':>8} {'snakemake':>9}  test (setup of shared fixtures included)")

@@ -9,8 +9,9 @@ prints two Markdown tables:
   largest k) by similarity-weighted vote, each with its 95% interval over test examples,
   and the same two kernel rows on raw logits when ``knn/raw/scores.csv`` exists;
 * **width sweep** from ``effdim/sweep-default.csv`` at regulariser ``z``: per width its
-  parameter count and, per seed, train and test loss, ``N_eff(H, z)`` over the whole
-  spectrum +- one standard error (the SLQ probe noise) and the top-k lower bound.
+  parameter count, train and test loss (mean over seeds), ``N_eff(H, z)`` over the whole
+  spectrum +- one standard error (the SLQ probe noise) for each seed, and the top-k lower
+  bound (mean over seeds).
 
 With ``--readme FILE`` the tables replace what stands between the markers
 ``<!-- multirun.summary: begin -->`` and ``<!-- multirun.summary: end -->`` in FILE, so
@@ -111,17 +112,20 @@ def width_table(results: Path, z: float = 1.0) -> str:
         value, se = float(r["effective_dimension"]), float(r["effective_dimension_se"])
         return "NaN (pole inside the spectrum)" if math.isnan(value) else f"{value:.1f} +- {se:.1f}"
 
-    def topk(r) -> str:
-        return f"{float(r['effective_dimension_topk']):.1f}"
+    def one_decimal(x: float) -> str:
+        return f"{x:.1f}"
+
+    def mean(key: str, fmt) -> str:
+        return " | ".join(fmt(float(np.mean([float(r[key]) for r in by[w]]))) for w in widths)
 
     head = " | ".join(f"{w} ({_compact(int(by[w][0]['num_params']))})" for w in widths)
     return "\n".join([
         f"| width (parameters) | {head} |",
         "| --- |" + " --- |" * len(widths),
-        f"| train loss, seeds {label} | {cells(lambda r: _loss(float(r['train_loss'])))} |",
-        f"| test loss, seeds {label} | {cells(lambda r: _loss(float(r['test_loss'])))} |",
+        f"| train loss, mean of seeds {label} | {mean('train_loss', _loss)} |",
+        f"| test loss, mean of seeds {label} | {mean('test_loss', _loss)} |",
         f"| `N_eff(H, {z:g})`, whole spectrum +- one SE, seeds {label} | {cells(neff)} |",
-        f"| top-k lower bound, seeds {label} | {cells(topk)} |",
+        f"| top-k lower bound, mean of seeds {label} | {mean('effective_dimension_topk', one_decimal)} |",
     ])
 
 
