@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from filelock import FileLock
 
 from multirun.config import check
 
@@ -43,11 +45,16 @@ def write_config(workdir: Path, cfg: dict) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
+# Every job of the tiny config is a few seconds of imports and a moment of work: at one
+# thread each, two jobs share the two cores instead of one job holding both.
+ONE_THREAD = ("--max-threads", "1")
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None,
               root: Path = ROOT) -> subprocess.CompletedProcess:
     """Run the Snakefile of checkout ``root`` (this one) in ``workdir`` (which holds config.yaml)."""
     cmd = [*SNAKEMAKE, "--snakefile", str(root / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", "--workflow-profile", "none", *args]
+           "--cores", "2", *ONE_THREAD, "--workflow-profile", "none", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=job_env(root, env))
     if check and proc.returncode != 0:
         tail = f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
@@ -76,14 +83,31 @@ def job_stats(out: str) -> dict[str, int]:
     return jobs
 
 
+def shared_run(tmp_path_factory, name: str, *targets: str) -> tuple[Path, dict]:
+    """A finished run of ``targets`` on the tiny config, made once for the whole test session.
+
+    Under pytest-xdist (``make test`` runs two workers) the first worker that needs it runs
+    it in the session's shared temporary folder while the others wait on a file lock, then
+    all read the same finished run. Nothing may modify it: copy it first (``tiny_copy``).
+    """
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the folder shared by this session's workers
+    workdir, cfg = base / name, tiny_config()
+    with FileLock(str(base / f"{name}.lock")):
+        if not (base / f"{name}.done").exists():
+            shutil.rmtree(workdir, ignore_errors=True)  # a run that failed half-way
+            workdir.mkdir()
+            write_config(workdir, cfg)
+            snakemake(workdir, *targets)
+            (base / f"{name}.done").touch()
+    return workdir, cfg
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
     """A finished run of the whole workflow on the tiny config (shared, do not modify)."""
-    workdir = tmp_path_factory.mktemp("tiny_run")
-    cfg = tiny_config()
-    write_config(workdir, cfg)
-    snakemake(workdir)
-    return workdir, cfg
+    return shared_run(tmp_path_factory, "tiny_run")
 
 
 @pytest.fixture

@@ -33,6 +33,9 @@ SLURM = "run against a one-node SLURM by tests/test_slurm.py"
 HOW = {
     "make run": RUN,  # with the environment set up: BIN and STAMP point at this one
     "make test": DRY,  # make -n: running the suite inside the suite would recurse
+    "make test-unit": DRY,
+    "make test-workflow": DRY,
+    "make lock": DRY,  # make -n: re-resolving would rewrite requirements.lock from the index
     "snakemake --cores 2": RUN,
     "snakemake --cores 2 --configfile configs/test.yaml": RUN,
     "snakemake --cores 2 results/figures/accuracy_vs_models.png": RUN,
@@ -155,8 +158,13 @@ def test_readme_command_works(checkout, command):
         assert "results/figures/accuracy_vs_models.png" in out
     elif "--report" in command:
         assert (checkout / "results" / "report.html").stat().st_size > 100_000
-    elif command == "make test":
-        assert "pytest" in out
+    elif command.startswith("make test"):
+        assert "pytest -n auto" in out
+        assert ("-m workflow" in out) == (command == "make test-workflow")
+        assert ('-m "not workflow"' in out) == (command == "make test-unit")
+    elif command == "make lock":
+        assert "uv pip compile pyproject.toml" in out and "--generate-hashes" in out
+        assert "multirun.lockfile" in out
     elif command.startswith("pip"):
         assert "Would install multirun" in out
 

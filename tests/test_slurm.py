@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, tiny_config, write_config
+from conftest import ONE_THREAD, ROOT, tiny_config, write_config
 from services import slurm_unavailable, start_slurm
 
 pytestmark = pytest.mark.workflow
@@ -54,6 +54,7 @@ def slurm_run(slurm, tmp_path_factory):
     write_config(workdir, cfg)
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
            "--directory", str(workdir), "--workflow-profile", str(PROFILE),
+           *ONE_THREAD,  # as the local tiny run (tests/conftest.py), so results are bitwise equal
            # test only: poll squeue every few seconds instead of the plugin's 40 s
            "--slurm-init-seconds-before-status-checks", "3"]
     env = {**slurm.env, "SBATCH_ACCOUNT": "multirun-test", "PYTHONWARNINGS": "ignore"}

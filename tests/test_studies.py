@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from conftest import planned_jobs, snakemake, tiny_config, write_config
+from conftest import planned_jobs, shared_run, write_config
 
 from multirun import train
 from multirun.contracts import ContractError
@@ -192,11 +192,7 @@ TARGETS = ("memorization", "label_noise", "label_errors")
 
 @pytest.fixture(scope="module")
 def studies_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("studies_run")
-    cfg = tiny_config()
-    write_config(workdir, cfg)
-    snakemake(workdir, *TARGETS)
-    return workdir, cfg
+    return shared_run(tmp_path_factory, "studies_run", *TARGETS)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ module that carry its name with another suffix (``kernel.cpp`` beside
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from pathlib import Path
 
@@ -33,8 +34,15 @@ def _module_file(name: str, root: Path) -> Path | None:
 
 def _imported(path: Path, module: str) -> set[str]:
     """Dotted names of the ``multirun`` modules that ``path`` (module ``module``) may import."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    is_pkg = path.name == "__init__.py"
+    return set(_imports_in(path.read_text(), str(path), module))
+
+
+@functools.lru_cache(maxsize=4096)
+def _imports_in(text: str, filename: str, module: str) -> frozenset[str]:
+    """:func:`_imported` of source ``text``, parsed once per process for each content (a
+    Snakefile asks for the closure of every rule's script, and they share most modules)."""
+    tree = ast.parse(text, filename=filename)
+    is_pkg = Path(filename).name == "__init__.py"
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -49,7 +57,7 @@ def _imported(path: Path, module: str) -> set[str]:
                 stem = node.module or ""
             names.add(stem)
             names.update(f"{stem}.{alias.name}" for alias in node.names)  # submodules
-    return {n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")}
+    return frozenset(n for n in names if n == PACKAGE or n.startswith(PACKAGE + "."))
 
 
 def module_files(script: str | Path, root: Path = PACKAGE_DIR) -> list[Path]:
