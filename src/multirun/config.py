@@ -113,9 +113,12 @@ def check(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
             f"config key hessian.models: {hess['models']} exceeds the models of shard 0 "
             f"(min of train.seeds and train.shard_size)"
         )
-    missing = sorted(set(config["sweep"]["default_widths"]) - set(config["sweep"]["widths"]))
+    widths = config["width_sweep"]
+    missing = sorted(set(widths["default_widths"]) - set(widths["widths"]))
     if missing:
-        raise ConfigError(f"config key sweep.default_widths: {missing} are not in sweep.widths")
+        raise ConfigError(
+            f"config key width_sweep.default_widths: {missing} are not in width_sweep.widths"
+        )
     if config["figures"]["neighbour_k"] not in config["knn"]["k"]:
         raise ConfigError(
             f"config key figures.neighbour_k: {config['figures']['neighbour_k']} is not "
