@@ -23,7 +23,11 @@ class ConfigError(ContractError):
 
 
 def _key(path) -> str:
-    return ".".join(str(p) for p in path) or "<top level>"
+    """``sweeps.NAME.grid.recipe.lr[0]``: names joined by dots, list positions in brackets."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f"{'.' if out else ''}{part}"
+    return out or "<top level>"
 
 
 def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
@@ -66,10 +70,12 @@ def coerce(instance: Any, node: dict, root: dict) -> Any:
     if isinstance(instance, str) and types and "string" not in types:
         instance = _parse(instance, types)
     if isinstance(instance, dict):
-        props = node.get("properties", {})
+        props, extra = node.get("properties", {}), node.get("additionalProperties")
         for key in instance:
             if key in props:
                 instance[key] = coerce(instance[key], props[key], root)
+            elif isinstance(extra, dict):  # an entry of a table of named things
+                instance[key] = coerce(instance[key], extra, root)
     elif isinstance(instance, list) and isinstance(node.get("items"), dict):
         instance[:] = [coerce(v, node["items"], root) for v in instance]
     return instance
@@ -127,6 +133,9 @@ def check(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
     lo, hi = config["figures"]["pair_ranks"]
     if lo > hi:
         raise ConfigError(f"config key figures.pair_ranks: [{lo}, {hi}] must be increasing")
+    from multirun.sweeps import expand_all  # here: multirun.sweeps imports this module
+
+    expand_all(config)  # every point of every sweep is a valid model and recipe
     return config
 
 
