@@ -64,7 +64,7 @@ def plot_sweep(summary: Sequence[Mapping[str, str]], curves: Sequence[Mapping[st
             bad = [float(r["test_acc"]) for r in rows if r["diverged"] == "True"]
             if bad:
                 ax.scatter([pos] * len(bad), bad, marker="x", s=60, color=color, zorder=3,
-                           label=None if marked else "diverged run")
+                           label=None if marked else "diverged run", gid="diverged")
                 marked = True
         mean, half = np.array(mean), np.array(half)
         ax.plot(positions, mean, "o-", color=color, label=label)
