@@ -255,6 +255,43 @@ def test_tables_have_a_column_per_swept_key_and_a_checked_writer(tmp_path):
     assert not (tmp_path / "summary2.csv").exists()
 
 
+@pytest.mark.parametrize("batchnorm", [False, True], ids=["mlp-program", "vmap-program"])
+def test_an_unpacked_point_is_the_point_trained_alone(cfg, batchnorm):
+    """pack: true trains 3 learning rates x 2 seeds as one program; each point's slice is
+    its own training (1e-5 in float32, the programs' per-member exactness)."""
+    from multirun import train
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 12, generator=g), torch.randint(0, 4, (64,), generator=g)
+    entry = {**cfg["sweeps"]["lr_bn"], "grid": {"recipe.lr": [0.01, 0.1, 1.0],
+                                                "model.batchnorm": [batchnorm]}}
+    cfg["train"]["model"] = {"name": "mlp", "width": 8, "depth": 2, "batchnorm": batchnorm}
+    cfg["train"]["recipe"].update(epochs=2, batch_size=16, warmup_epochs=1)
+    points = sweeps.expand("lr_bn", entry, cfg)
+    (members,) = sweeps.packs(points).values()
+    seeds, recipes = sweeps.pack_members(members, [3, 4])
+    assert seeds == [3, 4, 3, 4, 3, 4] and recipes[2]["lr"] == 0.1
+    pack = train.train_shard(x, y, seeds, members[0].model, recipes, "cpu", progress=False,
+                             evaluation=(x[:20], y[:20]), on_diverge="record")
+    for i, point in enumerate(members):
+        alone = train.train_shard(x, y, [3, 4], point.model, point.recipe, "cpu",
+                                  progress=False, evaluation=(x[:20], y[:20]),
+                                  on_diverge="record")
+        mine = sweeps.unpack(pack, i, 2)
+        assert mine["seeds"] == [3, 4] and mine["recipe"] == alone["recipe"]
+        assert mine["member_recipes"] == alone["member_recipes"]
+        assert set(mine["state"]) == set(alone["state"])
+        for k, v in alone["state"].items():
+            torch.testing.assert_close(mine["state"][k], v, rtol=1e-5, atol=1e-5)
+        assert set(mine["history"]) == set(alone["history"])
+        for k, v in alone["history"].items():
+            torch.testing.assert_close(mine["history"][k], v, rtol=1e-5, atol=1e-5,
+                                       equal_nan=True)
+    with pytest.raises(contracts.ContractError, match="train.seeds"):  # same seed, same recipe
+        train.train_shard(x, y, [3, 3], members[0].model, [recipes[0]] * 2, "cpu",
+                          progress=False)
+
+
 # ----------------------------------------------------------------------------- the figure
 
 
@@ -299,16 +336,19 @@ def test_figure_axes_lines_and_diverged_marks():
 # ----------------------------------------------------------------------------- the workflow
 
 
-TARGETS = ("results/sweeps/tiny/summary.csv", "results/figures/sweep_tiny.png")
+TARGETS = ("results/sweeps/tiny/summary.csv", "results/figures/sweep_tiny.png",
+           "results/sweeps/tinypack/summary.csv")
 
 
-def tiny_sweep_config(**changes) -> dict:
+def tiny_sweep_config(pack=None, **changes) -> dict:
     """The tiny config with sweep `tiny`: 2 learning rates (one so large it diverges),
-    2 seeds in one shard, a 1-hidden-layer MLP of width 8, 2 epochs."""
+    2 seeds in one shard, a 1-hidden-layer MLP of width 8, 2 epochs; and `tinypack`, the
+    same with pack: true (``pack``: its changes)."""
     cfg = tiny_config()
     entry = {"base": "train", "model": {"width": 8, "depth": 1}, "recipe": {"epochs": 2},
              "grid": {"recipe.lr": [0.05, 1.0e4]}, "seeds": 2, "shard_size": 2, "pack": False}
     cfg["sweeps"]["tiny"] = {**entry, **changes}
+    cfg["sweeps"]["tinypack"] = {**entry, "pack": True, **(pack or {})}
     return check(cfg, SCHEMA)
 
 
@@ -350,6 +390,11 @@ def test_a_diverging_point_is_recorded_and_the_others_complete(sweep_run):
     assert len(curves) == 2 * 2 * 2  # points x epochs x seeds
     assert all(c["test_acc"] != "" for c in curves if c["point"] == "lr=0.05")
     assert (sweep_run / "results" / "figures" / "sweep_tiny.png").stat().st_size > 10_000
+    packed = contracts.load_csv(res.parent / "tinypack" / "summary.csv")  # one program
+    assert [r["diverged"] for r in packed] == [r["diverged"] for r in rows]
+    for a, b in zip(rows[:2], packed[:2], strict=True):  # the same numbers as point by point
+        for key in ("train_loss", "test_loss", "test_acc"):
+            assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-3)
 
 
 @pytest.mark.workflow
@@ -366,7 +411,21 @@ def test_a_diverging_point_is_recorded_and_the_others_complete(sweep_run):
 ], ids=["unchanged", "add-value", "add-seeds", "remove-value", "reorder"])
 def test_caching_trains_exactly_the_new_points_and_shards(sweep_copy, change, planned):
     write_config(sweep_copy, tiny_sweep_config(**change))
-    assert planned_jobs(sweep_copy, *TARGETS) == planned
+    assert planned_jobs(sweep_copy, *TARGETS[:2]) == planned
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("change, planned", [
+    ({"grid": {"recipe.lr": [0.05, 1.0e4, 0.2]}},  # the pack retrains, with the new point
+     {"sweep_pack": 1, "sweep_unpack": 3, "sweep_logits": 3, "sweep_summary": 1}),
+    ({"grid": {"recipe.lr": [0.05]}},  # a value fewer: the pack retrains too (the trade-off)
+     {"sweep_pack": 1, "sweep_unpack": 1, "sweep_logits": 1, "sweep_summary": 1}),
+    ({"seeds": 4},  # a new shard of seeds: a new pack job for it alone
+     {"sweep_pack": 1, "sweep_unpack": 2, "sweep_logits": 2, "sweep_summary": 1}),
+], ids=["add-value", "remove-value", "add-seeds"])
+def test_a_pack_retrains_when_its_values_change(sweep_copy, change, planned):
+    write_config(sweep_copy, tiny_sweep_config(pack=change))
+    assert planned_jobs(sweep_copy, TARGETS[2]) == planned
 
 
 @pytest.mark.workflow

@@ -179,9 +179,15 @@ def _check_data(x: Tensor, y: Tensor, num_classes: int | None) -> tuple[Tensor, 
     return (x if x.dtype == torch.float64 else x.to(torch.float32)), y, c
 
 
-def _check_seeds(seeds: Sequence[int]) -> list[int]:
+def _check_seeds(seeds: Sequence[int],
+                 recipes: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
+    """The seeds as ints: integers >= 0, distinct, except that with ``recipes`` (one per
+    member) a seed may repeat where its members' recipes differ (a sweep's pack trains
+    seed 0 of several learning rates in one program)."""
     seeds = list(seeds)
+    members = seeds if recipes is None else [
+        (s, repr(sorted(dict(r).items()))) for s, r in zip(seeds, recipes, strict=False)]
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0
-                        for s in seeds) or len(set(seeds)) != len(seeds):
+                        for s in seeds) or len(set(members)) != len(members):
         raise ContractError(f"train.seeds: need distinct integers >= 0, got {seeds!r}")
     return [int(s) for s in seeds]

@@ -33,9 +33,8 @@ import numpy as np
 from multirun.config import ConfigError, shards
 from multirun.contracts import ContractError
 from multirun.models import normalize_spec
-from multirun.recipe import normalize_recipe
+from multirun.recipe import PER_MEMBER_KEYS, normalize_recipe
 
-PER_MEMBER_KEYS = ("lr", "momentum", "weight_decay", "label_smoothing")  # multirun.recipe's
 SAFE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 ROW_FIELDS = ("point", "seed", "epochs", "train_loss", "train_acc", "test_loss", "test_acc",
               "diverged")
@@ -264,3 +263,46 @@ def summarize(points: Mapping[str, Mapping[str, Any]], shard_files: Sequence[Seq
         ensemble.append(with_keys(ensemble_rows(name, mine, test, y_test), values))
         rows += [with_keys(r, values) for r in mine]
     return rows, ensemble, curves
+
+
+# ----------------------------------------------------------------------------- packs
+
+
+def pack_members(points: Sequence[Point], seeds: Sequence[int]
+                 ) -> tuple[list[int], list[dict[str, Any]]]:
+    """The members of one shard of a pack: (seeds, recipes), point-major (point 0's seeds,
+    then point 1's, ...), the form :func:`multirun.train.train_shard` takes."""
+    return ([int(s) for _ in points for s in seeds],
+            [dict(p.recipe) for p in points for _ in seeds])
+
+
+def unpack(ckpt: Mapping[str, Any], index: int, size: int) -> dict[str, Any]:
+    """Members ``index * size ... (index + 1) * size - 1`` of a pack's checkpoint, as the
+    checkpoint of that one point (what training the point alone gives, up to the
+    per-member exactness of the programs): state, seeds, member recipes, masks and every
+    per-member history entry sliced; ``recipe`` the point's; ``history["lr"]`` the point's
+    own schedule (a pack stores its first member's)."""
+    from multirun.recipe import _schedule, lr_at
+
+    s = len(ckpt["seeds"])
+    if not 0 <= index * size < (index + 1) * size <= s:
+        raise ContractError(f"pack checkpoint: members {index * size}..{(index + 1) * size - 1}"
+                            f" of {s} requested; delete it and rerun the sweep")
+    sel = slice(index * size, (index + 1) * size)
+    members = [dict(r) for r in ckpt["member_recipes"][sel]]
+    out = {**ckpt, "seeds": list(ckpt["seeds"][sel]), "member_recipes": members,
+           "recipe": dict(members[0]),
+           "state": {k: v[sel].clone() for k, v in ckpt["state"].items()}}
+    if ckpt.get("masks") is not None:
+        out["masks"] = ckpt["masks"][sel].clone()
+    history = {}
+    for key, value in ckpt["history"].items():
+        per_member = hasattr(value, "shape") and value.ndim >= 1 and value.shape[0] == s
+        history[key] = value[sel].clone() if per_member and key != "lr" else value
+    if "lr" in history:
+        rows = ckpt["num_train"] if out.get("masks") is None else int(out["masks"][0].sum())
+        _, total, warmup = _schedule(rows, members[0])
+        lr = [lr_at(t, total, warmup, members[0]) for t in range(len(history["lr"]))]
+        history["lr"] = history["lr"].new_tensor(lr)
+    out["history"] = history
+    return out

@@ -300,13 +300,14 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     ``best_epoch`` (S,).
     """
     spec = normalize_spec(model_spec)
-    seeds = _check_seeds(seeds)
+    seeds = list(seeds)
     s = len(seeds)
     recipes = [recipe] * s if isinstance(recipe, Mapping) else list(recipe)
     if len(recipes) != s:
         raise ContractError(f"train.recipe: {len(recipes)} member recipes for {s} seeds")
     recipe, per_member = split_members(recipes)
     members = member_recipes(recipe, per_member)
+    seeds = _check_seeds(seeds, members)  # a seed repeats only with different recipes
     if on_diverge not in ("raise", "record"):
         raise ValueError(f"on_diverge: {on_diverge!r}; choose raise or record")
     x, y, num_classes = _check_data(x, y, num_classes)

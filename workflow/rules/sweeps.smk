@@ -2,7 +2,7 @@
 # through the main run's train and logits scripts (rule inheritance), into
 # results/sweeps/NAME/<point>/; a summary rule turns them into the sweep's tables and a
 # figure rule draws them. Targets: sweeps (every sweep), batchnorm (see Snakefile).
-from multirun.sweeps import expand_all, seed_shards
+from multirun.sweeps import expand_all, pack_members, packs, seed_shards
 
 SWEEP_POINTS = expand_all(
     config
@@ -10,8 +10,23 @@ SWEEP_POINTS = expand_all(
 SWEEP_SHARDS = {name: seed_shards(s) for name, s in config["sweeps"].items()}
 POINTS = {(name, p.name): p for name, pts in SWEEP_POINTS.items() for p in pts}
 SW = f"{R}/sweeps"
-# a sweep name, a point name (always holds "="), as wildcards
-SWEEP_NAME = "|".join(SWEEP_POINTS) or "(?!)"
+# pack: true -> (sweep, pack) -> its points, trained as one program per shard
+PACKS = {
+    (name, pack): pts
+    for name, all_points in SWEEP_POINTS.items()
+    if config["sweeps"][name]["pack"]
+    for pack, pts in packs(all_points).items()
+}
+
+
+def names_regex(names):
+    return "|".join(names) or "(?!)"  # (?!): matches nothing
+
+
+# sweep names (all, trained point by point, packed) and point names (always hold "=")
+SWEEP_NAME = names_regex(SWEEP_POINTS)
+SINGLE_NAME = names_regex(n for n in SWEEP_POINTS if not config["sweeps"][n]["pack"])
+PACKED_NAME = names_regex(n for n in SWEEP_POINTS if config["sweeps"][n]["pack"])
 POINT_NAME = r"[^/]*=[^/]*"
 
 
@@ -50,7 +65,8 @@ use rule train_shard as sweep_train with:
     input:
         data=f"{R}/data/dataset.npz",
     output:
-        checkpoint=f"{SW}/{{name,{SWEEP_NAME}}}/{{point,{POINT_NAME}}}/shard-{{shard}}.pt",
+        checkpoint=f"{SW}/{{name,{SINGLE_NAME}}}/{{point,{POINT_NAME}}}/shard-{{shard}}.pt",
+        metrics=f"{SW}/{{name}}/{{point}}/shard-{{shard}}.metrics.csv",
     log:
         f"{R}/logs/sweeps/{{name}}/{{point}}/shard-{{shard}}.log",
     benchmark:
@@ -59,7 +75,52 @@ use rule train_shard as sweep_train with:
         seeds=lambda w: SWEEP_SHARDS[w.name][w.shard],
         model=lambda w: sweep_point(w).model,
         recipe=lambda w: sweep_point(w).recipe,
+        on_diverge="record",  # a diverged seed is a result of the sweep, not an error
         code=code("train.py"),
+
+
+use rule train_shard as sweep_pack with:
+    input:
+        data=f"{R}/data/dataset.npz",
+    output:
+        checkpoint=f"{SW}/{{name,{PACKED_NAME}}}/packs/{{pack}}/shard-{{shard}}.pt",
+    log:
+        f"{R}/logs/sweeps/{{name}}/packs/{{pack}}/shard-{{shard}}.log",
+    benchmark:
+        f"{R}/runtimes/sweeps/{{name}}/packs/{{pack}}/shard-{{shard}}.tsv"
+    params:
+        seeds=lambda w: pack_members(
+            PACKS[w.name, w.pack], SWEEP_SHARDS[w.name][w.shard]
+        )[0],
+        model=lambda w: PACKS[w.name, w.pack][0].model,
+        recipe=lambda w: pack_members(
+            PACKS[w.name, w.pack], SWEEP_SHARDS[w.name][w.shard]
+        )[1],
+        on_diverge="record",
+        code=code("train.py"),
+
+
+rule sweep_unpack:
+    input:
+        pack=lambda w: f"{SW}/{w.name}/packs/{sweep_point(w).pack}/shard-{w.shard}.pt",
+    output:
+        checkpoint=f"{SW}/{{name,{PACKED_NAME}}}/{{point,{POINT_NAME}}}/shard-{{shard}}.pt",
+        metrics=f"{SW}/{{name}}/{{point}}/shard-{{shard}}.metrics.csv",
+    log:
+        f"{R}/logs/sweeps/{{name}}/{{point}}/unpack-{{shard}}.log",
+    benchmark:
+        f"{R}/runtimes/sweeps/{{name}}/{{point}}/unpack-{{shard}}.tsv"
+    conda:
+        "../../envs/multirun.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        index=lambda w: PACKS[w.name, sweep_point(w).pack].index(sweep_point(w)),
+        seeds=lambda w: SWEEP_SHARDS[w.name][w.shard],
+        code=code("sweep_unpack.py"),
+    script:
+        "../../scripts/sweep_unpack.py"
 
 
 if not PUBLISHED:  # published logits: no training, so no sweep points
