@@ -129,9 +129,14 @@ def test_docs_state_the_schema_defaults():
     defaults = check({}, SCHEMA)
     rows = re.findall(r"^\| `([\w.]+)` \| ([^|]*) \|", (ROOT / "docs" / "config.md").read_text(), re.M)
     assert len(rows) > 50
+    # sweeps.NAME.KEY: the defaults of a sweep that names only its grid
+    a_sweep = check({"sweeps": {"name": {"grid": {"recipe.lr": [0.1]}}}}, SCHEMA)["sweeps"]
+    a_sweep["NAME"] = a_sweep["name"]
     for key, cell in rows:
         node = defaults if not key.startswith("published.") else \
             {"published": {"revision": None, "test_logits": "logits"}}
+        if key.startswith("sweeps.NAME."):
+            node = {"sweeps": a_sweep}
         for part in key.split("."):
             if part not in node:
                 assert key in ("published.repo_id", "published.files"), f"{key}: no such key"

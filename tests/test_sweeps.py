@@ -372,17 +372,17 @@ def sweep_copy(sweep_run, tmp_path):
 def test_a_diverging_point_is_recorded_and_the_others_complete(sweep_run):
     res = sweep_run / "results" / "sweeps" / "tiny"
     rows = contracts.load_csv(res / "summary.csv")
-    assert list(rows[0]) == ["point", "lr", "seed", *sweeps.ROW_FIELDS[1:]]
+    assert list(rows[0]) == ["point", "lr", *sweeps.ROW_FIELDS[1:]]
     assert [(r["point"], r["seed"]) for r in rows] == [
-        ("lr=0.05", "0"), ("lr=0.05", "1"), ("lr=1e4", "0"), ("lr=1e4", "1")]
+        ("lr=0.05", "0"), ("lr=0.05", "1"), ("lr=10000", "0"), ("lr=10000", "1")]
     assert [r["diverged"] for r in rows] == ["False", "False", "True", "True"]
     assert all(r["epochs"] == "2" for r in rows[:2])
     assert all(0 <= float(r["test_acc"]) <= 1 and math.isfinite(float(r["test_loss"]))
                for r in rows)
     ens = contracts.load_csv(res / "ensemble.csv")
-    assert [(e["point"], e["ensemble_members"]) for e in ens] == [("lr=0.05", "2"), ("lr=1e4", "0")]
+    assert [(e["point"], e["ensemble_members"]) for e in ens] == [("lr=0.05", "2"), ("lr=10000", "0")]
     assert ens[1]["ensemble_test_acc"] == ""
-    for point in ("lr=0.05", "lr=1e4"):  # the existing contracts, in a readable folder
+    for point in ("lr=0.05", "lr=10000"):  # the existing contracts, in a readable folder
         assert (res / point / "shard-000.pt").is_file()
         test = np.load(res / point / "logits" / "shard-000" / "test.npy")
         assert test.dtype == np.float16 and test.shape == (2, 60, 10)
