@@ -22,6 +22,7 @@ include: "workflow/rules/hessian.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/studies.smk"
 include: "workflow/rules/check.smk"
+include: "workflow/rules/sweeps.smk"
 
 
 rule all:
@@ -38,6 +39,16 @@ rule width_sweep:
 rule width_depth:
     input:
         figure_paths("width_depth"),
+
+
+rule sweeps:
+    input:
+        [path for name in SWEEP_POINTS for path in sweep_targets(name)],
+
+
+rule batchnorm:
+    input:
+        sweep_targets("batchnorm"),
 
 
 rule memorization:

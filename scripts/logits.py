@@ -6,6 +6,13 @@ import torch
 from multirun import checkpoint, contracts, snake
 
 
+def half(values):
+    """fp16 values; beyond fp16's range (a diverged sweep seed's logits) the largest finite
+    fp16 rather than inf, so the file stays finite."""
+    big = torch.finfo(torch.float16).max
+    return values.clamp(-big, big).to(torch.float16).numpy()
+
+
 def main(smk):
     ds = contracts.load_dataset(smk.input.data)
     ckpt = checkpoint.load_checkpoint(smk.input.checkpoint, seeds=list(smk.params.seeds))
@@ -19,9 +26,9 @@ def main(smk):
         if not torch.isfinite(logits).all():
             raise contracts.ContractError(f"{smk.input.checkpoint}: a model gives NaN/inf {split} logits; "
                                    "its training diverged (lower train.recipe.lr), then rerun")
-        contracts.save_npy(smk.output[split], logits.to(torch.float16).numpy())
+        contracts.save_npy(smk.output[split], half(logits))
         if want_features:
-            contracts.save_npy(smk.output[f"features_{split}"], feats.to(torch.float16).numpy())
+            contracts.save_npy(smk.output[f"features_{split}"], half(feats))
     contracts.save_npy(smk.output.seeds, np.asarray(ckpt["seeds"], dtype=np.int64))
 
 

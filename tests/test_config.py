@@ -40,17 +40,17 @@ def test_config_yaml_spells_out_exactly_the_schema_defaults(cfg):
                          ids=lambda p: p.name)
 def test_presets_need_no_dummy_sections(preset):
     published = yaml.safe_load(preset.read_text())
-    assert not {"train", "hessian", "sweep", "figures", "logits"} & set(published)
+    assert not {"train", "hessian", "width_sweep", "figures", "logits"} & set(published)
     full = check(published, SCHEMA)
     assert full["train"] == check({}, SCHEMA)["train"]
 
 
 def test_absent_keys_take_the_defaults_of_their_place():
-    cfg = check({"train": {"recipe": {"epochs": 3}}, "sweep": {"recipe": {"lr": 0.1}}}, SCHEMA)
+    cfg = check({"train": {"recipe": {"epochs": 3}}, "width_sweep": {"recipe": {"lr": 0.1}}}, SCHEMA)
     assert cfg["train"]["recipe"] == {**default("train", "recipe"), "epochs": 3}
     # the sweep's recipe has its own defaults (label noise, constant lr, no weight decay)
-    assert cfg["sweep"]["recipe"] == {**default("sweep", "recipe"), "lr": 0.1}
-    assert cfg["sweep"]["recipe"]["label_noise"] == 0.2 and cfg["train"]["recipe"]["label_noise"] == 0.0
+    assert cfg["width_sweep"]["recipe"] == {**default("width_sweep", "recipe"), "lr": 0.1}
+    assert cfg["width_sweep"]["recipe"]["label_noise"] == 0.2 and cfg["train"]["recipe"]["label_noise"] == 0.0
     assert cfg["hessian"]["slq"]["sigma"] == 0.01 and cfg["kernel"]["device"] == "auto"
     assert cfg["figures"]["pair_ranks"] == [601, 648]
 
@@ -101,11 +101,12 @@ def test_rules_and_scripts_repeat_no_default():
         (lambda c: c["train"].update(seeds=1), "config key train.seeds: 1 is less than the minimum of 2"),
         (lambda c: c["train"]["model"].update(name="vgg"), "config key train.model.name"),
         (lambda c: c["train"]["model"].update(width=0), "config key train.model.width"),
-        (lambda c: c["train"]["recipe"].update(optimizer="adam"), "train.recipe.optimizer"),
+        (lambda c: c["train"]["recipe"].update(optimizer="lamb"), "train.recipe.optimizer"),
+        (lambda c: c["train"]["recipe"].update(betas=[0.9]), "config key train.recipe.betas"),
         (lambda c: c["kernel"].update(model_counts=[2, 128]), "kernel.model_counts: sizes [128] exceed"),
         (lambda c: c["knn"].update(k=[1, 50]), "config key knn.k: 50 exceeds kernel.k_max"),
         (lambda c: c["hessian"].update(top_k=200), "config key hessian.top_k: 200 exceeds"),
-        (lambda c: c["sweep"].update(default_widths=[7]), "sweep.default_widths: [7] are not in"),
+        (lambda c: c["width_sweep"].update(default_widths=[7]), "width_sweep.default_widths: [7] are not in"),
         (lambda c: c["figures"].update(neighbour_k=7), "figures.neighbour_k: 7 is not one of knn.k"),
     ],
 )
@@ -129,9 +130,14 @@ def test_docs_state_the_schema_defaults():
     defaults = check({}, SCHEMA)
     rows = re.findall(r"^\| `([\w.]+)` \| ([^|]*) \|", (ROOT / "docs" / "config.md").read_text(), re.M)
     assert len(rows) > 50
+    # sweeps.NAME.KEY: the defaults of a sweep that names only its grid
+    a_sweep = check({"sweeps": {"name": {"grid": {"recipe.lr": [0.1]}}}}, SCHEMA)["sweeps"]
+    a_sweep["NAME"] = a_sweep["name"]
     for key, cell in rows:
         node = defaults if not key.startswith(("published.", "local_logits.")) else \
             {"published": {"revision": None, "test_logits": "logits"}, "local_logits": {}}
+        if key.startswith("sweeps.NAME."):
+            node = {"sweeps": a_sweep}
         for part in key.split("."):
             if part not in node:  # required keys without a default
                 section, name = key.split(".", 1)

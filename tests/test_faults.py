@@ -241,12 +241,12 @@ def test_a_malformed_table_stops_with_one_line_naming_it(tmp_path, damage, messa
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c["kernel"].update(k_max=5000), "kernel.k_max: 5000 exceeds the 240 train"),
     (lambda c: c["train"]["recipe"].update(patience=3), "train.recipe.patience: 3"),
-    (lambda c: c["sweep"]["recipe"].update(patience=1), "sweep.recipe.patience: 1"),
+    (lambda c: c["width_sweep"]["recipe"].update(patience=1), "width_sweep.recipe.patience: 1"),
     (lambda c: c["train"].update(seeds=10**9), "train.seeds: 1000000000 exceeds limits.seeds"),
     (lambda c: c["studies"]["memorization"].update(seeds=10**9), "studies.memorization.seeds"),
     (lambda c: c["dataset"].update(num_samples=10**9), "dataset.num_samples: 1000000000 exceeds"),
     (lambda c: c["train"]["recipe"].update(epochs=10**6), "train.recipe.epochs: 1000000 exceeds"),
-    (lambda c: c["sweep"]["grid"].update(epochs=10**6), "sweep.grid.epochs"),
+    (lambda c: c["width_sweep"]["grid"].update(epochs=10**6), "width_sweep.grid.epochs"),
 ])
 def test_sizes_are_checked_before_any_job(edit, message):
     cfg = tiny_config()
@@ -398,14 +398,14 @@ def test_training_a_shard_twice_gives_identical_bytes(tmp_path):
                 torch.set_num_threads(threads)
                 ckpt = train.train_shard(
                     torch.from_numpy(ds["x_train"]), torch.from_numpy(ds["y_train"]),
-                    seeds=[0, 1, 2], model_spec=normalize_spec(cfg["sweep"]["model"] | {"width": 8}),
-                    recipe=normalize_recipe(cfg["sweep"]["recipe"] | {"epochs": 3}), device=cpu)
+                    seeds=[0, 1, 2], model_spec=normalize_spec(cfg["width_sweep"]["model"] | {"width": 8}),
+                    recipe=normalize_recipe(cfg["width_sweep"]["recipe"] | {"epochs": 3}), device=cpu)
                 contracts.save_torch(OUTPUTS[i], ckpt)
                 # another job's work before the next training, in the same process
                 (torch.randn(300, 301) @ torch.randn(301, 77)).sum()
                 train.train_shard(torch.randn(64, 40), torch.randint(0, 10, (64,)), seeds=[5],
                                   model_spec=normalize_spec({"name": "mlp", "width": 3}),
-                                  recipe=normalize_recipe(cfg["sweep"]["recipe"] | {"epochs": 1}),
+                                  recipe=normalize_recipe(cfg["width_sweep"]["recipe"] | {"epochs": 1}),
                                   device=cpu)
     """
     for order in ((1, 2), (2, 1)):

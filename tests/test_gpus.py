@@ -332,7 +332,7 @@ def test_workflow_with_two_gpus_puts_concurrent_jobs_on_different_devices(env, t
     cfg = tiny_config() | {"gpu": 1}
     write_config(tmp_path, cfg)
     targets = [f"results/logits/shard-{s}/test.npy" for s in ("000", "001")]
-    targets += [f"results/train/width-{w}.pt" for w in cfg["sweep"]["widths"]]
+    targets += [f"results/train/width-{w}.pt" for w in cfg["width_sweep"]["widths"]]
     proc = snakemake(tmp_path, *targets, "--cores", "4", "--resources", "gpu=2",  # targets first
                      env={gpus.FAKE_ENV: "2"})
     spans = _slot_intervals(tmp_path / "results" / "logs")

@@ -121,7 +121,7 @@ def test_own_dataset_runs_the_workflow_and_editing_it_reruns_what_follows(tmp_pa
     np.savez(tmp_path / "mine.npz", **arrays)
     cfg = tiny_config()
     cfg["dataset"] = {**cfg["dataset"], "name": "npz", "path": "mine.npz"}
-    cfg["sweep"]["default_widths"] = []
+    cfg["width_sweep"]["default_widths"] = []
     write_config(tmp_path, cfg)
     snakemake(tmp_path)
     stored = contracts.load_dataset(tmp_path / "results/data/dataset.npz")

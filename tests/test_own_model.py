@@ -178,7 +178,7 @@ def resmlp_run(tmp_path_factory):
     cfg = tiny_config()
     cfg["train"]["model"] = {"name": "examples/resmlp.py:ResMLP", "width": 8, "depth": 1,
                              "batchnorm": False, "expansion": 2}
-    cfg["sweep"]["default_widths"] = []  # the sweep trains the built-in MLP: not this test's
+    cfg["width_sweep"]["default_widths"] = []  # the sweep trains the built-in MLP: not this test's
     write_config(workdir, cfg)
     snakemake(workdir)
     return workdir

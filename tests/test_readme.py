@@ -46,6 +46,9 @@ HOW = {
     "snakemake --cores 2 memorization": DRY,
     "snakemake --cores 2 label_noise": DRY,
     "snakemake --cores 2 label_errors": DRY,
+    "snakemake --cores 2 batchnorm": RUN,  # the tiny config's sweep: 2 rates x BN, 2 seeds
+    "snakemake --cores 2 batchnorm --config sweeps='{batchnorm: {seeds: 6}}'": DRY,
+    "snakemake --cores 2 sweeps": DRY,
     "tail -f results/logs/train/shard-000.log": RUN,  # without -f, which follows forever
     "snakemake -n": RUN,
     "snakemake --summary": RUN,
@@ -138,6 +141,17 @@ def test_readme_command_works(checkout, command):
     elif "seeds: 96" in command:  # 4 seeds in shards of 2 -> 48 shards: 46 new ones
         assert jobs["train_shard"] == 46 and jobs["logits"] == 46
         assert not {"dataset", "train_width", "hessian"} & set(jobs)
+    elif command == "snakemake --cores 2 batchnorm":  # 2 packs (BN off, on) of 2 rates
+        assert jobs["sweep_pack"] == 2 and jobs["sweep_unpack"] == 4 and "dataset" not in jobs
+        rows = (checkout / "results" / "sweeps" / "batchnorm" / "summary.csv").read_text()
+        assert len(rows.strip().splitlines()) == 1 + 4 * 2  # a row per (point, seed)
+        assert (checkout / "results" / "figures" / "sweep_batchnorm.png").stat().st_size > 10_000
+    elif "seeds: 6" in command:  # 2 seeds in shards of 2 -> 3 shards: 2 new ones per pack
+        assert jobs["sweep_pack"] == 2 * 2 and jobs["sweep_unpack"] == 4 * 2
+        assert not {"dataset", "train_shard", "sweep_train"} & set(jobs)
+    elif command.endswith(" sweeps"):  # the tiny config's one sweep (done, if batchnorm ran)
+        assert set(jobs) <= {"sweep_pack", "sweep_unpack", "sweep_logits", "sweep_summary",
+                             "figure_sweep", "sweeps"}, jobs
     elif command.endswith("width_sweep"):
         assert jobs["figure_width_sweep"] == 1 and "train_shard" not in jobs
     elif "configs/cifar10.yaml" in command:

@@ -99,7 +99,7 @@ def test_default_written_out_retrains_nothing(tiny_copy):
     assert planned_jobs(workdir) == {}
     cfg["train"]["recipe"].update(label_smoothing=0.0, momentum=0.9, lr=0.05, schedule="cosine")
     cfg["train"]["model"].update(name="mlp", depth=2, batchnorm=False)
-    cfg["sweep"]["recipe"]["label_noise"] = 0.2
+    cfg["width_sweep"]["recipe"]["label_noise"] = 0.2
     cfg["figures"]["pair_ranks"] = [601, 648]
     write_config(workdir, cfg)
     assert planned_jobs(workdir) == {}

@@ -23,7 +23,11 @@ class ConfigError(ContractError):
 
 
 def _key(path) -> str:
-    return ".".join(str(p) for p in path) or "<top level>"
+    """``sweeps.NAME.grid.recipe.lr[0]``: names joined by dots, list positions in brackets."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f"{'.' if out else ''}{part}"
+    return out or "<top level>"
 
 
 def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
@@ -76,10 +80,12 @@ def coerce(instance: Any, node: dict, root: dict) -> Any:
     if isinstance(instance, str) and types and "string" not in types:
         instance = _parse(instance, types)
     if isinstance(instance, dict):
-        props = node.get("properties", {})
+        props, extra = node.get("properties", {}), node.get("additionalProperties")
         for key in instance:
             if key in props:
                 instance[key] = coerce(instance[key], props[key], root)
+            elif isinstance(extra, dict):  # an entry of a table of named things
+                instance[key] = coerce(instance[key], extra, root)
     elif isinstance(instance, list) and isinstance(node.get("items"), dict):
         instance[:] = [coerce(v, node["items"], root) for v in instance]
     return instance
@@ -134,9 +140,12 @@ def check(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
             f"config key hessian.models: {hess['models']} exceeds the models of shard 0 "
             f"(min of train.seeds and train.shard_size)"
         )
-    missing = sorted(set(config["sweep"]["default_widths"]) - set(config["sweep"]["widths"]))
+    widths = config["width_sweep"]
+    missing = sorted(set(widths["default_widths"]) - set(widths["widths"]))
     if missing:
-        raise ConfigError(f"config key sweep.default_widths: {missing} are not in sweep.widths")
+        raise ConfigError(
+            f"config key width_sweep.default_widths: {missing} are not in width_sweep.widths"
+        )
     if config["figures"]["neighbour_k"] not in config["knn"]["k"]:
         raise ConfigError(
             f"config key figures.neighbour_k: {config['figures']['neighbour_k']} is not "
@@ -147,6 +156,9 @@ def check(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
         raise ConfigError(f"config key figures.pair_ranks: [{lo}, {hi}] must be increasing")
     check_limits(config)
     check_sizes(config)
+    from multirun.sweeps import expand_all  # here: multirun.sweeps imports this module
+
+    expand_all(config)  # every point of every sweep is a valid model and recipe
     return config
 
 
@@ -169,9 +181,10 @@ def train_examples(config: dict) -> int:
 def _sections(config: dict, key: str) -> list[tuple[str, dict]]:
     """(dotted name, section) of every section of the config that has ``key``."""
     studies = config["studies"]
-    found = [("train", config["train"]), ("sweep", config["sweep"]),
-             ("sweep.grid", config["sweep"]["grid"])]
+    found = [("train", config["train"]), ("width_sweep", config["width_sweep"]),
+             ("width_sweep.grid", config["width_sweep"]["grid"])]
     found += [(f"studies.{name}", studies[name]) for name in studies]
+    found += [(f"sweeps.{name}", sweep) for name, sweep in config.get("sweeps", {}).items()]
     return [(name, sec) for name, sec in found if key in sec]
 
 
@@ -196,7 +209,7 @@ def check_limits(config: dict) -> None:
     for name, sec in _sections(config, "recipe"):
         if "epochs" in sec["recipe"]:
             bound(f"{name}.recipe.epochs", sec["recipe"]["epochs"], "epochs")
-    bound("sweep.grid.epochs", config["sweep"]["grid"]["epochs"], "epochs")
+    bound("width_sweep.grid.epochs", config["width_sweep"]["grid"]["epochs"], "epochs")
     bound("studies.memorization.epochs", max(config["studies"]["memorization"]["epochs"]),
           "epochs")
 

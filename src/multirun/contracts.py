@@ -195,7 +195,17 @@ def save_json(path: str | os.PathLike, obj) -> None:
 
 
 def save_csv(path: str | os.PathLike, rows: list[dict], fields: list[str]) -> None:
-    """Write ``rows`` (dicts with keys ``fields``) as CSV with a header, atomically."""
+    """Write ``rows`` (dicts with keys ``fields``) as CSV with a header, atomically.
+
+    Every row must hold exactly the keys ``fields`` (a :class:`ContractError` naming the
+    file and the row otherwise), so a table never gets a silently empty column.
+    """
+    want = set(fields)
+    for i, row in enumerate(rows):
+        if set(row) != want:
+            missing, extra = sorted(want - set(row)), sorted(set(row) - want)
+            raise ContractError(f"{path}: row {i} does not match the columns {list(fields)} "
+                                f"(missing {missing}, unexpected {extra})")
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fields)
         writer.writeheader()

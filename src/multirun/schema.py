@@ -25,7 +25,37 @@ def _load(path: Path) -> dict:
             f"{path}: the config schema is missing; multirun reads it from the checkout it is "
             "installed from (pip install -e .)"
         )
-    return yaml.safe_load(path.read_text())
+    return _expand_grids(yaml.safe_load(path.read_text()))
+
+
+def _expand_grids(root: dict) -> dict:
+    """Write out each ``x-grid-of: {prefix: "#/$defs/NAME"}`` node of ``root`` (in place).
+
+    It becomes an object whose keys are ``prefix.KEY`` for every property ``KEY`` of the
+    referenced schema, each a non-empty list of distinct values valid for that property
+    (``sweeps.NAME.grid.recipe.lr: [0.01, 0.1]``), and no other key: so a sweep's grid
+    is checked against the model and recipe schemas themselves, never a copy of them.
+    """
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        if not isinstance(node, dict):
+            return
+        for value in node.values():
+            walk(value)
+        if "x-grid-of" in node:
+            node["additionalProperties"] = False
+            node["properties"] = {
+                f"{prefix}.{key}": {"type": "array", "minItems": 1, "uniqueItems": True,
+                                    "items": {"$ref": f"{ref}/properties/{key}"}}
+                for prefix, ref in node["x-grid-of"].items()
+                for key in resolve({"$ref": ref}, root)["properties"]
+            }
+
+    walk(root)
+    return root
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
@@ -62,10 +92,17 @@ def fill(instance: Any, node: dict, root: dict) -> Any:
     and gets the default's other keys beneath them (as Snakemake merges a
     ``--configfile`` over ``config.yaml``), unless its schema says
     ``x-merge-default: false`` (a table of named things given whole, e.g. architectures).
+    Each entry of a table of named things (``additionalProperties`` a schema) is filled
+    from that schema; a node marked ``x-fill: false`` (a part of a recipe written over
+    another section's) gets nothing filled in.
     """
     node = resolve(node, root)
-    if not isinstance(instance, dict):
+    if not isinstance(instance, dict) or node.get("x-fill") is False:
         return instance
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):  # a table of named things (sweeps.NAME): fill each entry
+        for key in set(instance) - set(node.get("properties", {})):
+            fill(instance[key], extra, root)
     for key, sub in node.get("properties", {}).items():
         sub = resolve(sub, root)
         if "default" in sub:

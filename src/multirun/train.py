@@ -340,8 +340,14 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
                                 recipe["patience"])
     evaluator = None
     if evaluation is not None:
-        evaluator = Evaluator(meta_model(spec, input_shape, num_classes),
-                              evaluation[0].to(device, x.dtype), evaluation[1].to(device))
+        x_test, y_test = evaluation[0].to(device, x.dtype), evaluation[1].to(device)
+        if hasattr(prog, "evaluate"):  # the program's own forward pass (mlp)
+            x_test = prog.prepare(x_test)
+
+            def evaluator(_state, prog=prog, x_test=x_test, y_test=y_test):
+                return prog.evaluate(x_test, y_test)
+        else:
+            evaluator = Evaluator(meta_model(spec, input_shape, num_classes), x_test, y_test)
 
     # ------------------------------------------------------------------ per-seed streams
     labels = torch.stack([training_labels(y, seed, recipe["label_noise"], num_classes)

@@ -50,8 +50,8 @@ FEATURES = config["logits"]["features"] and TRAINED
 FORMATS = config["figures"]["formats"]
 VARIANT = "logsoftmax" if config["kernel"]["log_softmax"] else "raw"
 SWEEPS = {
-    "default": config["sweep"]["default_widths"],
-    "full": config["sweep"]["widths"],
+    "default": config["width_sweep"]["default_widths"],
+    "full": config["width_sweep"]["widths"],
 }
 
 
@@ -168,15 +168,15 @@ def dataset_inputs():
 
 
 def sweep_spectra(sweep):
-    """Spectra of the width sweep: sweep.seeds models per width (default: default_seeds)."""
+    """Spectra of the width sweep: width_sweep.seeds models per width (default: default_seeds)."""
     key = "default_seeds" if sweep == "default" else "seeds"
-    seeds = range(min(config["sweep"][key], config["sweep"]["seeds"]))
+    seeds = range(min(config["width_sweep"][key], config["width_sweep"]["seeds"]))
     return [f"{R}/hessian/width-{w}-{i}.npz" for w in SWEEPS[sweep] for i in seeds]
 
 
 def grid_spectra():
-    """Spectra of the width x depth grid: sweep.grid.seeds models per (depth, width)."""
-    grid = config["sweep"]["grid"]
+    """Spectra of the width x depth grid: width_sweep.grid.seeds models per (depth, width)."""
+    grid = config["width_sweep"]["grid"]
     return [
         f"{R}/hessian/grid-d{d}-w{w}-{i}.npz"
         for d in grid["depths"]
@@ -236,12 +236,12 @@ def code(script, *models):
 
 
 def train_spec(section, width=None, depth=None):
-    """The model spec of train / sweep in canonical form (a default written out changes nothing)."""
+    """The model spec of a section (train, width_sweep) in canonical form (a default written out changes nothing)."""
     given = {"width": width, "depth": depth}
     spec = config[section]["model"] | {k: v for k, v in given.items() if v is not None}
     return normalize_spec(spec, f"{section}.model")
 
 
 def train_recipe(section):
-    """The recipe of train / sweep in canonical form (defaults filled, numbers as floats)."""
+    """The recipe of a section (train, width_sweep) in canonical form (defaults filled, numbers as floats)."""
     return normalize_recipe(config[section]["recipe"], f"{section}.recipe")

@@ -42,10 +42,10 @@ rule train_width:
         runtime=120,
         gpu=config["gpu"],
     params:
-        seeds=list(range(config["sweep"]["seeds"])),
-        model=lambda w: train_spec("sweep", width=int(w.width)),
-        recipe=train_recipe("sweep"),
-        code=code("train.py", config["sweep"]["model"]),
+        seeds=list(range(config["width_sweep"]["seeds"])),
+        model=lambda w: train_spec("width_sweep", width=int(w.width)),
+        recipe=train_recipe("width_sweep"),
+        code=code("train.py", config["width_sweep"]["model"]),
     script:
         "../../scripts/train.py"
 
@@ -70,9 +70,9 @@ rule train_grid:
         runtime=120,
         gpu=config["gpu"],
     params:
-        seeds=lambda w: list(range(config["sweep"]["grid"]["seeds"])),
-        model=lambda w: train_spec("sweep", width=int(w.width), depth=int(w.depth)),
-        recipe=train_recipe("sweep") | {"epochs": config["sweep"]["grid"]["epochs"]},
-        code=code("train.py", config["sweep"]["model"]),
+        seeds=lambda w: list(range(config["width_sweep"]["grid"]["seeds"])),
+        model=lambda w: train_spec("width_sweep", width=int(w.width), depth=int(w.depth)),
+        recipe=train_recipe("width_sweep") | {"epochs": config["width_sweep"]["grid"]["epochs"]},
+        code=code("train.py", config["width_sweep"]["model"]),
     script:
         "../../scripts/train.py"
