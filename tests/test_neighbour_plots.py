@@ -52,6 +52,11 @@ def test_rank_window_picks_the_right_pairs(toy, tmp_path):
                                images_train=toy["images_train"])
     assert len([ax for ax in fig.axes if ax.get_title()]) == 6
     _saved(fig, tmp_path, "pairs_images")
+    # a window that starts past the end (digits' 359 test images, ranks 601-648): the last ranks
+    fig = nplots.similar_pairs(toy["index"], toy["similarity"], toy["x_test"], toy["x_train"],
+                               ranks=(41, 44))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titles) == 4 and titles[0].startswith("#27 ") and titles[-1].startswith("#30 ")
     with pytest.raises(ContractError, match="pair_ranks"):
         nplots.similar_pairs(toy["index"], toy["similarity"], toy["x_test"], toy["x_train"],
                              ranks=(5, 2))

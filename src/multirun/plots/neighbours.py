@@ -102,8 +102,9 @@ def similar_pairs(index: np.ndarray, similarity: np.ndarray, x_test: np.ndarray,
     if not 1 <= first <= last:
         raise ContractError(f"figures.pair_ranks: {list(ranks)} must be 1 <= first <= last")
     order = rank_by_top_similarity(similarity)
+    if first > len(order):  # a window past the end (a small test set): the last ranks instead
+        first = max(1, len(order) - (last - first))
     last = min(last, len(order))
-    first = min(first, last)
     chosen = order[first - 1 : last]
     images = images_test is not None and images_train is not None
     n = len(chosen)
@@ -137,7 +138,7 @@ def similar_pairs(index: np.ndarray, similarity: np.ndarray, x_test: np.ndarray,
     how = "test above, train below" if images else "test: black, nearest train: orange dashed"
     fig.suptitle(f"Most similar (test, train) pairs, ranks {first}-{last} of {len(order)} "
                  f"({how}; s = kernel similarity, labels test/train)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the title
     if not images:
         colour_legend(fig, [(TEST_COLOR, "-", "test example"),
                             (TRAIN_COLOR, "--", "its nearest train example (by the kernel)")])
