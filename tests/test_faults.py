@@ -135,9 +135,14 @@ def test_check_remakes_a_deleted_intermediate(tiny_run, tiny_copy):
 
 
 def test_check_lists_damaged_files_and_its_command_repairs_them(tiny_run, tiny_copy):
-    """One file of each kind damaged: check names each, its one command remakes all."""
+    """One file of each kind damaged in place, modification times kept (a damaged file with
+    a newer time makes its consumers rerun, and the first of them names it with the same
+    command): check names each, its one command remakes all."""
     workdir, _ = tiny_copy
     res = workdir / "results"
+    damaged = [res / "data" / "dataset.npz", res / "train" / "width-8.pt",
+               res / "logits" / "shard-001" / "train.npy", res / "knn" / "raw" / "scores.csv"]
+    times = {path: path.stat().st_mtime_ns for path in damaged}
     (res / "data" / "dataset.npz").write_bytes(b"")  # zero bytes
     (res / "train" / "width-8.pt").write_bytes(os.urandom(300))  # garbage checkpoint
     logits = res / "logits" / "shard-001" / "train.npy"
@@ -145,6 +150,8 @@ def test_check_lists_damaged_files_and_its_command_repairs_them(tiny_run, tiny_c
     scores = res / "knn" / "raw" / "scores.csv"
     lines = scores.read_text().splitlines(keepends=True)
     scores.write_text("".join(lines[: len(lines) // 2]))  # cut in half at a line boundary
+    for path, mtime in times.items():
+        os.utime(path, ns=(mtime, mtime))
     proc = snakemake(workdir, "check", check=False)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
