@@ -368,6 +368,17 @@ def test_engine_exact_at_every_logit_scale(tmp_path, kind, models, c, scale, dev
         np.testing.assert_allclose(z, exact_log_softmax64(test.astype(np.float64)), atol=1e-12)
 
 
+def assert_every_path_matches(tmp_path, x, want, chunks, atol):
+    """The streamed kernel of ``x`` with itself (shards split after model 2, every chunk size
+    in ``chunks``) and the in-memory one, each within ``atol`` of ``want``."""
+    s = ShardedLogits(write_shards(tmp_path, "x", x, [2]))
+    for chunk in chunks:
+        got = dense_kernel(s, s, chunk_models=chunk, device="cpu", progress=False)
+        np.testing.assert_allclose(got, want, atol=atol, rtol=0, err_msg=f"chunk={chunk}")
+    np.testing.assert_allclose(ensemble_kernel(torch.from_numpy(x), torch.from_numpy(x)), want,
+                               atol=atol, rtol=0)
+
+
 def test_top_class_far_beyond_float32_range(tmp_path):
     """A top class that leads by 100 to 650 logits in every model (exp(-lead) from 4e-44 down
     to 1e-282: below float32's range, inside float64's) keeps its z-score across models."""
@@ -378,12 +389,7 @@ def test_top_class_far_beyond_float32_range(tmp_path):
     want = reference_kernel64(x, x)
     # every (example, class) a z-score of norm^2 M - 1 (none set to 0): K[i, i] = (M - 1) / M
     np.testing.assert_allclose(np.diag(want), 5 / 6, rtol=1e-12)
-    s = ShardedLogits(write_shards(tmp_path, "far", x, [2]))
-    for chunk in (6, 4, 1):
-        got = dense_kernel(s, s, chunk_models=chunk, device="cpu", progress=False)
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=f"chunk={chunk}")
-    np.testing.assert_allclose(ensemble_kernel(torch.from_numpy(x), torch.from_numpy(x)), want,
-                               atol=1e-5, rtol=0)
+    assert_every_path_matches(tmp_path, x, want, (6, 4, 1), atol=1e-5)
 
 
 def test_decimal_reference_is_the_float64_formula_where_that_is_exact():
@@ -446,12 +452,7 @@ def test_top_class_beyond_the_squared_deviation_underflow(tmp_path):
         k64 = reference_kernel64(x, x)
     assert np.abs(k64[:2, :2] - want[:2, :2]).max() < 1e-6  # float64 itself: fine at 300, 336
     assert not (np.abs(k64[-3:, -3:] - want[-3:, -3:]) < 1e-2).any()  # ... lost beyond ~355
-    s = ShardedLogits(write_shards(tmp_path, "far", x, [2]))
-    for chunk in (6, 4, 1):
-        got = dense_kernel(s, s, chunk_models=chunk, device="cpu", progress=False)
-        np.testing.assert_allclose(got, want, atol=1e-6, rtol=0, err_msg=f"chunk={chunk}")
-    np.testing.assert_allclose(ensemble_kernel(torch.from_numpy(x), torch.from_numpy(x)), want,
-                               atol=1e-6, rtol=0)
+    assert_every_path_matches(tmp_path, x, want, (6, 4, 1), atol=1e-6)
 
 
 def test_same_gap_in_every_model_keeps_its_z_score(tmp_path):
@@ -465,12 +466,7 @@ def test_same_gap_in_every_model_keeps_its_z_score(tmp_path):
     x = x.astype(np.float16)
     want = reference_kernel64(x, x)
     np.testing.assert_allclose(np.diag(want), 4 / 5, rtol=1e-9)  # no column set to 0
-    s = ShardedLogits(write_shards(tmp_path, "gap", x, [2]))
-    for chunk in (5, 2):
-        got = dense_kernel(s, s, chunk_models=chunk, device="cpu", progress=False)
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=f"chunk={chunk}")
-    np.testing.assert_allclose(ensemble_kernel(torch.from_numpy(x), torch.from_numpy(x)), want,
-                               atol=1e-5, rtol=0)
+    assert_every_path_matches(tmp_path, x, want, (5, 2), atol=1e-5)
 
 
 def test_confident_top_class_keeps_its_precision():

@@ -57,8 +57,10 @@ def test_knn_setting_reruns_only_scoring_and_its_figure(tiny_copy):
     workdir, cfg = tiny_copy
     cfg["knn"]["power"] = 2
     write_config(workdir, cfg)
-    # both kernel variants' scores (logsoftmax, raw) and the two figures that read scores
-    assert planned_jobs(workdir) == {"knn": 2, "figure_accuracy": 1, "figure_neighbours": 1, "all": 1}
+    # both kernel variants' scores (logsoftmax, raw), the two figures that read scores and
+    # the report's headline accuracy table
+    assert planned_jobs(workdir) == {"knn": 2, "figure_accuracy": 1, "figure_neighbours": 1,
+                                     "headline_accuracy": 1, "all": 1}
 
 
 def test_one_more_shard_trains_only_that_shard(tiny_copy):

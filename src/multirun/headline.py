@@ -5,7 +5,7 @@
   k-NN series that ``accuracy_vs_models`` draws (:func:`knn_series`);
 * :func:`effdim_table`: per width of ``effdim/sweep-default.csv`` at one regulariser z:
   parameter count, test loss (mean over seeds) and ``N_eff(H, z)`` per seed with its standard
-  error.
+  error (the standard error of the SLQ estimate).
 
 Both return rows (lists of strings, the first one the header) that
 :func:`multirun.contracts.save_csv`-like writers store and the report's landing page shows
@@ -42,7 +42,7 @@ def accuracy_table(rows: Sequence[Mapping[str, str]], ks: Sequence[int]) -> list
     series = [("mean single model", "single", "", 0),
               ("logit-averaging ensemble", "ensemble", "", 0)]
     series += [(f"kernel {k}-NN, {vote} vote", "kernel", vote, k) for vote, k in knn_series(ks)]
-    out = [["method", f"test accuracy at {largest} models (95% interval)"]]
+    out = [["method", f"test accuracy, {largest} models (95% CI)"]]
     for label, method, vote, k in series:
         sizes, mean, lo, hi = curve_ci(rows, method=method, vote=vote, k=k)
         if int(sizes[-1]) != largest:
@@ -52,7 +52,8 @@ def accuracy_table(rows: Sequence[Mapping[str, str]], ks: Sequence[int]) -> list
 
 
 def effdim_table(rows: Sequence[Mapping[str, str]], z: float) -> list[list[str]]:
-    """[header of widths, parameters, test loss, N_eff per seed]: one column per width."""
+    """[header of widths (parameter counts), test loss (mean over seeds), N_eff per seed (seeds
+    separated by " / ")]: one column per width."""
     by_width: dict[int, list[Mapping[str, str]]] = defaultdict(list)
     for r in rows:
         if abs(float(r["z"]) - z) <= 1e-12 * max(1.0, z):
@@ -62,11 +63,11 @@ def effdim_table(rows: Sequence[Mapping[str, str]], z: float) -> list[list[str]]
     widths = sorted(by_width)
     seeds = [sorted(by_width[w], key=lambda r: int(r["seed"])) for w in widths]
     return [
-        ["width", *map(str, widths)],
-        ["parameters", *(f"{int(s[0]['num_params']):,}" for s in seeds)],
-        ["test loss (mean over seeds)",
+        ["width (parameters)",
+         *(f"{w} ({int(s[0]['num_params']):,})" for w, s in zip(widths, seeds, strict=True))],
+        ["test loss",
          *(f"{sum(float(r['test_loss']) for r in s) / len(s):.3g}" for s in seeds)],
-        [f"N_eff(H, {z:g}) per seed (+- SE)",
+        [f"N_eff(H, {z:g}) +- SE",
          *(" / ".join(f"{float(r['effective_dimension']):.1f} +- "
                       f"{float(r['effective_dimension_se']):.1f}" for r in s) for s in seeds)],
     ]
