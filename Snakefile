@@ -21,6 +21,7 @@ include: "workflow/rules/published.smk"
 include: "workflow/rules/hessian.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/studies.smk"
+include: "workflow/rules/check.smk"
 
 
 rule all:

@@ -21,9 +21,7 @@ from multirun import contracts, hessian, snake
 
 KEYS = ("ritz_values", "ritz_converged", "top", "bottom", "loss", "num_params", "width", "depth",
         "seed", "test_loss", "test_accuracy", "weight_decay", "slq_nodes", "slq_weights")
-FIELDS = ["spectrum", "width", "depth", "seed", "num_params", "train_loss", "test_loss",
-          "test_accuracy", "top_eigenvalue", "bottom_eigenvalue", "converged", "probes", "z",
-          "effective_dimension", "effective_dimension_se", "effective_dimension_topk"]
+FIELDS = list(contracts.TABLES["effdim"].columns)
 
 
 def main(smk):

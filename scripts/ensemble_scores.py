@@ -2,7 +2,7 @@
 
 from multirun import contracts, knn, published, snake
 
-FIELDS = ["n_models", "subset", "method", "k", "vote", "accuracy", "ci_low", "ci_high"]
+FIELDS = list(contracts.TABLES["scores"].columns)
 
 
 def main(smk):

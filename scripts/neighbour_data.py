@@ -5,14 +5,14 @@ the columns of ``knn/{variant}/scores.csv`` plus ``class``) and ``arrays`` (npz:
 ``p_correct`` (N_test,) the fraction of the ``num_models`` models right on each test example,
 and, when
 penultimate features are stored, ``feature_index`` (N_test, 2) int32, the cosine neighbours
-of shard 0's first model's features).
+of shard 0's first model's features; otherwise ``feature_note``, a string saying why not).
 """
 
 import numpy as np
 
 from multirun import contracts, kernel, knn, snake
 
-FIELDS = ["class", "n_models", "subset", "method", "k", "vote", "accuracy"]
+FIELDS = list(contracts.TABLES["per_class"].columns)
 
 
 def main(smk):
@@ -28,7 +28,13 @@ def main(smk):
     if hasattr(smk.input, "features_test") and hasattr(smk.input, "features_train"):
         f_test = contracts.load_npy(smk.input.features_test, ndim=3)[0]  # model 0 of shard 0
         f_train = contracts.load_npy(smk.input.features_train, ndim=3)[0]
-        arrays["feature_index"], _ = knn.cosine_neighbours(f_test, f_train, k=2)
+        if f_test.shape[-1] and f_train.shape[-1]:
+            arrays["feature_index"], _ = knn.cosine_neighbours(f_test, f_train, k=2)
+        else:  # (S, N, 0): the model defines no features(x)
+            arrays["feature_note"] = np.array("the model defines no features(x), docs/models.md")
+    else:
+        arrays["feature_note"] = np.array("no features stored (logits.features is false, "
+                                          "or the logits were imported)")
     contracts.save_npz(smk.output.arrays, **arrays)
 
     # per-class kernels: k-NN accuracy of each class's correlation alone, per model subset

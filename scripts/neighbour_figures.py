@@ -10,7 +10,7 @@ and ``numbers`` (JSON of the plotted per-class accuracies and summary values).
 
 import numpy as np
 
-from multirun import contracts, kernel, snake
+from multirun import contracts, kernel, knn, snake
 from multirun.plots import neighbours as nplots
 
 FIGURES = ("pairs", "failures", "random", "pcorrect", "per_class", "raw")
@@ -32,7 +32,8 @@ def main(smk):
     p_correct = arrays["p_correct"]
     if p_correct.shape != y_test.shape:
         raise contracts.ContractError(f"{smk.input.arrays}: p_correct has shape {p_correct.shape}, "
-                               f"the test set {y_test.shape}; rerun rule neighbour_data")
+                                      f"the test set {y_test.shape}; "
+                                      f"{contracts.remake(smk.input.arrays)}")
 
     nb = kernel.load_neighbours(smk.input.neighbours, num_keys=len(y_train), extra=("sizes",))
     full = int(np.argmax(nb["sizes"]))  # the subset with the most models (all of them)
@@ -47,24 +48,28 @@ def main(smk):
     nplots.save_figure(fig, _paths(smk.output, "failures"), p.dpi)
 
     feature_index = arrays.get("feature_index")
+    note = str(arrays["feature_note"]) if "feature_note" in arrays else None
     fig = nplots.random_neighbours(index, feature_index, x_test, x_train, examples=p.examples,
                                    seed=p.seed, y_test=y_test, y_train=y_train, classes=classes,
-                                   **images)
+                                   feature_note=note, **images)
     nplots.save_figure(fig, _paths(smk.output, "random"), p.dpi)
 
     fig = nplots.probability_correct_histogram(p_correct, num_models=int(arrays["num_models"]))
     nplots.save_figure(fig, _paths(smk.output, "pcorrect"), p.dpi)
 
     per_class: dict[int, list[dict]] = {}
-    for row in contracts.load_csv(smk.input.per_class):
+    score_rows, subsets = knn.score_rows(smk.config), knn.subset_count(smk.config)
+    class_rows = subsets and subsets * len(np.unique(y_train))  # one (vote, k) per class
+    for row in contracts.load_table(smk.input.per_class, "per_class", rows=class_rows):
         per_class.setdefault(int(row["class"]), []).append(
             {"n_models": int(row["n_models"]), "subset": int(row["subset"]),
              "method": row["method"], "k": int(row["k"]), "vote": row["vote"],
              "accuracy": float(row["accuracy"])})
-    summed = contracts.load_csv(smk.input.scores)
+    summed = contracts.load_table(smk.input.scores, "scores", rows=score_rows)
     fig = nplots.per_class_vs_summed(summed, per_class, vote=p.vote, k=p.k, classes=classes)
     nplots.save_figure(fig, _paths(smk.output, "per_class"), p.dpi)
-    fig = nplots.logsoftmax_vs_raw(summed, contracts.load_csv(smk.input.scores_raw), vote=p.vote,
+    fig = nplots.logsoftmax_vs_raw(summed, contracts.load_table(smk.input.scores_raw, "scores",
+                                                          rows=score_rows), vote=p.vote,
                                    k=p.k)
     nplots.save_figure(fig, _paths(smk.output, "raw"), p.dpi)
 

@@ -10,7 +10,8 @@ def main(smk):
     if study == "memorization":
         p = contracts.load_npz(smk.input.pcorrect, ("variants", "epochs"))
         variants, epochs = p["variants"].tolist(), p["epochs"].tolist()
-        models = int(contracts.load_csv(smk.input.table)[0]["models"])
+        rows = len(variants) * len(epochs)
+        models = int(contracts.load_table(smk.input.table, "memorization", rows=rows)[0]["models"])
         fig = figs.memorization_curves(p, variants, epochs, models)
         save_figure(fig, [out.curves_png, *out.curves_other], dpi=dpi)
         ds = contracts.load_dataset(smk.input.data)
@@ -23,11 +24,14 @@ def main(smk):
                   f"easiest (bottom) training examples, P = fraction of seeds correct")
         save_figure(fig, [out.extremes_png, *out.extremes_other], dpi=dpi)
     elif study == "label_noise":
-        save_figure(figs.label_noise_accuracy(contracts.load_csv(smk.input.table)),
+        cfg = smk.config["studies"]["label_noise"]
+        rows = len(cfg["architectures"]) * len(cfg["alphas"]) * cfg["seeds"]
+        save_figure(figs.label_noise_accuracy(contracts.load_table(smk.input.table, study,
+                                                                   rows=rows)),
                     [out.png, *out.other], dpi=dpi)
     else:
         curves = contracts.load_npz(smk.input.curves, ("noise", "n_models"))
-        save_figure(figs.label_errors_pr(curves, contracts.load_csv(smk.input.table)),
+        save_figure(figs.label_errors_pr(curves, contracts.load_table(smk.input.table, study)),
                     [out.png, *out.other], dpi=dpi)
 
 

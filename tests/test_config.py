@@ -10,7 +10,7 @@ from conftest import ROOT, TINY_CONFIG
 
 from multirun.config import ConfigError, check, shards
 from multirun.models import normalize_spec
-from multirun.schema import default
+from multirun.schema import default, load_schema
 from multirun.train import normalize_recipe
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -130,11 +130,13 @@ def test_docs_state_the_schema_defaults():
     rows = re.findall(r"^\| `([\w.]+)` \| ([^|]*) \|", (ROOT / "docs" / "config.md").read_text(), re.M)
     assert len(rows) > 50
     for key, cell in rows:
-        node = defaults if not key.startswith("published.") else \
-            {"published": {"revision": None, "test_logits": "logits"}}
+        node = defaults if not key.startswith(("published.", "local_logits.")) else \
+            {"published": {"revision": None, "test_logits": "logits"}, "local_logits": {}}
         for part in key.split("."):
-            if part not in node:
-                assert key in ("published.repo_id", "published.files"), f"{key}: no such key"
+            if part not in node:  # required keys without a default
+                section, name = key.split(".", 1)
+                assert section in ("published", "local_logits"), f"{key}: no such key"
+                assert name in load_schema(SCHEMA)["properties"][section]["required"], key
                 break
             node = node[part]
         else:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import decimal
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +12,7 @@ import torch
 import multirun.kernel as kernel_module
 from multirun.contracts import ContractError
 from multirun.kernel import (
+    STD_FLOOR,
     ShardedLogits,
     cosine_neighbours,
     dense_kernel,
@@ -272,6 +276,50 @@ def reference_kernel64(logits1, logits2, log_softmax=True):
     return sum(z1[..., k].T @ z2[..., k] for k in range(c)) / m / c
 
 
+def decimal_log1p(s):
+    """log(1 + s) for a decimal s >= 0 that keeps s's relative precision however small s is
+    (ln(1 + s) would round 1 + s to 1 below 1e-34); three series terms below 1e-12."""
+    return s - s * s / 2 + s * s * s / 3 if s < decimal.Decimal("1e-12") else (1 + s).ln()
+
+
+def decimal_z_scores(logits, log_softmax=True):
+    """(M, N, C) logits -> (M, N, C) float64 z-scores computed in 34-digit decimal arithmetic
+    from the float32-rounded logits: log_softmax, mean and unbiased std across models, no
+    rounding to speak of and no underflow (exp(-745) and its square included); 0 where the
+    std is at most ``STD_FLOOR`` times |mean| (the engine's convention: values equal up to
+    float64 rounding, e.g. the same gap to the top class in both of 2 models, whose
+    log-probabilities then differ by ~1e-16 of their size)."""
+    D = decimal.Decimal
+    x = logits.astype(np.float32)
+    m, n, c = x.shape
+    z = np.empty((m, n, c))
+    with decimal.localcontext(decimal.Context(prec=34, Emin=-10**6, Emax=10**6)):
+        v = [[[D(float(a)) for a in row] for row in model] for model in x]
+        if log_softmax:
+            for model in v:
+                for row in model:
+                    top = max(range(c), key=row.__getitem__)
+                    d = [a - row[top] for a in row]
+                    lg = decimal_log1p(sum(d[k].exp() for k in range(c) if k != top))
+                    row[:] = [a - lg for a in d]
+        for i in range(n):
+            for k in range(c):
+                col = [v[mi][i][k] for mi in range(m)]
+                mean = sum(col) / m
+                std = (sum((a - mean) ** 2 for a in col) / (m - 1)).sqrt()
+                flat = std <= D(STD_FLOOR) * abs(mean)
+                z[:, i, k] = [0.0 if flat else float((a - mean) / std) for a in col]
+    return z
+
+
+def reference_kernel_decimal(logits1, logits2, log_softmax=True):
+    """The formula with its z-scores from :func:`decimal_z_scores` (the products, of numbers
+    of size ~1, in float64)."""
+    m, _, c = logits1.shape
+    z1, z2 = decimal_z_scores(logits1, log_softmax), decimal_z_scores(logits2, log_softmax)
+    return sum(z1[..., k].T @ z2[..., k] for k in range(c)) / m / c
+
+
 def scaled_logits(rng, kind, m, n, c, scale):
     """fp16 logits: ``random`` (independent per model, std ``scale``), ``confident`` (a class
     profile in [0, 1] shared by every model, times ``scale``, plus 5% noise: the same class on
@@ -336,6 +384,74 @@ def test_top_class_far_beyond_float32_range(tmp_path):
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=f"chunk={chunk}")
     np.testing.assert_allclose(ensemble_kernel(torch.from_numpy(x), torch.from_numpy(x)), want,
                                atol=1e-5, rtol=0)
+
+
+def test_decimal_reference_is_the_float64_formula_where_that_is_exact():
+    rng = np.random.default_rng(11)
+    x, y = random_logits(rng, 5, 6, 4, 12), random_logits(rng, 5, 7, 4, 12)
+    for ls in (True, False):
+        np.testing.assert_allclose(reference_kernel_decimal(x, y, ls), reference_kernel64(x, y, ls),
+                                   atol=1e-13, rtol=0)
+
+
+@functools.cache
+def two_model_case(kind, c, scale):
+    """Logits of 2 models (17 test, 41 train examples) and their kernels in decimal arithmetic
+    (log_softmax, raw), computed once for both engine paths."""
+    rng = np.random.default_rng([scale, c, 2, len(kind)])
+    test = scaled_logits(rng, kind, 2, 17, c, scale)
+    train = scaled_logits(rng, kind, 2, 41, c, scale)
+    return test, train, {ls: reference_kernel_decimal(test, train, ls) for ls in (True, False)}
+
+
+@pytest.mark.parametrize("kind", ["random", "confident", "shared"])
+@pytest.mark.parametrize("c", [10, 100])
+@pytest.mark.parametrize("scale", [3, 12, 30, 60])
+def test_two_models_match_high_precision(tmp_path, kind, c, scale, device):
+    """The smallest subset, 2 models: each z-score is +-1/sqrt(2) however little the two
+    models differ, so float32 cancellation in value - mean shows at once (it did: 3e-5 in the
+    fused loops). Every path within 1e-6 of the decimal formula, in one chunk or one model
+    per chunk."""
+    test, train, want = two_model_case(kind, c, scale)
+    q = ShardedLogits(write_shards(tmp_path, "test", test, [1]))
+    t = ShardedLogits(write_shards(tmp_path, "train", train, [1]))
+    for ls in (True, False):
+        for chunk, block in ((64, None), (1, 10)):
+            got = dense_kernel(q, t, log_softmax=ls, chunk_models=chunk, block=block,
+                               device=device, progress=False)
+            np.testing.assert_allclose(got, want[ls], atol=1e-6, rtol=0,
+                                       err_msg=f"log_softmax={ls} chunk={chunk}")
+        memory = ensemble_kernel(torch.from_numpy(test), torch.from_numpy(train), log_softmax=ls)
+        np.testing.assert_allclose(memory, want[ls], atol=1e-6, rtol=0)
+
+
+def test_top_class_beyond_the_squared_deviation_underflow(tmp_path):
+    """The same class leads by 300 to 704 logits in every model: its log-probabilities
+    -log1p(exp(-lead)) differ across models by ~1e-130 to ~1e-306, whose squares underflow
+    float64 (below 1e-308 from a lead of ~355 on) unless scaled first. Also a column tiny in
+    models 0-3 only (class 0 trails in models 4 and 5) and one whose first models are not
+    tiny, in every chunking: each path within 1e-6 of the decimal formula."""
+    rng = np.random.default_rng(12)
+    m, n = 6, 12
+    x = rng.standard_normal((m, n, 4)) * 3
+    lead = np.linspace(300, 702, n)[None, :] + rng.uniform(0, 2, (m, n))
+    x[:, :, 0] = x[:, :, 1:].max(-1) + lead
+    x[4:, 3, 0] -= 30  # class 0 leads by only ~10 in models 4, 5
+    x[:2, 5, 0] = x[:2, 5, 1:].max(-1) - 1  # class 0 trails in models 0, 1
+    x = x.astype(np.float32)
+    want = reference_kernel_decimal(x, x)
+    # no column set to 0: every (example, class) a z-score of norm^2 M - 1, K[i, i] = 5 / 6
+    np.testing.assert_allclose(np.diag(want), 5 / 6, rtol=1e-12)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k64 = reference_kernel64(x, x)
+    assert np.abs(k64[:2, :2] - want[:2, :2]).max() < 1e-6  # float64 itself: fine at 300, 336
+    assert not (np.abs(k64[-3:, -3:] - want[-3:, -3:]) < 1e-2).any()  # ... lost beyond ~355
+    s = ShardedLogits(write_shards(tmp_path, "far", x, [2]))
+    for chunk in (6, 4, 1):
+        got = dense_kernel(s, s, chunk_models=chunk, device="cpu", progress=False)
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=0, err_msg=f"chunk={chunk}")
+    np.testing.assert_allclose(ensemble_kernel(torch.from_numpy(x), torch.from_numpy(x)), want,
+                               atol=1e-6, rtol=0)
 
 
 def test_same_gap_in_every_model_keeps_its_z_score(tmp_path):

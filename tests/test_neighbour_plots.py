@@ -182,7 +182,10 @@ def test_neighbour_figures_script(tmp_path):
         output=SimpleNamespace(**output),
         params=SimpleNamespace(pair_ranks=[5, 12], examples=4, seed=0, dpi=50, k=3,
                                vote="majority"),
-        config={}, log=[str(tmp_path / "log.txt")], threads=1, rule="figure_neighbours",
+        # the config the tables' row counts come from (as in the workflow)
+        config={"train": {"seeds": m}, "kernel": {"model_counts": [2, m], "subsets": 2},
+                "knn": {"k": [3]}},
+        log=[str(tmp_path / "log.txt")], threads=1, rule="figure_neighbours",
     )
     runpy.run_path(str(scripts / "neighbour_figures.py"), init_globals={"snakemake": _Namespace(smk)})
     for key in keys:
@@ -206,3 +209,94 @@ class _Namespace:
 class _Items(dict):
     def __getattr__(self, name):
         return self[name]
+
+
+# --------------------------------------------------------------------------- style facts
+
+
+def _grids(toy):
+    """The three neighbour grids, as line plots and as images."""
+    t = toy
+    labels = {"y_test": t["y_test"], "y_train": t["y_train"]}
+    images = {"images_test": t["images_test"], "images_train": t["images_train"]}
+    for extra in ({}, images):
+        yield nplots.similar_pairs(t["index"], t["similarity"], t["x_test"], t["x_train"],
+                                   ranks=(1, 12), **labels, **extra)
+        yield nplots.confident_failures(t["index"], t["similarity"], t["y_test"], t["y_train"],
+                                        t["x_test"], t["x_train"], rows=4, **extra)
+        yield nplots.random_neighbours(t["index"], t["index"][:, ::-1].copy(), t["x_test"],
+                                       t["x_train"], examples=6, **labels, **extra)
+
+
+def test_grid_titles_are_at_least_8_pt_at_the_saved_size(toy, tmp_path):
+    from matplotlib.image import imread
+
+    for i, fig in enumerate(_grids(toy)):
+        texts = [ax.title for ax in fig.axes if ax.get_title()]
+        texts += [ax.yaxis.label for ax in fig.axes if ax.get_ylabel()]
+        texts += [t for legend in fig.legends for t in legend.get_texts()]
+        assert texts and min(t.get_fontsize() for t in texts) >= 8, i
+        # saved as drawn (a tight box, no rescaling): a point is dpi / 72 pixels in the PNG
+        box = fig.get_tightbbox(fig.canvas.get_renderer())
+        path = tmp_path / f"grid{i}.png"
+        nplots.save_figure(fig, [path], dpi=100)
+        height, width = imread(path).shape[:2]
+        pad = 2 * matplotlib.rcParams["savefig.pad_inches"]
+        assert abs(width - 100 * (box.width + pad)) <= 3, (i, width, box.width)
+        assert abs(height - 100 * (box.height + pad)) <= 3, (i, height, box.height)
+
+
+def test_every_colour_in_a_grid_has_a_legend_entry(toy):
+    from matplotlib.colors import to_rgba
+
+    for i, fig in enumerate(_grids(toy)):
+        explained = {to_rgba(h.get_color()) for legend in fig.legends
+                     for h in legend.legend_handles}
+        drawn = {to_rgba(line.get_color()) for ax in fig.axes for line in ax.get_lines()}
+        drawn |= {to_rgba(ax.title.get_color()) for ax in fig.axes if ax.get_title()}
+        drawn -= {to_rgba("black")} if not any(ax.get_lines() for ax in fig.axes) else set()
+        assert drawn <= explained, (i, drawn - explained)  # (black titles alone: no legend)
+        if i == 1:  # the failures: orange (same label) and red (another label) both drawn
+            assert {to_rgba(nplots.TRAIN_COLOR), to_rgba(nplots.WRONG_COLOR)} <= drawn
+
+
+def test_one_line_style_per_method_across_figures():
+    from matplotlib.colors import to_rgba
+
+    from multirun.plots.studies import label_errors_pr
+    from multirun.plots.style import METHOD_STYLES
+
+    rows = _rows("kernel", "majority", 3) + _rows("kernel", "weighted", 20) + _rows("ensemble") \
+        + _rows("single", base=0.4)
+    per_class = {c: _rows("kernel", "majority", 3, base=0.1 + 0.01 * c) for c in range(4)}
+    pr = np.array([np.linspace(1, 0.2, 9), np.linspace(0, 1, 9)])
+    ap = [{"method": m, "n_models": str(n), "average_precision": str(0.5 + 0.01 * n)}
+          for m in ("kernel", "margin") for n in (2, 4, 8)]
+    ap += [{"method": "loss", "n_models": "1", "average_precision": str(a)} for a in (0.3, 0.4)]
+    figures = {
+        "accuracy": nplots.accuracy_vs_models(rows),
+        "per_class": nplots.per_class_vs_summed(rows, per_class, vote="majority", k=3),
+        "raw": nplots.logsoftmax_vs_raw(rows, _rows("kernel", "majority", 3, base=0.45),
+                                        vote="majority", k=3),
+        "label_errors": label_errors_pr({"noise": 0.2, "n_models": 8, "pr_kernel": pr,
+                                         "pr_margin": pr * 0.9, "pr_loss": pr * 0.8}, ap),
+    }
+    seen = {}
+    for name, fig in figures.items():
+        lines = [line for ax in fig.axes for line in ax.get_lines()]
+        for line in lines:
+            method = line.get_gid()
+            if method is None:  # other lines never pass for a method's line
+                assert (to_rgba(line.get_color()), line.get_linestyle()) not in {
+                    (to_rgba(s["color"]), s["linestyle"]) for s in METHOD_STYLES.values()}, name
+                continue
+            seen.setdefault(method, set()).add(name)
+            assert line.get_linestyle() == METHOD_STYLES[method]["linestyle"], (name, method)
+            if method != "kernel":  # the kernel's k-NN series are shades of its red
+                assert to_rgba(line.get_color()) == to_rgba(METHOD_STYLES[method]["color"])
+        kernel = [line for line in lines if line.get_gid() == "kernel"]
+        assert any(to_rgba(line.get_color()) == to_rgba("tab:red") for line in kernel), name
+    assert seen["ensemble"] == {"accuracy", "raw", "label_errors"}
+    assert seen["single"] == {"accuracy", "label_errors"}
+    assert seen["kernel"] == set(figures) and seen["kernel_raw"] == {"raw"}
+    assert len({s["linestyle"] for m, s in METHOD_STYLES.items()}) == len(METHOD_STYLES)

@@ -199,9 +199,23 @@ class _Payload:
 def test_a_log_pt_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "ran"
     torch.save({"logits": torch.zeros(2, 3, 10).half(), "evil": _Payload(marker)}, tmp_path / "x.pt")
-    with pytest.raises(ContractError, match=r"x.pt: cannot be loaded as a log.pt.*delete it"):
+    with pytest.raises(ContractError, match=r"x.pt: holds pickled objects other than tensors.*"
+                       r"could run code.*open.*refused, nothing in it ran; delete it"):
         published.read_log(tmp_path / "x.pt")
     assert not marker.exists()
+
+
+def test_the_real_layout_is_read_weights_only(tmp_path):
+    """The hub's log.pt holds the logits as fp16 tensors, ``accs`` (a tensor of per-run
+    accuracies; a list of floats also reads) and ``code``, the training script as a str
+    (``open(sys.argv[0]).read()``): all types that load_log's weights_only load reads."""
+    obj = _log(np.arange(6) % 10, np.arange(4) % 10, models=2, seed=3)
+    for accs in (obj["accs"], [float(a) for a in obj["accs"]]):
+        torch.save({**obj, "accs": accs}, tmp_path / "log.pt")
+        back, mapped = published.load_log(tmp_path / "log.pt")
+        assert mapped and set(back) == {"accs", "code", "logits", "logits_tta", "logits_train"}
+        assert isinstance(back["code"], str) and back["code"] == obj["code"]
+        assert type(back["accs"]) is type(accs) and back["logits"].dtype == torch.float16
 
 
 def test_write_shard_streams_chunks_and_names_bad_values(tmp_path):

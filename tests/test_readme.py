@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,11 +49,17 @@ HOW = {
     "tail -f results/logs/train/shard-000.log": RUN,  # without -f, which follows forever
     "snakemake -n": RUN,
     "snakemake --summary": RUN,
+    "snakemake --cores 2 check": RUN,
     "snakemake --report results/report.html": RUN,
     "snakemake --cores 8 --configfile configs/cifar10.yaml": DRY,
     "snakemake --cores 8 --configfile configs/published.yaml": DRY,
+    "snakemake --cores 32 --resources gpu=8 --configfile configs/cifar10.yaml": DRY,
+    "snakemake --cores 16 --resources gpu=4 --config gpu=1": RUN,  # resources rerun nothing
     "pip install -e '.[slurm]'": DRY,  # pip --dry-run, offline: resolves against this environment
     "snakemake --workflow-profile profiles/slurm --configfile configs/cifar10.yaml": SLURM,
+    "snakemake --cores 2 --config train='{model: {name: examples/resmlp.py:ResMLP}}'": DRY,
+    "snakemake --cores 2 --config dataset='{name: digits}'": DRY,
+    "snakemake --cores 2 --configfile configs/local-logits.yaml": DRY,  # runs/: the tiny run's
 }
 
 
@@ -88,6 +95,10 @@ def checkout(tiny_run, tmp_path_factory) -> Path:
     for name in ("results", ".snakemake"):  # cp -a keeps the modification times
         subprocess.run(["cp", "-a", str(run_dir / name), str(dst)], check=True)
     write_config(dst, cfg)
+    (dst / "runs").mkdir()  # configs/local-logits.yaml's files: the tiny run's own logits
+    for shard in sorted((run_dir / "results" / "logits").glob("shard-*")):
+        for split in ("train", "test"):
+            shutil.copy(shard / f"{split}.npy", dst / "runs" / f"{shard.name}_{split}.npy")
     (dst / ".stamp").touch()  # newer than pyproject.toml: make's setup is done
     return dst
 
@@ -119,7 +130,8 @@ def test_readme_command_works(checkout, command):
     jobs = job_stats(out)
     if command in ("make run", "snakemake --cores 2", "snakemake -n",
                    "snakemake --cores 2 --configfile configs/test.yaml",
-                   "snakemake --cores 2 results/figures/accuracy_vs_models.png"):
+                   "snakemake --cores 2 results/figures/accuracy_vs_models.png",
+                   "snakemake --cores 16 --resources gpu=4 --config gpu=1"):
         assert "Nothing to be done" in out and jobs == {}, out[-3000:]
     elif "--forcerun figure_accuracy" in command:
         assert jobs["figure_accuracy"] == 1 and set(jobs) <= {"figure_accuracy", "all"}
@@ -130,6 +142,14 @@ def test_readme_command_works(checkout, command):
         assert jobs["figure_width_sweep"] == 1 and "train_shard" not in jobs
     elif "configs/cifar10.yaml" in command:
         assert jobs["train_shard"] == 8 and jobs["dataset"] == 1
+    elif "examples/resmlp.py" in command:  # your model: training onwards, not the dataset
+        assert jobs["train_shard"] == 2 and jobs["logits"] == 2 and "dataset" not in jobs
+        assert "train_width" not in jobs  # the sweep keeps its own model
+    elif "name: digits" in command:  # another dataset: everything after it
+        assert jobs["dataset"] == 1 and jobs["train_shard"] == 2 and jobs["kernel"] >= 1
+    elif "local-logits" in command:  # your logits: imported, nothing trains
+        assert jobs["check_local_logits"] == 1 and jobs["import_local_logits"] == 2
+        assert not {"train_shard", "logits", "hessian"} & set(jobs)
     elif "configs/published.yaml" in command:
         assert jobs["import_published"] == 1 and "train_shard" not in jobs
     elif command.startswith("tail"):

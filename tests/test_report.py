@@ -6,6 +6,7 @@ The landing page must say what the run did, and clicking through the report's ow
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import struct
@@ -135,6 +136,20 @@ def test_landing_page_says_what_the_run_did(report):
         assert phrase in text, phrase
     box = recorded(dom, "landing")
     assert 0 <= box["top"] < box["bottom"] <= box["window"], box  # all of it on a 900 px screen
+    # the headline tables, read off the run's results (recomputed here from scores / effdim)
+    results = workdir / cfg["results"]
+    variant = "logsoftmax" if cfg["kernel"]["log_softmax"] else "raw"
+    scores = list(csv.DictReader(open(results / "knn" / variant / "scores.csv")))
+    largest = max(int(r["n_models"]) for r in scores)
+    assert f"test accuracy at {largest} models" in text
+    for method in ("single", "ensemble"):
+        acc = [float(r["accuracy"]) for r in scores
+               if r["method"] == method and int(r["n_models"]) == largest]
+        assert f"{100 * sum(acc) / len(acc):.1f}% (" in text, method
+    k = max(cfg["knn"]["k"])
+    assert f"kernel {k}-NN, weighted vote" in text
+    for r in csv.DictReader(open(results / "effdim" / "sweep-default.csv")):
+        assert f"{float(r['effective_dimension']):.1f} +- " in text, r["spectrum"]
 
 
 def test_every_figure_appears_in_the_browser(report):

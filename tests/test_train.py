@@ -255,8 +255,54 @@ def test_checkpoint_round_trip_and_mismatches(vectors, tmp_path):
         load_checkpoint(tmp_path / "trunc.pt")
 
 
+def assert_plain(obj, where="checkpoint"):
+    """Only tensors and plain types (what torch.load(weights_only=True) reads) anywhere."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            assert isinstance(k, (str, int)), f"{where}: key {k!r}"
+            assert_plain(v, f"{where}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            assert_plain(v, f"{where}[{i}]")
+    else:
+        assert obj is None or type(obj) in (str, int, float, bool, torch.Tensor), \
+            f"{where}: {type(obj).__name__}"
+
+
+class RunsCode:
+    """What a shared checkpoint could carry: building it runs a shell command (here it only
+    writes a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        import shlex
+
+        return (os.system, (f"touch {shlex.quote(self.marker)}",))
+
+
+def test_checkpoint_holds_plain_types_and_a_pickle_that_runs_code_is_refused(vectors, tmp_path):
+    x, y = vectors
+    ckpt = train_shard(x, y, [0, 1], MLP, {**RECIPE, "epochs": 2, "patience": 1}, "cpu",
+                       progress=False, validation=(x[:20], y[:20]))
+    assert "best_epoch" in ckpt["history"]
+    assert_plain(ckpt)
+    save_torch(tmp_path / "shard.pt", ckpt)
+    assert load_checkpoint(tmp_path / "shard.pt")["seeds"] == [0, 1]  # weights_only reads it
+    marker = tmp_path / "ran"
+    save_torch(tmp_path / "shared.pt", {**ckpt, "extra": RunsCode(marker)})
+    with pytest.raises(ContractError, match=r"shared\.pt: holds pickled objects other than "
+                       r"tensors.*could run code.*system.*refused, nothing in it ran"):
+        load_checkpoint(tmp_path / "shared.pt")
+    assert not marker.exists()
+    torch.load(tmp_path / "shared.pt", weights_only=False)  # the payload is live: unsafe runs it
+    assert marker.exists()
+
+
 @pytest.mark.parametrize(("change", "key"), [
-    ({"optimizer": "adam"}, "train.recipe.optimizer"),
+    ({"optimizer": "lamb"}, "train.recipe.optimizer"),
     ({"schedule": "step"}, "train.recipe.schedule"),
     ({"epochs": 0}, "train.recipe.epochs"),
     ({"label_noise": 1.5}, "train.recipe.label_noise"),

@@ -12,6 +12,7 @@ Modules (each small, pure and tested):
 * ``plots``    — the figures.
 * ``config``, ``schema`` — the config's checks and its defaults (the schema, the one place).
 * ``snake``, ``codehash`` — what every script runs through; the library code a rule's script uses.
+* ``gpus``     — a device slot per GPU job on a local run (file locks, one per device).
 """
 
 __version__ = "0.1.0"

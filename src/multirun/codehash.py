@@ -1,7 +1,9 @@
-"""Which library code a script runs, as one content hash (a rule parameter).
+"""Which library code a script runs, as content hashes per file (a rule parameter).
 
-A rule that passes ``code=code_hash(script)`` among its ``params`` reruns when
-the library code its script runs changes, and only then: the hash covers the
+A rule that passes ``code=code_hashes(script)`` among its ``params`` reruns when
+the library code its script runs changes, and only then. The parameter is a mapping
+``{"multirun/train.py": "1a2b3c4d", ...}`` (file -> short content hash), so the
+before/after that ``snakemake -n`` prints names the edited file. It covers the
 ``multirun`` modules the script imports, followed transitively through the
 library (found by reading ``import`` statements with :mod:`ast`, nothing is
 executed), the ``__init__`` of every package on the way, and files beside a
@@ -81,6 +83,22 @@ def module_files(script: str | Path, root: Path = PACKAGE_DIR) -> list[Path]:
         else:
             files |= {p for p in path.parent.glob(path.stem + ".*") if p.suffix not in (".py", ".pyc")}
     return sorted(files)
+
+
+def file_hash(path: str | Path, length: int = 8) -> str:
+    """sha256 of a file's contents (hex, ``length`` chars)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:length]
+
+
+def code_hashes(script: str | Path, root: Path = PACKAGE_DIR,
+                extra: list[str | Path] | tuple = ()) -> dict[str, str]:
+    """``{"multirun/REL_PATH": short hash}`` of :func:`module_files`, then ``{str(p): hash}``
+    of each ``extra`` file (sorted; a file that does not exist maps to ``"missing"``)."""
+    out = {f"{root.name}/{p.relative_to(root).as_posix()}": file_hash(p)
+           for p in module_files(script, root)}
+    for path in sorted({str(p) for p in extra}):
+        out[path] = file_hash(path) if Path(path).is_file() else "missing"
+    return out
 
 
 def code_hash(script: str | Path, root: Path = PACKAGE_DIR) -> str:

@@ -36,6 +36,16 @@ def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
             f"config key {', '.join(where + u for u in unknown)}: unknown key; "
             f"valid keys here are {allowed} (see docs/config.md)"
         )
+    if "propertyNames" in err.schema_path:  # a model key only user models take
+        return ConfigError(
+            f"config key {key}.{err.instance}: unknown key; a built-in model takes name, width, "
+            "depth and batchnorm (extra keys are for your own models, docs/models.md)")
+    if err.validator == "anyOf" and list(err.absolute_path)[-1:] == ["name"]:
+        builtins = next(s["enum"] for s in err.schema["anyOf"] if "enum" in s)
+        return ConfigError(
+            f"config key {key}: unknown model {err.instance!r}; choose one of "
+            f"{', '.join(builtins)}, or your own as FILE.py:Name or package.module:Name "
+            "(docs/models.md)")
     return ConfigError(f"config key {key}: {err.message} (see docs/config.md)")
 
 
@@ -89,9 +99,20 @@ def check(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
     if errors:
         raise _schema_error(errors[0])
 
+    dataset = config["dataset"]
+    if dataset["name"] == "npz" and not dataset["path"]:
+        raise ConfigError("config key dataset.path: dataset.name npz needs your file, "
+                          "dataset.path: FILE.npz (docs/datasets.md)")
+    if "published" in config and "local_logits" in config:
+        raise ConfigError("config key local_logits: give either published (the hub's logits) "
+                          "or local_logits (your own), not both")
+    labels = config.get("local_logits", {}).get("labels", "dataset")
+    if labels != "dataset" and not labels.endswith(".npz"):
+        raise ConfigError(f"config key local_logits.labels: {labels!r} is neither 'dataset' "
+                          "(the dataset section's dataset) nor a FILE.npz with y_train/y_test")
     seeds = config["train"]["seeds"]
     too_many = [n for n in config["kernel"]["model_counts"] if n > seeds]
-    if too_many and "published" not in config:
+    if too_many and "published" not in config and "local_logits" not in config:
         raise ConfigError(
             f"config key kernel.model_counts: sizes {too_many} exceed train.seeds={seeds}; "
             "lower them or train more seeds"
@@ -124,7 +145,84 @@ def check(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
     lo, hi = config["figures"]["pair_ranks"]
     if lo > hi:
         raise ConfigError(f"config key figures.pair_ranks: [{lo}, {hi}] must be increasing")
+    check_limits(config)
+    check_sizes(config)
     return config
+
+
+#: train examples of the datasets whose size the config does not set
+TRAIN_EXAMPLES = {"cifar10": 50_000}
+MNIST1D_TRAIN_SPLIT = 0.8  # mnist1d.data.get_dataset_args().train_split
+
+
+def train_examples(config: dict) -> int:
+    """Number of train examples of the configured dataset, known before it is made.
+
+    MNIST-1D keeps ``int(0.8 * dataset.num_samples)`` for training (the ``mnist1d``
+    generator's split); CIFAR-10 (and its published logits) has 50,000.
+    """
+    if "published" in config or config["dataset"]["name"] != "mnist1d":
+        return TRAIN_EXAMPLES["cifar10"]
+    return int(config["dataset"]["num_samples"] * MNIST1D_TRAIN_SPLIT)
+
+
+def _sections(config: dict, key: str) -> list[tuple[str, dict]]:
+    """(dotted name, section) of every section of the config that has ``key``."""
+    studies = config["studies"]
+    found = [("train", config["train"]), ("sweep", config["sweep"]),
+             ("sweep.grid", config["sweep"]["grid"])]
+    found += [(f"studies.{name}", studies[name]) for name in studies]
+    return [(name, sec) for name, sec in found if key in sec]
+
+
+def check_limits(config: dict) -> None:
+    """Sizes below the stated upper bounds of ``limits`` (raise a limit to go beyond).
+
+    Counts of seeds, ``dataset.num_samples`` and every epoch count; a typo such as
+    ``seeds: 1000000000`` would otherwise end in a MemoryError while the DAG is built, or
+    a job that runs for days.
+    """
+    limits = config["limits"]
+
+    def bound(key: str, value: int, limit: str) -> None:
+        if value > limits[limit]:
+            raise ConfigError(
+                f"config key {key}: {value} exceeds limits.{limit}={limits[limit]}; lower it, "
+                f"or raise limits.{limit} if you mean it (see docs/config.md)")
+
+    for name, sec in _sections(config, "seeds"):
+        bound(f"{name}.seeds", sec["seeds"], "seeds")
+    bound("dataset.num_samples", config["dataset"]["num_samples"], "num_samples")
+    for name, sec in _sections(config, "recipe"):
+        if "epochs" in sec["recipe"]:
+            bound(f"{name}.recipe.epochs", sec["recipe"]["epochs"], "epochs")
+    bound("sweep.grid.epochs", config["sweep"]["grid"]["epochs"], "epochs")
+    bound("studies.memorization.epochs", max(config["studies"]["memorization"]["epochs"]),
+          "epochs")
+
+
+def check_sizes(config: dict) -> None:
+    """Rules that depend on the config and the dataset size only, checked before any job.
+
+    ``kernel.k_max`` at most the train examples (and ``studies.label_errors.k`` below
+    them: a train example is not its own neighbour); ``patience`` only where a
+    validation split exists (``studies.label_noise``).
+    """
+    n = train_examples(config)
+    if config["kernel"]["k_max"] > n:
+        raise ConfigError(
+            f"config key kernel.k_max: {config['kernel']['k_max']} exceeds the {n} train "
+            "examples of the dataset; lower it (or use more dataset.num_samples)")
+    k = config["studies"]["label_errors"]["k"]
+    if k >= n:
+        raise ConfigError(f"config key studies.label_errors.k: {k} must be below the {n} train "
+                          "examples (an example is not its own neighbour); lower it")
+    for name, sec in _sections(config, "recipe"):
+        if sec["recipe"].get("patience", 0) and name != "studies.label_noise":
+            raise ConfigError(
+                f"config key {name}.recipe.patience: {sec['recipe']['patience']}, but early "
+                "stopping needs a validation split and only studies.label_noise has one; "
+                "set it to 0")
 
 
 def shards(seeds: int, shard_size: int) -> dict[str, list[int]]:

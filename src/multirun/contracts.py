@@ -1,19 +1,27 @@
 """File contracts between stages: atomic writes and validated reads.
 
 Every reader checks shape, dtype and finiteness and raises :class:`ContractError`
-naming the file and what to do; every writer writes a temporary file in the
-destination folder and renames it into place, so a killed job leaves no
-half-written output behind.
+naming the file and the command that remakes it (:func:`remake`); every writer writes a
+temporary file ``.NAME.XXXX.SUFFIX`` in the destination folder and renames it into place,
+so a killed job leaves no half-written output behind (only the temporary, which the next
+run of that job removes: :func:`sweep_temporaries`). Outputs get the permissions of any
+file created under the user's umask. A full disk (or a file-size limit) while writing
+raises :class:`DiskFullError`: one line naming the output and the space it needs.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import math
 import os
+import pickle
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +30,106 @@ import torch
 
 class ContractError(ValueError):
     """An input file breaks its contract (missing, truncated, wrong shape, NaN...)."""
+
+
+class DiskFullError(ContractError):
+    """Writing an output failed for lack of space (ENOSPC, EDQUOT) or a file-size limit (EFBIG)."""
+
+
+#: errno values that mean "no room to write": full disk, full quota, file-size limit
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def remake(path: str | os.PathLike) -> str:
+    """The command that remakes output ``path`` and everything made from it.
+
+    ``--forcerun FILE`` reruns the job that makes ``FILE`` whether or not its
+    consumers are up to date (a plain ``snakemake`` does not remake a missing or
+    damaged intermediate whose consumers look finished); Snakemake then reruns every
+    job downstream of it. Add your usual options (``--configfile``, targets).
+    """
+    return f"remake it with: snakemake --cores all --forcerun {path}"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def no_space(path: str | os.PathLike, err: OSError, written: int | None = None) -> DiskFullError:
+    """One line for a write of ``path`` that failed with ``err`` (ENOSPC, EDQUOT or EFBIG).
+
+    States what was written before the failure (the file needs more than that) and the
+    free space of the filesystem (computed here, without writing anything).
+    """
+    path = Path(path)
+    need = f"it needs more than the {_size(written)} written so far" if written else ""
+    if err.errno == errno.EFBIG:
+        what = "the file-size limit was reached (`ulimit -f`)"
+        fix = "raise the limit (`ulimit -f unlimited`) and rerun"
+    else:
+        what = "no space left on the device" if err.errno == errno.ENOSPC else "disk quota exceeded"
+        fix = "free space there and rerun"
+    try:
+        free = f"{_size(shutil.disk_usage(path.parent).free)} free in {path.parent}"
+    except OSError:
+        free = f"{path.parent} cannot be inspected"
+    detail = "; ".join(x for x in (need, free) if x)
+    return DiskFullError(f"{path}: cannot be written: {what} ({detail}); {fix}")
+
+
+def space_errno(err: BaseException, folder: str | os.PathLike, written: int = 0) -> int | None:
+    """The :data:`NO_SPACE` errno behind ``err``, or None when it is another failure.
+
+    Writers wrap the system's error differently (``torch.save``: a RuntimeError whose
+    context is the OSError; ``np.save``: an OSError without errno), so the exception
+    chain is searched first, then the state is inspected: a file at the size limit
+    (``RLIMIT_FSIZE``) or a filesystem with (almost) no space left.
+    """
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in NO_SPACE:
+            return seen.errno
+        seen = seen.__cause__ or seen.__context__
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY and written >= limit:
+            return errno.EFBIG
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        if shutil.disk_usage(folder).free < (1 << 20):
+            return errno.ENOSPC
+    except OSError:
+        pass
+    return None
+
+
+def sweep_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries :func:`atomic_path` left beside output ``path`` (a killed job).
+
+    They are named ``.NAME.XXXX.SUFFIX`` for output ``NAME``; only the job that makes
+    ``NAME`` writes them, so a job may remove those of its own outputs when it starts.
+    Returns the paths removed.
+    """
+    path = Path(path)
+    gone = []
+    for tmp in path.parent.glob(f".{path.name}.*") if path.parent.is_dir() else ():
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            gone.append(tmp)
+    return gone
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -39,15 +147,31 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 
     The temporary file keeps ``path``'s suffix (or ``suffix``) so that writers
     which append one (``np.save``) write exactly where they are told.
+    Permissions are those of a plain ``open`` under the user's umask (``mkstemp``
+    alone would give 0600). An ``OSError`` for lack of space (:data:`NO_SPACE`) becomes
+    one :class:`DiskFullError` naming ``path``; the temporary is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                   suffix=suffix or path.suffix)
+    except OSError as err:
+        if err.errno in NO_SPACE:
+            raise no_space(path, err) from None
+        raise
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+        written = tmp.stat().st_size if tmp.exists() else 0
+        cause = space_errno(err, tmp.parent, written)
+        if cause is None:
+            raise
+        raise no_space(path, OSError(cause, os.strerror(cause)), written) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -79,18 +203,112 @@ def save_csv(path: str | os.PathLike, rows: list[dict], fields: list[str]) -> No
 
 
 def load_csv(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows of a CSV written by :func:`save_csv` (values as strings)."""
+    """Rows of a CSV written by :func:`save_csv` (values as strings), every row complete.
+
+    Checks only that the file reads and no row is cut short; :func:`load_table` checks a
+    table's columns, row count and values too.
+    """
     path = Path(path)
     if not path.exists():
-        raise _fail(path, "file is missing", "run the stage that makes it (snakemake makes it for you)")
+        raise _fail(path, "file is missing")
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise _fail(path, f"cannot be read as CSV ({err}); the file is truncated or corrupt") from None
+    if not header:
+        raise _fail(path, "is empty (no header); the file is truncated or corrupt")
+    for i, row in enumerate(rows):
+        if None in row or None in row.values():
+            raise _fail(path, f"row {i + 1} has {len([v for v in row.values() if v is not None])} "
+                        f"fields, the header {len(header)}; the file is truncated or corrupt")
+    return rows
+
+
+@dataclass(frozen=True)
+class Table:
+    """The contract of a CSV table: its columns, which hold numbers, where blanks/NaN may be."""
+
+    columns: tuple[str, ...]
+    numeric: tuple[str, ...] = ()
+    blank_ok: tuple[str, ...] = ()  # e.g. ``k`` of the baselines
+    nan_ok: tuple[str, ...] = ()  # e.g. an estimate left out by design
+
+
+_SCORE_NUMBERS = ("n_models", "subset", "k", "accuracy", "ci_low", "ci_high")
+#: the CSV tables stages exchange (writers take their header from here)
+TABLES = {
+    "scores": Table(("n_models", "subset", "method", "k", "vote", "accuracy", "ci_low",
+                     "ci_high"), _SCORE_NUMBERS, blank_ok=("k",)),
+    "per_class": Table(("class", "n_models", "subset", "method", "k", "vote", "accuracy"),
+                       ("class", "n_models", "subset", "k", "accuracy")),
+    "effdim": Table(
+        ("spectrum", "width", "depth", "seed", "num_params", "train_loss", "test_loss",
+         "test_accuracy", "top_eigenvalue", "bottom_eigenvalue", "converged", "probes", "z",
+         "effective_dimension", "effective_dimension_se", "effective_dimension_topk"),
+        ("width", "depth", "seed", "num_params", "train_loss", "test_loss", "test_accuracy",
+         "top_eigenvalue", "bottom_eigenvalue", "converged", "probes", "z",
+         "effective_dimension", "effective_dimension_se", "effective_dimension_topk"),
+        nan_ok=("effective_dimension", "effective_dimension_se")),
+    "memorization": Table(("variant", "epochs", "models", "examples", "mean"),
+                          ("epochs", "models", "examples", "mean")),
+    "label_noise": Table(("architecture", "alpha", "seed", "test_accuracy", "val_accuracy",
+                          "best_epoch", "epochs_run"),
+                         ("alpha", "seed", "test_accuracy", "val_accuracy", "best_epoch",
+                          "epochs_run"), nan_ok=("val_accuracy",)),
+    "label_errors": Table(("method", "n_models", "subset", "average_precision",
+                           "precision_at_noise"),
+                          ("n_models", "subset", "average_precision", "precision_at_noise")),
+}
+
+
+def load_table(path: str | os.PathLike, table: str | Table, *,
+               rows: int | None = None) -> list[dict[str, str]]:
+    """Rows of a CSV table checked against its contract (:data:`TABLES`); values stay strings.
+
+    The header must hold the table's ``columns`` (others allowed); ``rows``: the number
+    of data rows when the config fixes it (else at least one); ``numeric`` columns must
+    parse as finite numbers, blank only where ``blank_ok``, NaN only where ``nan_ok``.
+    A truncated or malformed table raises one :class:`ContractError` naming ``path``,
+    the first offence and the command that remakes the file.
+    """
+    spec = TABLES[table] if isinstance(table, str) else table
+    path = Path(path)
+    found = load_csv(path)
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        header = next(csv.reader(f), [])
+    missing = [c for c in spec.columns if c not in header]
+    if missing:
+        raise _fail(path, f"lacks columns {missing} (header {header}); it is not the table expected here")
+    if rows is not None and len(found) != rows:
+        raise _fail(path, f"has {len(found)} rows, the config gives {rows}; the file is truncated or stale")
+    if not found:
+        raise _fail(path, "has a header but no rows; the file is truncated")
+    for i, row in enumerate(found):
+        for col in spec.numeric:
+            value = row[col].strip()
+            if not value and col in spec.blank_ok:
+                continue
+            try:
+                number = float(value)
+            except ValueError:
+                raise _fail(path, f"row {i + 1}, column {col!r}: {value!r} is not a number") from None
+            if not math.isfinite(number) and col not in spec.nan_ok:
+                raise _fail(path, f"row {i + 1}, column {col!r} is {value}; no NaN or inf may be here")
+    return found
 
 
 def save_torch(path: str | os.PathLike, obj) -> None:
-    """``torch.save`` atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` atomically.
+
+    The file is written through a file object, so its bytes do not depend on the
+    temporary's random name (``torch.save`` to a path names the zip's records after
+    the file): the same object always gives the same bytes.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def save_with(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
@@ -99,8 +317,9 @@ def save_with(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
         write(tmp)
 
 
-def _fail(path, what: str, fix: str = "delete it and rerun the stage that makes it") -> ContractError:
-    return ContractError(f"{path}: {what}; {fix}")
+def _fail(path, what: str, fix: str | None = None) -> ContractError:
+    """``PATH: what; fix`` where ``fix`` defaults to the command that remakes ``PATH``."""
+    return ContractError(f"{path}: {what}; {fix or remake(path)}")
 
 
 def load_npy(
@@ -120,7 +339,7 @@ def load_npy(
     """
     path = Path(path)
     if not path.exists():
-        raise _fail(path, "file is missing", "run the stage that makes it (snakemake makes it for you)")
+        raise _fail(path, "file is missing")
     try:
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
@@ -144,7 +363,7 @@ def load_npz(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> dict[str, n
     """Read a whole ``.npz`` into memory, checking that ``keys`` are present."""
     path = Path(path)
     if not path.exists():
-        raise _fail(path, "file is missing", "run the stage that makes it (snakemake makes it for you)")
+        raise _fail(path, "file is missing")
     try:
         with np.load(path, allow_pickle=False) as f:
             out = {k: f[k] for k in f.files}
@@ -156,14 +375,34 @@ def load_npz(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> dict[str, n
     return out
 
 
+def refused_pickle(path: str | os.PathLike, err: BaseException,
+                   fix: str | None = None) -> ContractError | None:
+    """The error to raise when ``torch.load(..., weights_only=True)`` refused ``path``'s pickle
+    (it names an object other than tensors and plain types, whose building could run code),
+    naming the file and the object; None for any other failure."""
+    text = str(err)
+    if not (isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in text):
+        return None
+    what = next((line.strip() for line in text.splitlines() if "GLOBAL" in line), "")
+    return ContractError(
+        f"{path}: holds pickled objects other than tensors and plain types, which could run "
+        f"code on load ({what or 'not an allowed type'}): refused, nothing in it ran; "
+        f"{fix or remake(path)}")
+
+
 def load_torch(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> dict:
-    """``torch.load`` a dict on the CPU, checking that ``keys`` are present."""
+    """``torch.load`` a dict on the CPU with ``weights_only=True`` (tensors and plain types
+    only: a file that holds other objects is refused unread, so it cannot run code),
+    checking that ``keys`` are present."""
     path = Path(path)
     if not path.exists():
-        raise _fail(path, "file is missing", "run the stage that makes it (snakemake makes it for you)")
+        raise _fail(path, "file is missing")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
+        refused = refused_pickle(path, err)
+        if refused is not None:
+            raise refused from None
         raise _fail(path, f"cannot be loaded by torch ({err}); the file is truncated or corrupt") from err
     if not isinstance(obj, dict):
         raise _fail(path, f"expected a dict, found {type(obj).__name__}")

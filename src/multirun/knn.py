@@ -15,7 +15,8 @@ Baselines take logits ``(M, N, C)`` as an array (memory-mapped is fine) or a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -172,6 +173,22 @@ def model_subsets(num_models: int, sizes: Sequence[int], repeats: int, seed: int
             sel = np.sort(rng.choice(num_models, size, replace=False)).astype(np.int64)
             out.append((size, sel))
     return out
+
+
+def subset_count(config: Mapping[str, Any]) -> int | None:
+    """Model subsets :func:`model_subsets` draws under ``config`` (``kernel.model_counts``,
+    ``kernel.subsets``, ``train.seeds``); None with published logits (the hub sets the count)."""
+    if "published" in config:
+        return None
+    kern, models = config["kernel"], config["train"]["seeds"]
+    return sum(1 if size == models else kern["subsets"] for size in kern["model_counts"])
+
+
+def score_rows(config: Mapping[str, Any]) -> int | None:
+    """Rows of ``knn/{variant}/scores.csv`` under ``config``: per model subset, one per
+    (vote, k) and the two baselines (:func:`score_subset`). None with published logits."""
+    subsets = subset_count(config)
+    return subsets and subsets * (len(VOTES) * len(config["knn"]["k"]) + 2)
 
 
 def subset_numbers(sizes: Sequence[int]) -> list[int]:

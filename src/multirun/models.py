@@ -30,11 +30,22 @@ preceding layer a bias; with BatchNorm on, layers feeding a BatchNorm have no bi
 
 Initialisation is PyTorch's default for each layer, drawn from the global torch
 RNG, so a model is a deterministic function of ``torch.manual_seed``.
+
+**Your own model** (docs/models.md): ``name`` may also be ``FILE.py:Name`` (a path
+relative to the working directory) or ``package.module:Name``, an ``nn.Module`` class or
+factory called as ``Name(input_shape=..., num_classes=..., **other spec keys)``. The
+built-ins are entries of the same :data:`REGISTRY`, so :func:`build_model` has one path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,28 +55,61 @@ from torch import Tensor, nn
 from multirun.contracts import ContractError
 from multirun.schema import default
 
-MODEL_NAMES = ("mlp", "cnn1d", "airbench", "resnet18")
 _SPEC_DEFAULTS: dict[str, Any] = default("train", "model")  # the config schema's
+
+
+def is_user_model(name: Any) -> bool:
+    """``FILE.py:Name`` or ``package.module:Name`` (a model from outside the library)."""
+    return isinstance(name, str) and ":" in name
+
+
+def _split_target(name: str, where: str) -> tuple[str, str]:
+    target, _, attr = name.rpartition(":")
+    if not target or not attr.isidentifier():
+        raise ContractError(f"{where}.name: {name!r} is not FILE.py:Name or "
+                            "package.module:Name (Name a Python identifier); see docs/models.md")
+    return target, attr
+
+
+def _user_file(target: str, name: str, where: str) -> Path:
+    """The file of ``FILE.py`` (relative to the working directory), checked to exist."""
+    path = Path(target)
+    if not path.is_file():
+        raise ContractError(f"{where}.name: {name}: file {target} does not exist (paths are "
+                            f"relative to the working directory {os.getcwd()}); see docs/models.md")
+    return path
 
 
 def normalize_spec(spec: Mapping[str, Any], where: str = "train.model") -> dict[str, Any]:
     """Check a model spec and return its canonical form.
 
-    The canonical spec keeps only the keys that change the model: ``name``,
-    ``width``, ``batchnorm`` and, for ``mlp`` only, ``depth``. Raises
-    :class:`ContractError` naming the config key (``{where}.name`` ...) when a
-    value is invalid.
+    A built-in's canonical spec keeps only the keys that change the model: ``name``,
+    ``width``, ``batchnorm`` and, for ``mlp`` only, ``depth``. A user model
+    (``FILE.py:Name`` / ``package.module:Name``) keeps every key it was given, in
+    sorted order (they are all passed to it); its file must exist. Raises
+    :class:`ContractError` naming the config key (``{where}.name`` ...) when a value
+    is invalid.
     """
     if not isinstance(spec, Mapping):
         raise ContractError(f"{where}: expected a mapping with name/width/..., got {spec!r}")
     name = spec.get("name")
-    if name not in MODEL_NAMES:
+    if is_user_model(name):
+        target, _ = _split_target(name, where)
+        if target.endswith(".py"):
+            _user_file(target, name, where)
+        return {"name": name, **{k: spec[k] for k in sorted(spec) if k != "name"}}
+    if name not in REGISTRY:
         raise ContractError(
-            f"{where}.name: unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}"
+            f"{where}.name: unknown model {name!r}; choose one of {', '.join(REGISTRY)}, or "
+            "your own as FILE.py:Name or package.module:Name (docs/models.md)"
         )
     width = spec.get("width")
     if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
         raise ContractError(f"{where}.width: must be an integer > 0, got {width!r}")
+    extra = sorted(set(spec) - {"name", "width", "depth", "batchnorm"})
+    if extra:
+        raise ContractError(f"{where}: keys {extra} are not settings of the built-in model "
+                            f"{name!r} (extra keys are for your own models, docs/models.md)")
     batchnorm = spec.get("batchnorm", _SPEC_DEFAULTS["batchnorm"])
     if not isinstance(batchnorm, bool):
         raise ContractError(f"{where}.batchnorm: must be true or false, got {batchnorm!r}")
@@ -232,15 +276,145 @@ class ResNet18(Classifier):
         return self.blocks(self.stem(x)).mean(dim=(-2, -1))
 
 
+# ----------------------------------------------------------------------------- the registry
+# name -> factory(input_shape, num_classes, **spec keys) -> nn.Module; a factory raises
+# ContractError for an input shape it cannot take (build_model prefixes the config key).
+REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str) -> Callable:
+    """Decorator: ``@register("mlp")`` makes a factory a built-in model name."""
+    def add(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        REGISTRY[name] = factory
+        return factory
+    return add
+
+
+@register("mlp")
+def _mlp(input_shape, num_classes, width, depth, batchnorm=False) -> MLP:
+    in_features = 1
+    for s in input_shape:
+        in_features *= s
+    return MLP(in_features, width, depth, num_classes, batchnorm)
+
+
+@register("cnn1d")
+def _cnn1d(input_shape, num_classes, width, batchnorm=False) -> CNN1D:
+    if len(input_shape) not in (1, 2):
+        raise ContractError(f"cnn1d takes inputs (L,) or (C, L), the data has {input_shape}")
+    channels, length = (1, input_shape[0]) if len(input_shape) == 1 else input_shape
+    if length < 8:
+        raise ContractError(f"cnn1d needs sequences of length >= 8, the data has {length}")
+    return CNN1D(channels, length, width, num_classes, batchnorm)
+
+
+def _image(name: str, input_shape) -> None:
+    if len(input_shape) != 3:
+        raise ContractError(f"{name} takes images (C, H, W), the data has {input_shape}")
+
+
+@register("airbench")
+def _airbench(input_shape, num_classes, width, batchnorm=True) -> AirbenchCNN:
+    _image("airbench", input_shape)
+    side = min(input_shape[1:]) - 1  # after the 2x2 stem; three 2x2 max pools follow
+    for _ in range(3):
+        side //= 2
+    if side < 1:
+        raise ContractError(f"airbench needs images of at least 9x9, the data has {input_shape}")
+    return AirbenchCNN(input_shape[0], width, num_classes, batchnorm)
+
+
+@register("resnet18")
+def _resnet18(input_shape, num_classes, width, batchnorm=True) -> ResNet18:
+    _image("resnet18", input_shape)
+    return ResNet18(input_shape[0], width, num_classes, batchnorm)
+
+
+MODEL_NAMES = tuple(REGISTRY)
+
+_LOADED: dict[tuple[str, str], Any] = {}  # (resolved file, content hash) -> module
+
+
+def _load_file(path: Path, name: str, where: str):
+    """Import ``path`` as a fresh module (again whenever its contents change)."""
+    resolved = path.resolve()
+    digest = hashlib.sha256(resolved.read_bytes()).hexdigest()[:16]
+    key = (str(resolved), digest)
+    if key not in _LOADED:
+        module_name = f"multirun_user_{resolved.stem}_{digest}"
+        spec = importlib.util.spec_from_file_location(module_name, resolved)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # dataclasses, pickling and vmap look modules up
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:
+            del sys.modules[module_name]
+            raise ContractError(f"{where}.name: {name}: importing {path} failed "
+                                f"({type(err).__name__}: {err}); fix the file") from err
+        _LOADED[key] = module
+    return _LOADED[key]
+
+
+def resolve_model(name: str, where: str = "train.model") -> Callable[..., nn.Module]:
+    """The factory (or class) named ``name``: a registry entry or a user model, imported.
+
+    Raises :class:`ContractError` naming ``{where}.name``, the file and the name when the
+    file or module is missing or fails to import, or does not define ``Name``.
+    """
+    if not is_user_model(name):
+        if name not in REGISTRY:
+            normalize_spec({"name": name, "width": 1}, where)  # raises: unknown model
+        return REGISTRY[name]
+    target, attr = _split_target(name, where)
+    if target.endswith(".py"):
+        module = _load_file(_user_file(target, name, where), name, where)
+        source = f"file {target}"
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as err:  # ModuleNotFoundError, or the module's own error
+            raise ContractError(f"{where}.name: {name}: importing module {target} failed "
+                                f"({type(err).__name__}: {err}); is it installed or on "
+                                "PYTHONPATH?") from err
+        source = f"module {target}"
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        found = sorted(k for k, v in vars(module).items()
+                       if not k.startswith("_") and callable(v)
+                       and getattr(v, "__module__", None) == module.__name__)
+        what = "does not define" if factory is None else "defines a non-callable"
+        raise ContractError(f"{where}.name: {name}: {source} {what} {attr!r} (it defines "
+                            f"{found or 'nothing callable'}); see docs/models.md")
+    return factory
+
+
+def model_files(spec: Mapping[str, Any]) -> list[Path]:
+    """The user files a spec builds from (``[FILE.py]``, a module's file, or ``[]``)."""
+    name = spec.get("name")
+    if not is_user_model(name):
+        return []
+    target = name.rpartition(":")[0]
+    if target.endswith(".py"):
+        return [Path(target)]
+    try:
+        found = importlib.util.find_spec(target)
+    except (ImportError, ValueError):
+        return []
+    return [Path(found.origin)] if found is not None and found.origin else []
+
+
 def build_model(spec: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int,
-                where: str = "train.model") -> Classifier:
+                where: str = "train.model") -> nn.Module:
     """Build the model named by ``spec`` for inputs of ``input_shape`` (no batch dim).
 
-    ``spec``: ``{"name": "mlp"|"cnn1d"|"airbench"|"resnet18", "width": int > 0,
-    "depth": int >= 0 (mlp only), "batchnorm": bool}``. The parameters are drawn
-    from the current global torch RNG (seed it for a deterministic model).
-    Raises :class:`ContractError` naming ``{where}.<key>`` for a bad spec or an
-    input shape the model cannot take.
+    ``spec``: a built-in ``{"name": "mlp"|"cnn1d"|"airbench"|"resnet18", "width": int > 0,
+    "depth": int >= 0 (mlp only), "batchnorm": bool}`` or a user model
+    ``{"name": "FILE.py:Name" | "package.module:Name", ...any keys}``; either way the
+    factory is called as ``factory(input_shape=..., num_classes=..., **other keys)``.
+    The parameters are drawn from the current global torch RNG (seed it for a
+    deterministic model). Raises :class:`ContractError` naming ``{where}.<key>`` (and a
+    user model's file and name) for a bad spec, an input shape the model cannot take,
+    a build that fails or a result that is not an ``nn.Module``.
     """
     spec = normalize_spec(spec, where)
     input_shape = tuple(int(s) for s in input_shape)
@@ -248,40 +422,59 @@ def build_model(spec: Mapping[str, Any], input_shape: tuple[int, ...], num_class
         raise ContractError(f"{where}: input shape {input_shape} is empty")
     if isinstance(num_classes, bool) or int(num_classes) < 2:
         raise ContractError(f"{where}: need at least 2 classes, got {num_classes}")
-    name, width, bn = spec["name"], spec["width"], spec["batchnorm"]
-    if name == "mlp":
-        in_features = 1
-        for s in input_shape:
-            in_features *= s
-        return MLP(in_features, width, spec["depth"], num_classes, bn)
-    if name == "cnn1d":
-        if len(input_shape) not in (1, 2):
-            raise ContractError(f"{where}.name: cnn1d takes inputs (L,) or (C, L), "
-                                f"the data has {input_shape}")
-        channels, length = (1, input_shape[0]) if len(input_shape) == 1 else input_shape
-        if length < 8:
-            raise ContractError(f"{where}.name: cnn1d needs sequences of length >= 8, "
-                                f"the data has {length}")
-        return CNN1D(channels, length, width, num_classes, bn)
-    if len(input_shape) != 3:
-        raise ContractError(f"{where}.name: {name} takes images (C, H, W), "
-                            f"the data has {input_shape}")
-    if name == "airbench":
-        side = min(input_shape[1:]) - 1  # after the 2x2 stem; three 2x2 max pools follow
-        for _ in range(3):
-            side //= 2
-        if side < 1:
-            raise ContractError(f"{where}.name: airbench needs images of at least 9x9, "
-                                f"the data has {input_shape}")
-        return AirbenchCNN(input_shape[0], width, num_classes, bn)
-    return ResNet18(input_shape[0], width, num_classes, bn)
+    name = spec["name"]
+    factory = resolve_model(name, where)
+    keys = {k: v for k, v in spec.items() if k != "name"}
+    try:
+        model = factory(input_shape=input_shape, num_classes=int(num_classes), **keys)
+    except ContractError as err:
+        if is_user_model(name):
+            raise ContractError(f"{where}.name: {name}: {err}") from err
+        raise ContractError(f"{where}.name: {err}") from err
+    except Exception as err:
+        call = ", ".join(["input_shape", "num_classes", *keys])
+        raise ContractError(f"{where}.name: {name}: building the model failed "
+                            f"({type(err).__name__}: {err}); it is called as "
+                            f"{name.rpartition(':')[2]}({call}), see docs/models.md") from err
+    if not isinstance(model, nn.Module):
+        raise ContractError(f"{where}.name: {name}: returned a {type(model).__name__}, not a "
+                            "torch.nn.Module; see docs/models.md")
+    return model
+
+
+class WithFeatures(nn.Module):
+    """``forward(x) -> (features (B, D), logits (B, C))`` of any model, in one call.
+
+    Built-ins (:class:`Classifier`) give both from one pass; a user model's
+    ``features(x)`` is called beside ``model(x)``; a model without ``features`` gives
+    ``(B, 0)`` features (the figures say that the model defines none). For
+    ``torch.func.functional_call``, the wrapped model's state keys take the prefix
+    ``model.``.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if isinstance(self.model, Classifier):
+            return self.model(x, return_features=True)
+        logits = self.model(x)
+        if has_features(self.model):
+            return self.model.features(x).flatten(1), logits
+        return logits.new_zeros(len(x), 0), logits
+
+
+def has_features(model: nn.Module) -> bool:
+    """Whether ``model`` defines ``features(x)`` (the penultimate representation)."""
+    return callable(getattr(model, "features", None))
 
 
 def meta_model(spec: Mapping[str, Any], input_shape: tuple[int, ...],
-               num_classes: int) -> nn.Module:
+               num_classes: int, where: str = "train.model") -> nn.Module:
     """A parameter-less (meta device) copy of the architecture for ``functional_call``."""
     with torch.device("meta"):
-        return build_model(spec, input_shape, num_classes)
+        return build_model(spec, input_shape, num_classes, where)
 
 
 def count_parameters(model: nn.Module) -> int:

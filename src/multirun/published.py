@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from multirun.config import ConfigError
-from multirun.contracts import ContractError, atomic_path, save_json
+from multirun.contracts import ContractError, atomic_path, refused_pickle, remake, save_json
 
 REPO = "kjj0/cifar10-multirun-logits"
 REPO_60K = "kjj0/cifar10-multirun-logits-60k"
@@ -163,6 +163,10 @@ def load_log(path: str | os.PathLike) -> tuple[dict, bool]:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True), False
     except Exception as err:
+        refused = refused_pickle(path, err, "delete it; the hub's log.pt files hold only "
+                                 "tensors, strings and numbers")
+        if refused is not None:
+            raise refused from None
         first = str(err).splitlines()[0] if str(err) else ""
         raise ContractError(f"{path}: cannot be loaded as a log.pt of {REPO} "
                             f"({type(err).__name__}: {first}); delete it to fetch it again") from None
@@ -240,7 +244,7 @@ def dataset_labels(path: str | os.PathLike) -> dict[str, np.ndarray]:
             return {k: np.asarray(f[k]) for k in ("y_train", "y_test")}
     except Exception as err:
         raise ContractError(f"{path}: cannot read y_train/y_test ({type(err).__name__}: {err}); "
-                            "delete it and rerun the dataset stage") from None
+                            f"{remake(path)}") from None
 
 
 # --------------------------------------------------------------------------- the 60k set
@@ -283,7 +287,7 @@ def load_pointer(path: str | os.PathLike):
         pointer = json.loads(Path(path).read_text())
         files = pointer["logits"], pointer["labels"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ContractError(f"{path}: unreadable ({err}); delete it and rerun") from None
+        raise ContractError(f"{path}: unreadable ({err}); {remake(path)}") from None
     for f in files:
         if not Path(f).exists():
             raise ContractError(f"{path}: names {f}, which is gone (hub cache cleared?); delete "

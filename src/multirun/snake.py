@@ -1,20 +1,39 @@
 """The one entry point every ``scripts/*.py`` goes through.
 
 ``run(snakemake, main)`` sends the job's stdout/stderr (tqdm bars included) to its
-``log:`` file, uses the job's ``threads``, and turns a :class:`ContractError` (a
+``log:`` file, uses the job's ``threads``, gives a job that asks for the ``gpu`` resource
+its own device slot (:mod:`multirun.gpus`), and turns a :class:`ContractError` (a
 :class:`ConfigError` is one) into one line on the console naming the file or key, exit 1.
-Snakemake then removes the job's outputs, so nothing half-written stays behind.
+A full disk (or a file-size limit) anywhere in the job is one such line too, naming the
+path and the space it needs, and nothing more is written to that disk. Snakemake then
+removes the job's outputs, so nothing half-written stays behind; temporaries a killed
+job left beside its outputs are removed when the job runs again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import traceback
 from collections.abc import Callable
 
-import torch
+# Run-to-run reproducibility of MKL's BLAS (the CPU matrix products): without a CNR mode
+# its results may depend on memory alignment and, for ?gemm, on the number of threads.
+# Read by MKL at its first call, so setting it here (before any work) is in time.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
-from multirun.contracts import ContractError
+import torch  # noqa: E402
+
+from multirun import gpus  # noqa: E402
+from multirun.contracts import (  # noqa: E402
+    NO_SPACE,
+    ContractError,
+    DiskFullError,
+    no_space,
+    space_errno,
+    sweep_temporaries,
+)
 
 
 def device(snakemake, section: str) -> str:
@@ -28,19 +47,31 @@ def device(snakemake, section: str) -> str:
 
 def run(snakemake, main: Callable[[object], None]) -> None:
     """Run ``main(snakemake)`` with logging, threads and clear errors."""
-    console = sys.__stderr__
+    for path in _paths(snakemake.output):  # what a killed run of this job left behind
+        sweep_temporaries(path)
     log_path = snakemake.log[0] if len(snakemake.log) else None
-    log = open(log_path, "w", buffering=1) if log_path else None  # noqa: SIM115
+    try:
+        log = open(log_path, "w", buffering=1) if log_path else None  # noqa: SIM115
+    except OSError as err:
+        _fail(snakemake, no_space(log_path, err) if err.errno in NO_SPACE else err, None)
     if log:
         sys.stdout = sys.stderr = log
     torch.set_num_threads(max(1, int(snakemake.threads)))
     try:
-        main(snakemake)
+        with gpus.job_slot(snakemake):
+            main(snakemake)
+    except DiskFullError as err:  # the log is on that disk too: the console only
+        _fail(snakemake, err, None)
     except ContractError as err:
-        print(f"multirun error in rule {snakemake.rule}: {err}", file=console)
-        if log:
-            print(f"error: {err}", file=log)
-        sys.exit(1)
+        _fail(snakemake, err, log)
+    except (OSError, RuntimeError) as err:
+        cause = space_errno(err, os.path.dirname(getattr(err, "filename", None) or log_path or "."))
+        if cause is None:
+            if log:  # the traceback belongs in the job's log too
+                traceback.print_exc(file=log)
+            raise
+        where = getattr(err, "filename", None) or log_path or "an output of this job"
+        _fail(snakemake, no_space(where, OSError(cause, os.strerror(cause))), None)
     except BaseException:
         if log:  # the traceback belongs in the job's log too
             traceback.print_exc(file=log)
@@ -48,4 +79,24 @@ def run(snakemake, main: Callable[[object], None]) -> None:
     finally:
         if log:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-            log.close()
+            with contextlib.suppress(OSError):  # a full disk: the log stays as it is
+                log.close()
+
+
+def _paths(output) -> list[str]:
+    """The files of a job's ``output``: Snakemake's list, or a stand-in's attributes."""
+    items = output if isinstance(output, list | tuple) else (
+        output.values() if isinstance(output, dict) else vars(output).values())
+    paths = []
+    for item in items:
+        paths += [item] if isinstance(item, str | os.PathLike) else _paths(list(item))
+    return paths
+
+
+def _fail(snakemake, err: Exception, log) -> None:
+    """One line on the console (and the log, when given), exit 1, no traceback."""
+    print(f"multirun error in rule {snakemake.rule}: {err}", file=sys.__stderr__)
+    if log:
+        with contextlib.suppress(OSError):
+            print(f"error: {err}", file=log)
+    sys.exit(1)

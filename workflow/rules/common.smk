@@ -1,13 +1,21 @@
+import sys
 from pathlib import Path
 
+from multirun import local_logits as local
 from multirun import published as hub
-from multirun.codehash import code_hash
+from multirun.codehash import code_hashes
 from multirun.config import check, shards
-from multirun.models import normalize_spec
+from multirun.locks import lock_advice
+from multirun.models import model_files, normalize_spec
 from multirun.recipe import normalize_recipe
 
 # Strings from --config become the schema's types; every absent key takes its default.
 check(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+
+# Before Snakemake's own "cannot be locked ... --unlock": is the locking run alive?
+if workflow.is_main_process and "--unlock" not in sys.argv:
+    if note := lock_advice(Path.cwd()):
+        print(note, file=sys.stderr)
 
 R = config["results"]
 PUBLISHED = "published" in config
@@ -17,11 +25,28 @@ PUBLISHED_FILES = (
 )
 # the 60k set: one logits.npy of test logits only, streamed from the hub cache
 PUBLISHED_NPY = PUBLISHED and PUBLISHED_FILES[0].endswith(".npy")
+# local_logits: your own .npy files, train file i and test file i are shard i
+LOCAL = "local_logits" in config
+LOCAL_PAIRS = (
+    local.pair(
+        local.resolve(config["local_logits"]["train"], "local_logits.train"),
+        local.resolve(config["local_logits"]["test"], "local_logits.test"),
+    )
+    if LOCAL
+    else []
+)
+LOCAL_LABELS = config["local_logits"]["labels"] if LOCAL else "dataset"
+# labels-only: an npz of labels without inputs, so no example can be drawn
+LOCAL_NO_INPUTS = LOCAL_LABELS != "dataset" and not local.has_inputs(LOCAL_LABELS)
 if PUBLISHED:  # one shard per published log.pt
     SHARDS = {f"{i:03d}": [i] for i in range(len(PUBLISHED_FILES))}
+elif LOCAL:  # one shard per pair of files; seeds number the models in file order
+    SHARDS = local.shards([local.header(train)[0][0] for train, _ in LOCAL_PAIRS])
+    local.check_counts(config["kernel"]["model_counts"], SHARDS)
 else:
     SHARDS = shards(config["train"]["seeds"], config["train"]["shard_size"])
-FEATURES = config["logits"]["features"] and not PUBLISHED
+TRAINED = not PUBLISHED and not LOCAL
+FEATURES = config["logits"]["features"] and TRAINED
 FORMATS = config["figures"]["formats"]
 VARIANT = "logsoftmax" if config["kernel"]["log_softmax"] else "raw"
 SWEEPS = {
@@ -77,23 +102,69 @@ def main_spectra():
 
 def default_targets():
     targets = figure_paths("accuracy_vs_models") + [f"{R}/knn/{VARIANT}/scores.csv"]
+    targets.append(f"{R}/summary/headline_accuracy.csv")
     if PUBLISHED_NPY:  # test logits only: ensemble curves and test-to-test neighbours
         return targets + figure_paths("test_pairs")
-    targets += [path for name in NEIGHBOUR_FIGURES for path in figure_paths(name)]
+    if not LOCAL_NO_INPUTS:  # the neighbour figures draw examples
+        targets += [path for name in NEIGHBOUR_FIGURES for path in figure_paths(name)]
     if config["kernel"]["dense"]:
         targets.append(f"{R}/kernel/{VARIANT}/dense.npy")
-    if not PUBLISHED and config["hessian"]["models"] > 0:
+    if TRAINED and config["hessian"]["models"] > 0:
         targets += figure_paths("hessian_spectrum") + [f"{R}/effdim/main.csv"]
-    if not PUBLISHED and SWEEPS["default"]:
+    if TRAINED and SWEEPS["default"]:
         targets += figure_paths("width_sweep_default")
+        targets.append(f"{R}/summary/headline_effdim.csv")
     return targets
+
+
+def check_inputs():
+    """The intermediates of the default targets, by contract (rule check verifies them)."""
+    main = not PUBLISHED
+    groups = {
+        "dataset": [f"{R}/data/dataset.npz"] if not PUBLISHED_NPY else [],
+        "checkpoints": [f"{R}/train/shard-{s}.pt" for s in SHARDS] if main else [],
+        "logits": [] if PUBLISHED_NPY else logit_files("train") + logit_files("test"),
+        "seeds": [] if PUBLISHED_NPY else logit_files("seeds"),
+        "features": list(feature_files().values()),
+        "spectra": [],
+        "effdim": [],
+    }
+    if not PUBLISHED_NPY:  # the neighbour figures' inputs
+        groups["scores"] = [f"{R}/knn/{v}/scores.csv" for v in ("logsoftmax", "raw")]
+        groups["neighbours"] = [
+            f"{R}/kernel/{v}/neighbours.npz" for v in ("logsoftmax", "raw")
+        ]
+        groups["per_class"] = [f"{R}/kernel/logsoftmax/per_class.csv"]
+        groups["figure_data"] = [f"{R}/kernel/logsoftmax/figure_data.npz"]
+    if main and config["hessian"]["models"] > 0:
+        groups["spectra"] += main_spectra()
+        groups["effdim"].append(f"{R}/effdim/main.csv")
+    if main and SWEEPS["default"]:
+        groups["checkpoints"] += [f"{R}/train/width-{w}.pt" for w in SWEEPS["default"]]
+        groups["spectra"] += sweep_spectra("default")
+        groups["effdim"].append(f"{R}/effdim/sweep-default.csv")
+    return {name: paths for name, paths in groups.items() if paths}
 
 
 def dataset_params():
     """Only the keys the configured dataset uses, so unrelated keys rerun nothing."""
-    used = {"mnist1d": ("name", "seed", "num_samples"), "cifar10": ("name", "root")}
+    used = {
+        "mnist1d": ("name", "seed", "num_samples"),
+        "cifar10": ("name", "root"),
+        "digits": ("name", "seed"),
+        "npz": ("name", "path"),
+    }
+    if LOCAL_LABELS != "dataset":  # local_logits.labels: FILE.npz
+        return {"name": "npz", "path": LOCAL_LABELS, "labels_only": True}
     cfg = config["dataset"]
     return {k: cfg[k] for k in used[cfg["name"]]}
+
+
+def dataset_inputs():
+    """Your own dataset file (dataset.name npz, or local_logits.labels) is an input: editing
+    it reruns what follows."""
+    params = dataset_params()
+    return {"file": params["path"]} if params["name"] == "npz" else {}
 
 
 def sweep_spectra(sweep):
@@ -136,21 +207,32 @@ def logits_outputs():
     return out
 
 
+# the figure the --report shows: the .png, else the first of figures.formats
+REPORT_FORMAT = "png" if "png" in FORMATS else FORMATS[0]
+
+
 def figure_output(name, caption, category, key=""):
-    """Named outputs {key}png (also in the --report) and {key}other (the other formats)."""
+    """Named outputs {key}png: the figure in the --report (.png, or the first of
+    figures.formats when that has no png: formats are honoured exactly), and {key}other:
+    the other formats."""
     return {
         f"{key}png": report(
-            f"{R}/figures/{name}.png",
+            f"{R}/figures/{name}.{REPORT_FORMAT}",
             caption=f"../report/{caption}.rst",
             category=category,
         ),
-        f"{key}other": [f"{R}/figures/{name}.{ext}" for ext in FORMATS if ext != "png"],
+        f"{key}other": [
+            f"{R}/figures/{name}.{ext}" for ext in FORMATS if ext != REPORT_FORMAT
+        ],
     }
 
 
-def code(script):
-    """Hash of the library code scripts/SCRIPT runs: a rule parameter, so editing it reruns the rule."""
-    return code_hash(Path(workflow.basedir) / "scripts" / script)
+def code(script, *models):
+    """{file: short hash} of the library code scripts/SCRIPT runs, and of the user files of
+    the model specs ``models`` it builds (docs/models.md): a rule parameter, so editing one
+    of them reruns the rule, and snakemake -n names the file."""
+    extra = [path for spec in models for path in model_files(spec)]
+    return code_hashes(Path(workflow.basedir) / "scripts" / script, extra=extra)
 
 
 def train_spec(section, width=None, depth=None):

@@ -1,4 +1,6 @@
 rule dataset:
+    input:
+        **dataset_inputs(),
     output:
         f"{R}/data/dataset.npz",
     log:

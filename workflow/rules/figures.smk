@@ -146,3 +146,55 @@ rule figure_neighbours:
         code=code("neighbour_figures.py"),
     script:
         "../../scripts/neighbour_figures.py"
+
+
+rule headline_accuracy:
+    input:
+        table=f"{R}/knn/{VARIANT}/scores.csv",
+    output:
+        table=report(
+            f"{R}/summary/headline_accuracy.csv",
+            caption="../report/headline.rst",
+            category="Summary",
+        ),
+    log:
+        f"{R}/logs/summary/headline_accuracy.log",
+    benchmark:
+        f"{R}/runtimes/summary/headline_accuracy.tsv"
+    conda:
+        "../../envs/multirun.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        table="accuracy",
+        k=config["knn"]["k"],
+        code=code("headline.py"),
+    script:
+        "../../scripts/headline.py"
+
+
+rule headline_effdim:
+    input:
+        table=f"{R}/effdim/sweep-default.csv",
+    output:
+        table=report(
+            f"{R}/summary/headline_effdim.csv",
+            caption="../report/headline.rst",
+            category="Summary",
+        ),
+    log:
+        f"{R}/logs/summary/headline_effdim.log",
+    benchmark:
+        f"{R}/runtimes/summary/headline_effdim.tsv"
+    conda:
+        "../../envs/multirun.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        table="effdim",
+        z=config["hessian"]["z"][0],
+        code=code("headline.py"),
+    script:
+        "../../scripts/headline.py"

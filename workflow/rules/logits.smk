@@ -45,6 +45,51 @@ elif PUBLISHED:
         script:
             "../../scripts/import_published.py"
 
+elif LOCAL:
+
+    rule check_local_logits:
+        input:
+            data=f"{R}/data/dataset.npz",
+            train=[train for train, _ in LOCAL_PAIRS],
+            test=[test for _, test in LOCAL_PAIRS],
+        output:
+            summary=f"{R}/local/check.json",
+        log:
+            f"{R}/logs/local/check.log",
+        benchmark:
+            f"{R}/runtimes/local/check.tsv"
+        conda:
+            "../../envs/multirun.yaml"
+        resources:
+            mem_mb=2000,
+            runtime=60,
+        params:
+            code=code("check_local_logits.py"),
+        script:
+            "../../scripts/check_local_logits.py"
+
+    rule import_local_logits:
+        input:
+            summary=f"{R}/local/check.json",
+            train=lambda w: LOCAL_PAIRS[int(w.shard)][0],
+            test=lambda w: LOCAL_PAIRS[int(w.shard)][1],
+        output:
+            **logits_outputs(),
+        log:
+            f"{R}/logs/logits/shard-{{shard}}.log",
+        benchmark:
+            f"{R}/runtimes/logits/shard-{{shard}}.tsv"
+        conda:
+            "../../envs/multirun.yaml"
+        resources:
+            mem_mb=2000,
+            runtime=60,
+        params:
+            seeds=lambda w: SHARDS[w.shard],
+            code=code("import_local_logits.py"),
+        script:
+            "../../scripts/import_local_logits.py"
+
 else:
 
     rule logits:

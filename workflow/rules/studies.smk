@@ -49,6 +49,7 @@ use rule train_shard as memorization_train with:
         data=f"{ST}/memorization/data/{{mem_variant}}.npz",
     output:
         checkpoint=f"{ST}/memorization/train/{{mem_variant}}-e{{epochs}}/shard-{{shard}}.pt",
+        metrics=f"{ST}/memorization/train/{{mem_variant}}-e{{epochs}}/shard-{{shard}}.metrics.csv",
     log:
         f"{R}/logs/studies/memorization/train/{{mem_variant}}-e{{epochs}}/shard-{{shard}}.log",
     benchmark:
@@ -59,10 +60,10 @@ use rule train_shard as memorization_train with:
         recipe=lambda w: normalize_recipe(
             {**MEM["recipe"], "epochs": int(w.epochs)}, "studies.memorization.recipe"
         ),
-        code=code("train.py"),
+        code=code("train.py", MEM["model"]),
 
 
-if not PUBLISHED:
+if TRAINED:
 
     use rule logits as memorization_logits with:
         input:
@@ -192,6 +193,7 @@ use rule train_shard as label_noise_train with:
         data=f"{ST}/label_noise/data/alpha-{{alpha}}.npz",
     output:
         checkpoint=f"{ST}/label_noise/train/{{arch}}-alpha-{{alpha}}/shard-{{shard}}.pt",
+        metrics=f"{ST}/label_noise/train/{{arch}}-alpha-{{alpha}}/shard-{{shard}}.metrics.csv",
     log:
         f"{R}/logs/studies/label_noise/train/{{arch}}-alpha-{{alpha}}/shard-{{shard}}.log",
     benchmark:
@@ -203,7 +205,7 @@ use rule train_shard as label_noise_train with:
             f"studies.label_noise.architectures.{w.arch}",
         ),
         recipe=lambda w: noise_recipe(int(w.alpha)),
-        code=code("train.py"),
+        code=lambda w: code("train.py", NOISE["architectures"][w.arch]),
 
 
 rule label_noise_summary:
@@ -239,6 +241,7 @@ use rule train_shard as label_errors_train with:
         data=f"{ST}/label_errors/data/noisy.npz",
     output:
         checkpoint=f"{ST}/label_errors/train/shard-{{shard}}.pt",
+        metrics=f"{ST}/label_errors/train/shard-{{shard}}.metrics.csv",
     log:
         f"{R}/logs/studies/label_errors/train/shard-{{shard}}.log",
     benchmark:
@@ -247,7 +250,7 @@ use rule train_shard as label_errors_train with:
         seeds=lambda w: ERR_SHARDS[w.shard],
         model=normalize_spec(ERR["model"], "studies.label_errors.model"),
         recipe=normalize_recipe(ERR["recipe"], "studies.label_errors.recipe"),
-        code=code("train.py"),
+        code=code("train.py", ERR["model"]),
 
 
 use rule kernel as label_errors_kernel with:

@@ -3,6 +3,7 @@ rule train_shard:
         data=f"{R}/data/dataset.npz",
     output:
         checkpoint=f"{R}/train/shard-{{shard}}.pt",
+        metrics=f"{R}/train/shard-{{shard}}.metrics.csv",
     log:
         f"{R}/logs/train/shard-{{shard}}.log",
     benchmark:
@@ -18,7 +19,7 @@ rule train_shard:
         seeds=lambda w: SHARDS[w.shard],
         model=train_spec("train"),
         recipe=train_recipe("train"),
-        code=code("train.py"),
+        code=code("train.py", config["train"]["model"]),
     script:
         "../../scripts/train.py"
 
@@ -28,6 +29,7 @@ rule train_width:
         data=f"{R}/data/dataset.npz",
     output:
         checkpoint=f"{R}/train/width-{{width}}.pt",
+        metrics=f"{R}/train/width-{{width}}.metrics.csv",
     log:
         f"{R}/logs/train/width-{{width}}.log",
     benchmark:
@@ -43,7 +45,7 @@ rule train_width:
         seeds=list(range(config["sweep"]["seeds"])),
         model=lambda w: train_spec("sweep", width=int(w.width)),
         recipe=train_recipe("sweep"),
-        code=code("train.py"),
+        code=code("train.py", config["sweep"]["model"]),
     script:
         "../../scripts/train.py"
 
@@ -53,6 +55,7 @@ rule train_grid:
         data=f"{R}/data/dataset.npz",
     output:
         checkpoint=f"{R}/train/grid-d{{depth}}-w{{width}}.pt",
+        metrics=f"{R}/train/grid-d{{depth}}-w{{width}}.metrics.csv",
     log:
         f"{R}/logs/train/grid-d{{depth}}-w{{width}}.log",
     benchmark:
@@ -70,6 +73,6 @@ rule train_grid:
         seeds=lambda w: list(range(config["sweep"]["grid"]["seeds"])),
         model=lambda w: train_spec("sweep", width=int(w.width), depth=int(w.depth)),
         recipe=train_recipe("sweep") | {"epochs": config["sweep"]["grid"]["epochs"]},
-        code=code("train.py"),
+        code=code("train.py", config["sweep"]["model"]),
     script:
         "../../scripts/train.py"

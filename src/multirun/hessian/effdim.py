@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from multirun.contracts import ContractError, load_csv
+from multirun.contracts import ContractError, load_table
 
 
 # -- effective dimensionality ---------------------------------------------------------------
@@ -92,4 +92,5 @@ def load_effdim_csv(path: str | os.PathLike) -> list[dict[str, float]]:
     ``spectrum`` (the spectrum file's name) is dropped, so rows go straight to the
     width-sweep and width x depth plots.
     """
-    return [{k: float(v) for k, v in r.items() if k != "spectrum"} for r in load_csv(path)]
+    return [{k: float(v) for k, v in r.items() if k != "spectrum"}
+            for r in load_table(path, "effdim")]

@@ -34,6 +34,8 @@ from multirun.kernel import build
 from multirun.kernel.reference import (
     STD_FLOOR,
     STD_TINY,
+    TINY_SCALE,
+    TINY_VALUE,
     class_index,
     inverse_std,
     log_probabilities,
@@ -193,13 +195,18 @@ def _moments(p: _Pass, side: _Side, chunks: list[np.ndarray], selections: list[n
     """First pass: per subset, per-(class, example) mean and 1/std (unbiased; 0 where std == 0).
 
     Chunk statistics merged across chunks in float64 (Chan et al.), so the result does not
-    drift with the number of models. Appends :func:`_finish`'s four (C, N) tensors per subset
-    to ``side.stats``. NaN/inf anywhere -> ContractError naming the shard file.
+    drift with the number of models. Beside the sum of squared deviations ``m2``, ``m2_tiny``
+    holds it scaled by ``TINY_SCALE**2`` for the columns whose every value is below
+    ``TINY_VALUE`` in magnitude (NaN elsewhere): the top class of models that all lead by more
+    than ~69 logits, whose squared deviations underflow float64 beyond a lead of ~355.
+    Appends :func:`_finish`'s three (C, N) tensors per subset to ``side.stats``. NaN/inf
+    anywhere -> ContractError naming the shard file.
     """
     logits = side.logits
     shape = (logits.num_classes, logits.num_examples)
     mean = [torch.zeros(shape, dtype=torch.float64, device=p.device) for _ in selections]
     m2 = [torch.zeros_like(a) for a in mean]
+    m2_tiny = [torch.zeros_like(a) for a in mean]
     count = [0] * len(selections)
     for idx in chunks:
         x_all = _read(logits, idx, None, p.device)
@@ -209,52 +216,64 @@ def _moments(p: _Pass, side: _Side, chunks: list[np.ndarray], selections: list[n
                 continue
             x = x_all if mask.all() else x_all[torch.from_numpy(mask).to(p.device)]
             n = int(mask.sum())
-            if p.fused is not None:  # merges into mean, m2 in place
-                if p.fused.moments(x.contiguous(), mean[s], m2[s], count[s], p.log_softmax):
+            if p.fused is not None:  # merges into mean, m2, m2_tiny in place
+                if p.fused.moments(x.contiguous(), mean[s], m2[s], m2_tiny[s], count[s],
+                                   p.log_softmax):
                     _raise_nonfinite(logits, idx[mask])
             else:
                 x = x.float().double()
                 x = (log_probabilities(x) if p.log_softmax else x).permute(0, 2, 1)
                 cmean = x.mean(0)
-                cm2 = (x - cmean).square_().sum(0)
+                dev = x - cmean
+                cm2 = dev.square().sum(0)
                 if not (bool(torch.isfinite(cmean).all()) and bool(torch.isfinite(cm2).all())):
                     _raise_nonfinite(logits, idx[mask])
                 delta = cmean - mean[s]
+                w = count[s] * n / (count[s] + n)
                 mean[s] += delta * (n / (count[s] + n))
-                m2[s] += cm2 + delta.square() * (count[s] * n / (count[s] + n))
+                m2[s] += cm2 + delta.square() * w
+                tiny = (x.abs() < TINY_VALUE).all(0)  # else the scaled squares may overflow
+                if bool(tiny.any()):
+                    cm2_tiny = (dev * TINY_SCALE).square_().sum(0)
+                    if count[s]:
+                        cm2_tiny += (delta * TINY_SCALE).square_() * w
+                    m2_tiny[s] = torch.where(tiny, m2_tiny[s] + cm2_tiny, math.nan)
+                else:
+                    m2_tiny[s].fill_(math.nan)
             count[s] += n
         p.bar.update(1)
     for s in range(len(selections)):
-        side.stats.append(_finish(mean[s], m2[s], count[s]))
+        side.stats.append(_finish(mean[s], m2[s], m2_tiny[s], count[s]))
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _finish(mean: Tensor, m2: Tensor, count: int
-            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """float64 running (mean, m2) of ``count`` models -> float32 (mean, mean - float32 mean,
-    1/std) and float64 (mean, 1/std), each (C, N).
+def _finish(mean: Tensor, m2: Tensor, m2_tiny: Tensor, count: int
+            ) -> tuple[Tensor, Tensor, Tensor]:
+    """float64 running (mean, m2, m2_tiny) of ``count`` models -> float32 1/std and float64
+    (mean, 1/std), each (C, N).
 
-    The float32 mean as a pair keeps the mean to ~1e-14 relative for the fused transform. The
-    float64 pair serves where the values lie below float32's range (the top class of a model
-    that leads by more than ~69 logits: its 1/std may exceed float32's range; the float32
-    1/std is 0 there and no float32 value of that column is used)."""
+    The std is taken from ``m2_tiny / TINY_SCALE**2`` where that is finite (every value of
+    the column tiny), else from ``m2``. The float64 pair serves where the values lie below
+    float32's range (the top class of a model that leads by more than ~69 logits: its 1/std
+    may exceed float32's range; the float32 1/std is 0 there and no float32 value of that
+    column is used)."""
     if mean.device.type == "cpu":  # numpy: no thread-pool wake-ups for these small arrays
-        mean_np, m2_np = mean.numpy(), m2.numpy()
-        std = np.sqrt(np.maximum(m2_np, 0) / (count - 1))
+        mean_np, m2_np, m2_tiny_np = mean.numpy(), m2.numpy(), m2_tiny.numpy()
+        with np.errstate(invalid="ignore"):
+            std = np.where(np.isfinite(m2_tiny_np),
+                           np.sqrt(np.maximum(m2_tiny_np, 0) / (count - 1)) / TINY_SCALE,
+                           np.sqrt(np.maximum(m2_np, 0) / (count - 1)))
         with np.errstate(divide="ignore"):
             inv = np.where((std > STD_FLOOR * np.abs(mean_np)) & (std >= STD_TINY), 1.0 / std, 0.0)
         inv32 = np.where(inv <= _FLOAT32_MAX, inv, 0.0).astype(np.float32)
-        hi = mean_np.astype(np.float32)
-        lo = (mean_np - hi).astype(np.float32)
-        return (torch.from_numpy(hi), torch.from_numpy(lo), torch.from_numpy(inv32), mean,
-                torch.from_numpy(inv))
-    std = (m2.clamp_min(0) / (count - 1)).sqrt()
+        return torch.from_numpy(inv32), mean, torch.from_numpy(inv)
+    std = torch.where(torch.isfinite(m2_tiny), m2_tiny.clamp_min(0).div(count - 1).sqrt()
+                      / TINY_SCALE, m2.clamp_min(0).div(count - 1).sqrt())
     inv = inverse_std(std, mean)
     inv32 = torch.where(inv <= _FLOAT32_MAX, inv, torch.zeros_like(inv)).float()
-    hi = mean.float()
-    return hi, (mean - hi).float(), inv32, mean, inv
+    return inv32, mean, inv
 
 
 def _normalised(p: _Pass, side: _Side, x: Tensor, rows: slice, subset: int) -> Tensor:
@@ -264,13 +283,13 @@ def _normalised(p: _Pass, side: _Side, x: Tensor, rows: slice, subset: int) -> T
     Row ``model * len(classes) + k`` holds class ``classes[k]`` of that model, so a query
     block times a key chunk is ``Zq.T @ Zk`` over the stacked (model, class) dimension.
     """
-    mean, mean_lo, inv, mean64, inv64 = (t[:, rows].contiguous() for t in side.stats[subset])
+    inv, mean64, inv64 = (t[:, rows].contiguous() for t in side.stats[subset])
     m, n, c = x.shape
     if p.fused is not None:
         z = side.buffers.get((m, c, n))
         if z is None:
             z = side.buffers[(m, c, n)] = torch.empty(m, c, n)
-        p.fused.transform(x.contiguous(), mean, mean_lo, inv, mean64, inv64, z, p.log_softmax)
+        p.fused.transform(x.contiguous(), inv, mean64, inv64, z, p.log_softmax)
     else:  # in float64, then rounded: exact for a top class far below float32's range
         x = x.float().double()
         z = (log_probabilities(x) if p.log_softmax else x).permute(0, 2, 1)

@@ -10,20 +10,26 @@
 // log_softmax is evaluated as (x - max) - log1p(s), s = sum over the classes other than the
 // top one of exp(x - max): the top class's log-probability -log1p(s) keeps its relative
 // precision however confident the model is, where log(1 + s) in float32 would round it to a
-// multiple of 6e-8. The statistics take each log-probability as the double
-// (x - max) - log1p(s) (both parts kept), and the transform subtracts the mean given as a
-// pair of floats from x - max before log1p(s), so a column whose values differ across models
-// only in log1p(s) (the same gap to the top class everywhere) keeps its z-score. Where s < 2^-100 (the top two logits more than ~69 apart) float32 would
+// multiple of 6e-8. Each log-probability is the double (x - max) - log1p(s), x - max formed in
+// double (exact for fp16/fp32 inputs) and log1p(s) the float value; the statistics take
+// that double, and the transform forms (value - mean) in double before rounding it to float
+// and scaling by the float 1/std, so a column whose values differ across models by a few
+// float32 ulps (two models that nearly agree, or the same gap to the top class everywhere)
+// keeps its z-score. Where s < 2^-100 (the top two logits more than ~69 apart) float32 would
 // lose s (it underflows below 1e-45), so s, the top class's log-probability and its z-score
 // are computed in double there (exact down to s ~ 1e-308, a gap of ~708): the statistics see
 // the double value and the transform writes (lp - mean) * inv formed in double, with the
-// column's double mean and 1/std (std may lie far below float32's range).
+// column's double mean and 1/std (std may lie far below float32's range). A column whose value
+// takes that double path in every model (the same class leads by more than ~69 in every model)
+// also gets its sum of squared deviations scaled by 2^512 (m2_tiny): unscaled, the squares of
+// deviations below ~1e-154 (leads beyond ~355) underflow float64.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 #include <immintrin.h>
@@ -33,6 +39,10 @@ constexpr int64_t TILE = 256;
 // Below this s = sum of exp(x_c - max) over the non-top classes, the top class's
 // log-probability is recomputed in double (2^-100: float32 still has full relative precision).
 constexpr float SMALL_S = 7.88860905e-31f;
+// Deviations of a column whose every value took that path are below ~2^-99: scaled by 2^512
+// their squares (below 2^826, summed over up to 2^100 models) neither overflow nor underflow
+// down to deviations of 2^-1022 (engine.py's TINY_SCALE).
+constexpr double TINY_SCALE = 1.3407807929942597e+154;  // 2^512
 
 
 // Load one (example tile, model) slab into class-major buf[c * TILE + j], log_softmax over c.
@@ -184,9 +194,8 @@ inline bool load_tile(const T* s, int64_t len, int64_t C, bool lsm, float* raw, 
 }
 
 template <typename T>
-void transform_impl(const T* src, float* dst, const float* mean, const float* mean_lo,
-                    const float* inv, const double* mean64, const double* inv64, int64_t m, int64_t n, int64_t C,
-                    bool lsm) {
+void transform_impl(const T* src, float* dst, const float* inv, const double* mean64,
+                    const double* inv64, int64_t m, int64_t n, int64_t C, bool lsm) {
   const int64_t tiles = (n + TILE - 1) / TILE;
   at::parallel_for(0, m * tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> raw(C * TILE), buf(C * TILE), mx(TILE), acc(TILE), top(TILE);
@@ -200,13 +209,14 @@ void transform_impl(const T* src, float* dst, const float* mean, const float* me
       for (int64_t c = 0; c < C; ++c) {
         float* d = dst + (mi * C + c) * n + i0;
         const float* b = buf.data() + c * TILE;
-        const float* mc = mean + c * n + i0;
-        const float* mlo = mean_lo + c * n + i0;
+        const double* mc = mean64 + c * n + i0;
         const float* ic = inv + c * n + i0;
         const float* x = mx.data();
         const float* l = acc.data();
-        for (int64_t j = 0; j < len; ++j)  // (x - mx) - mean exact where they are close
-          d[j] = ((((b[j] - x[j]) - mc[j]) - mlo[j]) - l[j]) * ic[j];
+        for (int64_t j = 0; j < len; ++j) {  // value - mean in double: no float cancellation
+          const double y = (static_cast<double>(b[j]) - static_cast<double>(x[j])) - l[j];
+          d[j] = static_cast<float>(y - mc[j]) * ic[j];
+        }
       }
       for (int64_t k = 0; k < nsmall; ++k) {  // top class of a tiny s: z-score in double
         const int64_t j = small[k], c = static_cast<int64_t>(top[j]), o = c * n + i0 + j;
@@ -218,23 +228,27 @@ void transform_impl(const T* src, float* dst, const float* mean, const float* me
 
 // Per (class, example): moments over the m models of this chunk (sums of y - y0 in double with
 // the shift y0 = the chunk's first model), merged into the running (count, mean, m2) by Chan's
-// pairwise rule. Returns true if any input value was NaN/inf.
+// pairwise rule; m2_tiny the same m2 times TINY_SCALE^2 where every value of the column so far
+// took the double top-class path (NaN elsewhere). Returns true if any input value was NaN/inf.
 template <typename T>
-bool moments_impl(const T* src, double* mean, double* m2, int64_t count, int64_t m, int64_t n,
-                  int64_t C, bool lsm) {
+bool moments_impl(const T* src, double* mean, double* m2, double* m2_tiny, int64_t count,
+                  int64_t m, int64_t n, int64_t C, bool lsm) {
   const int64_t tiles = (n + TILE - 1) / TILE;
   std::vector<char> bad_tile(tiles, 0);
   const double total = static_cast<double>(count + m);
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> raw(C * TILE), buf(C * TILE), mx(TILE), acc(TILE), top(TILE);
-    std::vector<double> y0(C * TILE), a1(C * TILE), a2(C * TILE), tv(TILE), w(TILE);
-    std::vector<int32_t> small(TILE);
+    std::vector<double> y0(C * TILE), a1(C * TILE), a2(C * TILE), a3(C * TILE), tv(TILE),
+        w(TILE);
+    std::vector<int32_t> small(TILE), tiny(C * TILE);
     int64_t nsmall = 0;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t i0 = t * TILE, len = std::min(TILE, n - i0);
       bool bad = false;
       std::fill(a1.begin(), a1.end(), 0.0);
       std::fill(a2.begin(), a2.end(), 0.0);
+      std::fill(a3.begin(), a3.end(), 0.0);
+      std::fill(tiny.begin(), tiny.end(), 0);
       for (int64_t mi = 0; mi < m; ++mi) {
         bad |= load_tile(src + (mi * n + i0) * C, len, C, lsm, raw.data(), buf.data(),
                          mx.data(), acc.data(), top.data(), tv.data(), small.data(), nsmall);
@@ -252,7 +266,7 @@ bool moments_impl(const T* src, double* mean, double* m2, int64_t count, int64_t
             const float* tp = top.data();
             const double* v = w.data();
             auto value = [&](int64_t j) {
-              const double y = static_cast<double>(b[j] - x[j]) - l[j];
+              const double y = (static_cast<double>(b[j]) - static_cast<double>(x[j])) - l[j];
               if constexpr (decltype(with_top)::value) return tp[j] == fc ? v[j] : y;
               return y;
             };
@@ -271,15 +285,27 @@ bool moments_impl(const T* src, double* mean, double* m2, int64_t count, int64_t
           for (int64_t j = 0; j < len; ++j) w[j] = -static_cast<double>(acc[j]);
           for (int64_t k = 0; k < nsmall; ++k) w[small[k]] = tv[small[k]];
           accumulate(std::true_type{});
+          for (int64_t k = 0; k < nsmall; ++k) {  // the scaled squares of those top classes
+            const int64_t j = small[k], o = static_cast<int64_t>(top[j]) * TILE + j;
+            const double d = (tv[j] - y0[o]) * TINY_SCALE;
+            a3[o] += d * d;
+            tiny[o] += 1;
+          }
         }
       }
       for (int64_t c = 0; c < C; ++c)
         for (int64_t j = 0; j < len; ++j) {
           const int64_t k = c * TILE + j, o = c * n + i0 + j;
           const double cmean = y0[k] + a1[k] / m, cm2 = a2[k] - a1[k] * a1[k] / m;
-          const double delta = cmean - mean[o];
+          const double delta = cmean - mean[o], w_delta = static_cast<double>(count) * m / total;
           mean[o] += delta * (m / total);
-          m2[o] += cm2 + delta * delta * (static_cast<double>(count) * m / total);
+          m2[o] += cm2 + delta * delta * w_delta;
+          if (tiny[k] == m) {  // every value of the chunk tiny: |deviations| < 2^-99
+            const double s1 = a1[k] * TINY_SCALE, sd = delta * TINY_SCALE;
+            m2_tiny[o] += (a3[k] - s1 * s1 / m) + (count ? sd * sd * w_delta : 0.0);
+          } else {
+            m2_tiny[o] = std::numeric_limits<double>::quiet_NaN();
+          }
         }
       bad_tile[t] = bad;
     }
@@ -288,40 +314,40 @@ bool moments_impl(const T* src, double* mean, double* m2, int64_t count, int64_t
 }
 }  // namespace
 
-// x: (m, n, C) half/float contiguous; mean, mean_lo, inv: (C, n) float, the mean as the
-// float pair mean + mean_lo; mean64, inv64: the same in double (used for the top class where
-// s is tiny); out: (m, C, n) float.
-void transform(torch::Tensor x, torch::Tensor mean, torch::Tensor mean_lo, torch::Tensor inv,
-               torch::Tensor mean64, torch::Tensor inv64, torch::Tensor out, bool lsm) {
-  TORCH_CHECK(x.is_contiguous() && mean.is_contiguous() && mean_lo.is_contiguous() &&
-              inv.is_contiguous() &&
-              mean64.is_contiguous() && inv64.is_contiguous() && out.is_contiguous(),
-              "contiguous tensors expected");
+// x: (m, n, C) half/float contiguous; inv: (C, n) float 1/std; mean64, inv64: (C, n) double
+// mean and 1/std (1/std used for the top class where s is tiny); out: (m, C, n) float.
+void transform(torch::Tensor x, torch::Tensor inv, torch::Tensor mean64, torch::Tensor inv64,
+               torch::Tensor out, bool lsm) {
+  TORCH_CHECK(x.is_contiguous() && inv.is_contiguous() && mean64.is_contiguous() &&
+              inv64.is_contiguous() && out.is_contiguous(), "contiguous tensors expected");
   const int64_t m = x.size(0), n = x.size(1), C = x.size(2);
   TORCH_CHECK(out.size(0) == m && out.size(1) == C && out.size(2) == n, "bad out shape");
   TORCH_CHECK(mean64.scalar_type() == at::kDouble && inv64.scalar_type() == at::kDouble &&
               mean64.size(0) == C && mean64.size(1) == n, "bad double statistics tensors");
   auto run = [&](auto* src) {
-    transform_impl(src, out.data_ptr<float>(), mean.data_ptr<float>(),
-                   mean_lo.data_ptr<float>(), inv.data_ptr<float>(),
-                   mean64.data_ptr<double>(), inv64.data_ptr<double>(), m, n, C, lsm);
+    transform_impl(src, out.data_ptr<float>(), inv.data_ptr<float>(), mean64.data_ptr<double>(),
+                   inv64.data_ptr<double>(), m, n, C, lsm);
   };
   if (x.scalar_type() == at::kHalf) run(x.data_ptr<at::Half>());
   else if (x.scalar_type() == at::kFloat) run(x.data_ptr<float>());
   else TORCH_CHECK(false, "float16 or float32 logits expected");
 }
 
-// x: (m, n, C) half/float contiguous; mean, m2: running (C, n) float64 statistics of `count`
-// earlier models, updated in place. Returns whether any value of x was NaN/inf.
-bool moments(torch::Tensor x, torch::Tensor mean, torch::Tensor m2, int64_t count, bool lsm) {
-  TORCH_CHECK(x.is_contiguous() && mean.is_contiguous() && m2.is_contiguous(),
-              "contiguous tensors expected");
+// x: (m, n, C) half/float contiguous; mean, m2, m2_tiny: running (C, n) float64 statistics of
+// `count` earlier models (m2_tiny: 0 when count is 0), updated in place. Returns whether any
+// value of x was NaN/inf.
+bool moments(torch::Tensor x, torch::Tensor mean, torch::Tensor m2, torch::Tensor m2_tiny,
+             int64_t count, bool lsm) {
+  TORCH_CHECK(x.is_contiguous() && mean.is_contiguous() && m2.is_contiguous() &&
+              m2_tiny.is_contiguous(), "contiguous tensors expected");
   const int64_t m = x.size(0), n = x.size(1), C = x.size(2);
-  TORCH_CHECK(mean.scalar_type() == at::kDouble && m2.scalar_type() == at::kDouble &&
-              mean.size(0) == C && mean.size(1) == n, "bad statistics tensors");
+  for (const auto& t : {mean, m2, m2_tiny})
+    TORCH_CHECK(t.scalar_type() == at::kDouble && t.size(0) == C && t.size(1) == n,
+                "bad statistics tensors");
   bool bad = false;
   auto run = [&](auto* src) {
-    bad = moments_impl(src, mean.data_ptr<double>(), m2.data_ptr<double>(), count, m, n, C, lsm);
+    bad = moments_impl(src, mean.data_ptr<double>(), m2.data_ptr<double>(),
+                       m2_tiny.data_ptr<double>(), count, m, n, C, lsm);
   };
   if (x.scalar_type() == at::kHalf) run(x.data_ptr<at::Half>());
   else if (x.scalar_type() == at::kFloat) run(x.data_ptr<float>());

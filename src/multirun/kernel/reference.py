@@ -20,6 +20,10 @@ float64) at every logit scale:
   float64 (the engine's fused loops: in float64 only where ``s`` is too small for float32),
   so a class that leads by more than 87 logits in every model (``s`` below float32's range)
   keeps its z-score. Limit: that of float64 itself, a lead below ~708 logits in some model.
+* the std across models of a column whose values are all tiny (below ``TINY_VALUE``: the
+  top class of models that all lead by more than ~69 logits) is formed from deviations
+  scaled by ``TINY_SCALE`` (a power of two: exact), since their squares underflow float64
+  once the lead exceeds ~355 (deviations below ~1e-154).
 
 Deviation from the reference, on degenerate input only: where the std across models is 0
 up to float64 rounding (every model gives the same value; std <= ``STD_FLOOR * |mean|``),
@@ -41,6 +45,11 @@ from multirun.contracts import ContractError
 # values are equal up to rounding): the normalised value there is set to 0.
 STD_FLOOR = 2.0**-40  # 9.1e-13, ~4,000 float64 ulps
 STD_TINY = torch.finfo(torch.float64).tiny  # smallest normal float64 (1 / std stays finite)
+# A column whose every value lies below TINY_VALUE in magnitude has deviations below
+# 2 * TINY_VALUE; times TINY_SCALE their squares (< 2^826) neither overflow nor, down to
+# deviations of 2^-1022, underflow (the fused loops use the same two numbers).
+TINY_VALUE = 2.0**-100
+TINY_SCALE = 2.0**512
 
 
 def class_index(classes: Sequence[int] | None, num_classes: int) -> list[int]:
@@ -75,6 +84,16 @@ def inverse_std(std: Tensor, mean: Tensor) -> Tensor:
     return torch.where(ok, 1.0 / std, torch.zeros_like(std))
 
 
+def std_across_models(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean, unbiased std) over axis 0 of float64 ``x`` (M, ...), each (1, ...); the
+    deviations of all-tiny columns scaled by ``TINY_SCALE`` before squaring."""
+    mean = x.mean(0, keepdim=True)
+    tiny = (x.abs() < TINY_VALUE).all(0, keepdim=True)
+    scale = torch.where(tiny, x.new_tensor(TINY_SCALE), x.new_tensor(1.0))
+    std = ((x - mean) * scale).square().sum(0, keepdim=True).div(x.shape[0] - 1).sqrt() / scale
+    return mean, std
+
+
 def normalize(logits: Tensor, log_softmax: bool = True) -> Tensor:
     """Reference normalisation: (M, N, C) any float dtype -> (M, N, C) float32.
 
@@ -87,7 +106,7 @@ def normalize(logits: Tensor, log_softmax: bool = True) -> Tensor:
     x64 = logits.float().double()
     if log_softmax:
         x64 = log_probabilities(x64)
-    mean, std = x64.mean(0, keepdim=True), x64.std(0, keepdim=True)
+    mean, std = std_across_models(x64)
     return ((x64 - mean) * inverse_std(std, mean)).float()
 
 

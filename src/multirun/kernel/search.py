@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from multirun.contracts import ContractError, load_npz, save_npz
+from multirun.contracts import ContractError, load_npz, remake, save_npz
 from multirun.kernel.engine import KernelOptions, kernel_blocks
 from multirun.kernel.shards import ShardedLogits
 
@@ -109,10 +109,10 @@ def load_neighbours(path: str | os.PathLike, num_keys: int | None = None,
             or similarity.dtype != np.float32:
         raise ContractError(f"{path}: expected index (..., Nq, k) int32 and similarity "
                             f"float32, got {index.shape} {index.dtype} and {similarity.shape} "
-                            f"{similarity.dtype}; rerun the kernel stage")
+                            f"{similarity.dtype}; {remake(path)}")
     if not np.isfinite(similarity).all():
-        raise ContractError(f"{path}: similarity holds NaN or inf; rerun the kernel stage")
+        raise ContractError(f"{path}: similarity holds NaN or inf; {remake(path)}")
     if num_keys is not None and index.size and (index.min() < 0 or index.max() >= num_keys):
         raise ContractError(f"{path}: neighbour indices outside [0, {num_keys}); the kernel was "
-                            "computed on another dataset: rerun the kernel stage")
+                            f"computed on another dataset: {remake(path)}")
     return data

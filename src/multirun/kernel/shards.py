@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from multirun.contracts import ContractError, load_npy
+from multirun.contracts import ContractError, load_npy, remake
 
 SUPPORTED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
 
@@ -30,7 +30,7 @@ class ShardedLogits:
         first, ref = self._arrays[0], self.paths[0]
         if first.dtype not in SUPPORTED_DTYPES:
             raise ContractError(f"{ref}: logits have dtype {first.dtype}; expected float16 "
-                                "(or float32); rerun the logits stage")
+                                f"(or float32); {remake(ref)}")
         for path, array in zip(self.paths[1:], self._arrays[1:], strict=True):
             if array.shape[1] != first.shape[1]:
                 raise ContractError(f"{path}: {array.shape[1]} examples but {ref} has "

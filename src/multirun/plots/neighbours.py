@@ -22,12 +22,29 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from multirun.contracts import ContractError  # noqa: E402
-from multirun.plots.style import METHOD_COLORS, save_figure  # noqa: E402, F401 (re-exported)
+from multirun.plots.style import (  # noqa: E402, F401 (re-exported)
+    METHOD_COLORS,
+    method_style,
+    save_figure,
+)
 
 TEST_COLOR = "black"
 TRAIN_COLOR = "tab:orange"
 FEATURE_COLOR = "tab:blue"
 WRONG_COLOR = "tab:red"
+#: font size (pt) of the grid figures' panel titles and legends, at the saved size
+GRID_FONT = 8
+
+
+def colour_legend(fig: Figure, entries: Sequence[tuple[str, str, str]]) -> None:
+    """A legend under the figure explaining each (colour, line style, meaning) it draws
+    (call after ``tight_layout``; ``save_figure``'s tight bounding box keeps it)."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, linestyle=ls, linewidth=1.6, label=text)
+               for c, ls, text in entries]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=len(handles), fontsize=GRID_FONT, frameon=False)
 
 
 def _labels_text(classes: Sequence[str] | None, y: int) -> str:
@@ -109,18 +126,21 @@ def similar_pairs(index: np.ndarray, similarity: np.ndarray, x_test: np.ndarray,
             bottom.axis("on")
             draw_example(top, x_test[q], images_test[q])
             draw_example(bottom, x_train[t], images_train[t])
-            top.set_title(label, fontsize=7)
+            top.set_title(label, fontsize=GRID_FONT)
         else:
             ax = axes[r, c]
             ax.axis("on")
             ylim = _ylim(x_test[q], x_train[t])
             draw_example(ax, x_test[q], color=TEST_COLOR, ylim=ylim)
             draw_example(ax, x_train[t], color=TRAIN_COLOR, linestyle="--", ylim=ylim)
-            ax.set_title(label, fontsize=7)
+            ax.set_title(label, fontsize=GRID_FONT)
     how = "test above, train below" if images else "test: black, nearest train: orange dashed"
     fig.suptitle(f"Most similar (test, train) pairs, ranks {first}-{last} of {len(order)} "
                  f"({how}; s = kernel similarity, labels test/train)", fontsize=9)
     fig.tight_layout()
+    if not images:
+        colour_legend(fig, [(TEST_COLOR, "-", "test example"),
+                            (TRAIN_COLOR, "--", "its nearest train example (by the kernel)")])
     return fig
 
 
@@ -149,19 +169,23 @@ def confident_failures(index: np.ndarray, similarity: np.ndarray, y_test: np.nda
         nbrs = index[q, :neighbours]
         ylim = None if images else _ylim(x_test[q], *x_train[nbrs])
         draw_example(axes[r, 0], x_test[q], images_test[q] if images else None, ylim=ylim)
-        axes[r, 0].set_title(f"test {_labels_text(classes, int(y_test[q]))}", fontsize=7,
-                             fontweight="bold")
+        axes[r, 0].set_title(f"test {_labels_text(classes, int(y_test[q]))}",
+                             fontsize=GRID_FONT, fontweight="bold")
         for j, t in enumerate(nbrs):
             ax = axes[r, j + 1]
             same = y_train[t] == y_test[q]
             draw_example(ax, x_train[t], images_train[t] if images else None,
                          color=TRAIN_COLOR if same else WRONG_COLOR, ylim=ylim)
             ax.set_title(f"{_labels_text(classes, int(y_train[t]))}  {similarity[q, j]:.2f}",
-                         fontsize=7, color="black" if same else WRONG_COLOR)
+                         fontsize=GRID_FONT, color="black" if same else WRONG_COLOR)
     fig.suptitle("Most confident failures: test examples (left) whose nearest train example has "
                  "another label,\nwith their nearest train examples (label, similarity; red = "
                  "another label)", fontsize=9)
     fig.tight_layout()
+    line = "line and title" if not images else "title"
+    colour_legend(fig, ([] if images else [(TEST_COLOR, "-", "test example")]) + [
+        (TRAIN_COLOR if not images else "black", "-", "train neighbour with the test's label"),
+        (WRONG_COLOR, "-", f"train neighbour with another label (red {line})")])
     return fig
 
 
@@ -170,11 +194,13 @@ def random_neighbours(kernel_index: np.ndarray, feature_index: np.ndarray | None
                       seed: int = 0, y_test: np.ndarray | None = None,
                       y_train: np.ndarray | None = None, images_test: np.ndarray | None = None,
                       images_train: np.ndarray | None = None,
-                      classes: Sequence[str] | None = None) -> Figure:
+                      classes: Sequence[str] | None = None,
+                      feature_note: str | None = None) -> Figure:
     """Random test examples (top row) with 2 kernel neighbours and 2 penultimate-feature neighbours.
 
     ``kernel_index`` and ``feature_index``: (Nq, >= 2) nearest train indices by the ensemble
-    kernel and by cosine similarity of one model's penultimate features (None: kernel only).
+    kernel and by cosine similarity of one model's penultimate features (None: kernel only,
+    and the title says why, from ``feature_note``).
     """
     sources = [("kernel", kernel_index, TRAIN_COLOR)]
     if feature_index is not None:
@@ -207,16 +233,20 @@ def random_neighbours(kernel_index: np.ndarray, feature_index: np.ndarray | None
                 lab = y_train[p] if y_train is not None else None
             if lab is not None:
                 wrong = r > 0 and y_test is not None and lab != y_test[q]
-                ax.set_title(_labels_text(classes, int(lab)), fontsize=7,
+                ax.set_title(_labels_text(classes, int(lab)), fontsize=GRID_FONT,
                              color=WRONG_COLOR if wrong else "black")
             if c == 0:
-                ax.set_ylabel(names[r], fontsize=8, color=colors[r])
+                ax.set_ylabel(names[r], fontsize=GRID_FONT, color=colors[r])
     tail = (" and by cosine similarity of one model's penultimate features (blue)"
-            if feature_index is not None else "")
+            if feature_index is not None else
+            f" (no feature neighbours: {feature_note or 'none given'})")
     fig.suptitle("Random test examples (top) with their 2 nearest train examples by the ensemble "
                  f"kernel (orange){tail};\ntitles are labels, red = another label than the test "
                  "example's", fontsize=9)
     fig.tight_layout()
+    entries = [(TEST_COLOR, "-", "test example")] if not images else []
+    entries += [(color, "-", f"{name} neighbours") for name, _, color in sources]
+    colour_legend(fig, entries + [(WRONG_COLOR, "-", "red title: another label than the test's")])
     return fig
 
 
@@ -229,7 +259,7 @@ def probability_correct_histogram(p_correct: np.ndarray, *, num_models: int | No
     else:
         edges = np.linspace(0, 1, (bins or 40) + 1)
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    ax.hist(p, bins=edges, color=METHOD_COLORS["ensemble"], edgecolor="white")
+    ax.hist(p, bins=edges, color="tab:purple", edgecolor="white")
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -293,11 +323,11 @@ def accuracy_vs_models(rows: Sequence[dict], *, knn: Sequence[tuple[str, int]] =
             continue
     curves["logit-averaging ensemble"] = curve_ci(rows, method="ensemble")
     curves["single model (mean)"] = curve_ci(rows, method="single")
-    styles = {"single model (mean)": {"color": METHOD_COLORS["single"], "linestyle": ":"},
-              "logit-averaging ensemble": {"color": METHOD_COLORS["ensemble"]}}
-    shades = ["tab:red", "darkred", "salmon", "maroon"]
+    styles = {"single model (mean)": method_style("single"),
+              "logit-averaging ensemble": method_style("ensemble")}
+    shades = ["tab:red", "darkred", "salmon", "maroon"]  # the kernel's line, one shade per k
     for i, name in enumerate(n for n in curves if n.startswith("kernel")):
-        styles[name] = {"color": shades[i % len(shades)]}
+        styles[name] = method_style("kernel", color=shades[i % len(shades)])
     fig, ax = plt.subplots(figsize=(6, 4))
     _plot_curves(ax, curves, styles)
     ticks = sorted({int(v) for c in curves.values() for v in c[0]})
@@ -316,9 +346,12 @@ def per_class_vs_summed(summed: Sequence[dict], per_class: dict[int, Sequence[di
     curves = {f"class {_labels_text(classes, c)} kernel": curve(rows, method="kernel",
                                                                  vote=vote, k=k)
               for c, rows in sorted(per_class.items())}
-    styles = {name: {"linewidth": 0.9, "alpha": 0.8, "markersize": 2} for name in curves}
+    # single-class kernels: thin, the kernel's line style, colours apart from the methods'
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.95, max(len(curves), 1)))
+    styles = {name: {"linestyle": "-", "linewidth": 0.9, "alpha": 0.8, "markersize": 2,
+                     "color": color} for name, color in zip(curves, colors, strict=True)}
     curves["all classes (the kernel)"] = curve(summed, method="kernel", vote=vote, k=k)
-    styles["all classes (the kernel)"] = {"color": METHOD_COLORS["kernel"], "linewidth": 2.4}
+    styles["all classes (the kernel)"] = method_style("kernel", linewidth=2.4)
     _plot_curves(ax, curves, styles)
     ax.legend(fontsize=6, ncol=2)
     ax.set_title(f"Per-class kernels vs their average ({k}-NN, {vote} vote)", fontsize=9)
@@ -331,12 +364,11 @@ def logsoftmax_vs_raw(with_lsm: Sequence[dict], raw: Sequence[dict], *, vote: st
     """k-NN accuracy of the kernel with and without log_softmax vs number of models."""
     curves = {"kernel, log_softmax": curve(with_lsm, method="kernel", vote=vote, k=k),
               "kernel, raw logits": curve(raw, method="kernel", vote=vote, k=k)}
-    styles = {"kernel, log_softmax": {"color": METHOD_COLORS["kernel"]},
-              "kernel, raw logits": {"color": METHOD_COLORS["kernel"], "linestyle": "--",
-                                     "marker": "s"}}
+    styles = {"kernel, log_softmax": method_style("kernel"),
+              "kernel, raw logits": method_style("kernel_raw")}
     if ensemble:
         curves["logit-averaging ensemble"] = curve(with_lsm, method="ensemble")
-        styles["logit-averaging ensemble"] = {"color": METHOD_COLORS["ensemble"], "linestyle": ":"}
+        styles["logit-averaging ensemble"] = method_style("ensemble")
     fig, ax = plt.subplots(figsize=(6, 4))
     _plot_curves(ax, curves, styles)
     ax.set_title(f"log_softmax vs raw logits in the kernel ({k}-NN, {vote} vote)", fontsize=9)

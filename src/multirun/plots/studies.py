@@ -7,15 +7,15 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from multirun.plots.style import plt
+from multirun.plots.style import method_style, plt
 from multirun.studies.memorization import binomial_reference, extremes
 
 VARIANT_STYLE = {"real": ("tab:blue", "real data"), "randx": ("tab:orange", "RandX (noise inputs)"),
                  "randy": ("tab:green", "RandY (random labels)")}
-#: ranking colours of the label-error figure (kernel and ensemble as in the other figures)
-RANKING_STYLE = {"kernel": ("tab:red", "kernel neighbours disagree"),
-                 "margin": ("tab:blue", "ensemble margin"),
-                 "loss": ("tab:gray", "single-model loss")}
+#: rankings of the label-error figure: (method whose line style they take, label)
+RANKING_STYLE = {"kernel": ("kernel", "kernel neighbours disagree"),
+                 "margin": ("ensemble", "ensemble margin"),
+                 "loss": ("single", "single-model loss")}
 
 
 def memorization_curves(p: Mapping[str, np.ndarray], variants: Sequence[str],
@@ -76,12 +76,15 @@ def memorization_extremes(p: np.ndarray, x: np.ndarray, y: np.ndarray, n: int, *
     return fig
 
 
-def _mean_band(ax, cells: Mapping[int, Sequence[float]], color, label: str) -> None:
-    """Mean over a cell's values as a line with markers, min-max band, x = the cell keys."""
+def _mean_band(ax, cells: Mapping[int, Sequence[float]], color, label: str,
+               style: Mapping | None = None) -> None:
+    """Mean over a cell's values as a line with markers, min-max band, x = the cell keys;
+    ``style``: line keywords (a method's, :func:`method_style`) over the default solid line."""
     xs = sorted(cells)
     vals = [np.asarray(cells[x]) for x in xs]
-    ax.plot(xs, [v.mean() for v in vals], "o-", color=color, lw=2, ms=4, label=label)
-    ax.fill_between(xs, [v.min() for v in vals], [v.max() for v in vals], color=color,
+    line = {"marker": "o", "linestyle": "-", "color": color, **(style or {})}
+    ax.plot(xs, [v.mean() for v in vals], lw=2, ms=4, label=label, **line)
+    ax.fill_between(xs, [v.min() for v in vals], [v.max() for v in vals], color=line["color"],
                     alpha=0.2, lw=0)
 
 
@@ -118,9 +121,10 @@ def label_errors_pr(curves: Mapping[str, np.ndarray], rows: Sequence[Mapping[str
         if f"pr_{method}" not in curves:
             continue
         precision, recall = curves[f"pr_{method}"]
-        color, label = RANKING_STYLE[method]
+        kind, label = RANKING_STYLE[method]
         suffix = " (model 0)" if method == "loss" else f" ({int(curves['n_models'])} models)"
-        left.plot(recall, precision, color=color, lw=2, label=label + suffix)
+        left.plot(recall, precision, lw=2, label=label + suffix,
+                  **method_style(kind, marker=None))
     left.axhline(noise, color="k", ls=":", lw=1, label=f"random ranking ({noise:.0%} corrupted)")
     left.set_ylim(0, 1.02)
     _axes(left, "recall (corrupted labels found)", "precision", "lower left")
@@ -130,12 +134,14 @@ def label_errors_pr(curves: Mapping[str, np.ndarray], rows: Sequence[Mapping[str
     sizes = sorted({n for m in ("kernel", "margin") for n in ap.get(m, {})})
     for method in ("kernel", "margin"):
         if ap.get(method):
-            _mean_band(right, ap[method], *RANKING_STYLE[method])
+            kind, label = RANKING_STYLE[method]
+            _mean_band(right, ap[method], None, label, method_style(kind))
     if ap.get("loss") and sizes:
         single = np.asarray(ap["loss"][1])
-        color, label = RANKING_STYLE["loss"]
-        right.axhline(single.mean(), color=color, lw=2, label=f"{label} (mean of {len(single)})")
-        right.axhspan(single.min(), single.max(), color=color, alpha=0.15, lw=0)
+        kind, label = RANKING_STYLE["loss"]
+        style = method_style(kind, marker=None)
+        right.axhline(single.mean(), lw=2, label=f"{label} (mean of {len(single)})", **style)
+        right.axhspan(single.min(), single.max(), color=style["color"], alpha=0.15, lw=0)
     right.axhline(noise, color="k", ls=":", lw=1)
     right.set_xscale("log", base=2)
     right.set_xticks(sizes, [str(n) for n in sizes])

@@ -12,8 +12,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from multirun.contracts import save_with  # noqa: E402
 
-#: colours of the three inference methods, the same in every figure
-METHOD_COLORS = {"kernel": "tab:red", "ensemble": "tab:blue", "single": "tab:gray"}
+#: line style of each inference method, the same in every figure that draws it: the kernel
+#: (k-NN on the ensemble kernel; ``kernel_raw``: on raw logits), the logit-averaging ensemble
+#: (``ensemble``; the label-error study's ensemble margin) and one model (``single``)
+METHOD_STYLES = {
+    "kernel": {"color": "tab:red", "linestyle": "-", "marker": "o"},
+    "kernel_raw": {"color": "tab:red", "linestyle": "-.", "marker": "s"},
+    "ensemble": {"color": "tab:blue", "linestyle": "--", "marker": "^"},
+    "single": {"color": "tab:gray", "linestyle": ":", "marker": "v"},
+}
+#: colours of the methods (from METHOD_STYLES)
+METHOD_COLORS = {m: s["color"] for m, s in METHOD_STYLES.items() if m != "kernel_raw"}
+
+
+def method_style(method: str, **overrides) -> dict:
+    """matplotlib line keywords of ``method`` (a key of METHOD_STYLES) with ``gid=method``, so
+    that the line can be found again (tests), updated by ``overrides``."""
+    return {**METHOD_STYLES[method], "gid": method, **overrides}
 
 
 def save_figure(fig: plt.Figure, paths: Sequence[str | os.PathLike], dpi: int = 150) -> None:

@@ -6,7 +6,7 @@ import csv
 import os
 from collections.abc import Sequence
 
-from multirun.contracts import ContractError
+from multirun.contracts import ContractError, remake
 
 
 def benchmark_seconds(path: str | os.PathLike) -> float:
@@ -16,8 +16,8 @@ def benchmark_seconds(path: str | os.PathLike) -> float:
             rows = list(csv.DictReader(f, delimiter="\t"))
         return sum(float(r["s"]) for r in rows) / len(rows)
     except (OSError, KeyError, ValueError, ZeroDivisionError) as err:
-        raise ContractError(f"{path}: not a Snakemake benchmark file ({err}); rerun the job "
-                            "that writes it") from err
+        raise ContractError(f"{path}: not a Snakemake benchmark file ({err}); "
+                            f"{remake(path)}") from err
 
 
 def seeds_per_second(paths: Sequence[str | os.PathLike], seeds: int) -> tuple[float, float]:
