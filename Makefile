@@ -25,7 +25,10 @@ setup: $(STAMP)
 # it; the next make run / make test installs it. `make lock UPGRADE=--upgrade` moves every pin.
 LOCK_FLAGS := --extra dev --extra slurm --universal --python-version 3.11 --generate-hashes \
 	--constraint envs/lock-constraints.txt --custom-compile-command "make lock"
-lock: | $(STAMP)      ## re-resolve requirements.lock and envs/multirun.yaml from pyproject.toml
+$(BIN)/uv:             # make lock needs only uv (a dev dependency): set up once if missing
+	$(MAKE) setup
+
+lock: | $(BIN)/uv     ## re-resolve requirements.lock and envs/multirun.yaml from pyproject.toml
 	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) $(UPGRADE) --quiet -o $(LOCK)
 	$(BIN)/python -m multirun.lockfile
 

@@ -42,10 +42,11 @@ def extension_name() -> str:
 
 
 def build_directory(name: str) -> Path:
-    """Where the extension ``name`` is built: torch's extension cache."""
+    """Where the extension ``name`` is built: torch's extension cache (``TORCH_EXTENSIONS_DIR``
+    when set, as torch's own builds do)."""
     from torch.utils.cpp_extension import get_default_build_root
 
-    return Path(get_default_build_root()) / name
+    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / name
 
 
 def _prebuilt(name: str):
