@@ -71,8 +71,11 @@ rule train_grid:
         gpu=config["gpu"],
     params:
         seeds=lambda w: list(range(config["width_sweep"]["grid"]["seeds"])),
-        model=lambda w: train_spec("width_sweep", width=int(w.width), depth=int(w.depth)),
-        recipe=train_recipe("width_sweep") | {"epochs": config["width_sweep"]["grid"]["epochs"]},
+        model=lambda w: train_spec(
+            "width_sweep", width=int(w.width), depth=int(w.depth)
+        ),
+        recipe=train_recipe("width_sweep")
+        | {"epochs": config["width_sweep"]["grid"]["epochs"]},
         code=code("train.py", config["width_sweep"]["model"]),
     script:
         "../../scripts/train.py"
