@@ -109,18 +109,21 @@ def _datamodel_case(seed=4, models=120, n=15, t=4):
     return masks, margins
 
 
-def test_datamodels_equal_sklearn_ridge_with_the_chosen_penalty():
-    masks, margins = _datamodel_case()
+@pytest.mark.parametrize(("models", "n", "fit"), [(120, 15, 80), (60, 50, 30)])
+def test_datamodels_equal_sklearn_ridge_with_the_chosen_penalty(models, n, fit):
+    """Primal (more models than train examples) and dual (fewer) Gram systems."""
+    masks, margins = _datamodel_case(models=models, n=n)
     lambdas = [0.1, 1.0, 10.0, 100.0]
-    dm = datamodels.fit(masks[:80], margins[:80], masks[80:], margins[80:], lambdas)
+    dm = datamodels.fit(masks[:fit], margins[:fit], masks[fit:], margins[fit:], lambdas)
     for t in range(margins.shape[1]):
         mse = []
         for lam in sorted(lambdas, reverse=True):  # the naive selection loop
-            ref = Ridge(alpha=lam, fit_intercept=True, solver="svd").fit(masks[:80], margins[:80, t])
-            mse.append(((ref.predict(masks[80:]) - margins[80:, t]) ** 2).mean())
+            ref = Ridge(alpha=lam, fit_intercept=True, solver="svd").fit(masks[:fit],
+                                                                          margins[:fit, t])
+            mse.append(((ref.predict(masks[fit:]) - margins[fit:, t]) ** 2).mean())
         lam = sorted(lambdas, reverse=True)[int(np.argmin(mse))]
         assert dm.lam[t] == lam
-        ref = Ridge(alpha=lam, fit_intercept=True, solver="svd").fit(masks[:80], margins[:80, t])
+        ref = Ridge(alpha=lam, fit_intercept=True, solver="svd").fit(masks[:fit], margins[:fit, t])
         np.testing.assert_allclose(dm.weights[t], ref.coef_, rtol=1e-4, atol=1e-5)
         assert dm.bias[t] == pytest.approx(ref.intercept_, rel=1e-4, abs=1e-5)
         np.testing.assert_allclose(dm.val_mse[:, t], mse, rtol=1e-9)

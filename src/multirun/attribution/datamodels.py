@@ -2,11 +2,12 @@
 
 For test example t, ``margin_t(m) ~ b_t + sum_i w[t, i] masks[m, i]`` over the training
 models m, fit by ridge regression (``sklearn.linear_model.Ridge`` with an intercept:
-minimise ``||y - X w - b||^2 + lam ||w||^2``). All test examples are fit at once from one
-thin SVD of the centred mask matrix ``Xc = U diag(s) V^T``:
-``w(lam) = V diag(s / (s^2 + lam)) U^T Yc``, so every regularisation value of the grid
-costs two small products, and each test example takes the ``lam`` with the lowest mean
-squared error on a separate validation split of models.
+minimise ``||y - X w - b||^2 + lam ||w||^2``). All test examples are fit at once: with the
+centred masks ``Xc`` (M, N) and margins ``Yc`` (M, T), each penalty of the grid costs one
+Cholesky factorisation of the smaller Gram matrix, ``Xc Xc^T + lam I`` (M x M, the dual
+form ``w = Xc^T (Xc Xc^T + lam I)^-1 Yc``) when M <= N, else ``Xc^T Xc + lam I`` (N x N),
+and a solve with all T right-hand sides. Each test example takes the penalty with the
+lowest mean squared error on a separate validation split of models.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import cho_factor, cho_solve
 
 from multirun.contracts import ContractError
 
@@ -61,14 +63,22 @@ def fit(train_masks: np.ndarray, train_margins: np.ndarray, val_masks: np.ndarra
         raise ContractError(f"datamodels: regularisation grid {lambdas.tolist()} must be "
                             "non-empty and > 0")
     x_mean, y_mean = x.mean(0), y.mean(0)
-    u, s, vt = np.linalg.svd(x - x_mean, full_matrices=False)
-    uty = u.T @ (y - y_mean)  # (r, T)
-    a = (xv - x_mean) @ vt.T  # (Mv, r)
-    shrink = s[:, None] / (s[:, None] ** 2 + lambdas[None, :])  # (r, L)
-    mse = np.stack([(((a * shrink[:, j]) @ uty + y_mean - yv) ** 2).mean(0)
-                    for j in range(len(lambdas))])  # (L, T)
-    best = mse.argmin(0)  # first minimum: the largest penalty among ties
-    w = vt.T @ (shrink[:, best] * uty)  # (N, T)
+    xc, yc, xv = x - x_mean, y - y_mean, xv - x_mean
+    dual = len(x) <= x.shape[1]
+    gram = xc @ xc.T if dual else xc.T @ xc
+    rhs = yc if dual else xc.T @ yc  # (M, T) or (N, T)
+    to_val = xv @ xc.T if dual else xv  # validation predictions = to_val @ solution
+    mse = np.empty((len(lambdas), y.shape[1]))
+    best = np.zeros(y.shape[1], dtype=np.int64)
+    columns = np.arange(y.shape[1])
+    solution = np.empty_like(rhs)
+    for j, lam in enumerate(lambdas):
+        sol = cho_solve(cho_factor(gram + lam * np.eye(len(gram))), rhs)
+        mse[j] = ((to_val @ sol + y_mean - yv) ** 2).mean(0)
+        better = mse[j] < mse[best, columns] if j else np.ones(y.shape[1], dtype=bool)
+        best[better] = j
+        solution[:, better] = sol[:, better]
+    w = xc.T @ solution if dual else solution  # (N, T)
     bias = y_mean - x_mean @ w
     return Datamodels(weights=np.ascontiguousarray(w.T, dtype=np.float32),
                       bias=bias.astype(np.float32), lam=lambdas[best], lambdas=lambdas,
