@@ -256,7 +256,7 @@ def test_checkpoint_round_trip_and_mismatches(vectors, tmp_path):
 
 
 @pytest.mark.parametrize(("change", "key"), [
-    ({"optimizer": "adam"}, "train.recipe.optimizer"),
+    ({"optimizer": "lamb"}, "train.recipe.optimizer"),
     ({"schedule": "step"}, "train.recipe.schedule"),
     ({"epochs": 0}, "train.recipe.epochs"),
     ({"label_noise": 1.5}, "train.recipe.label_noise"),

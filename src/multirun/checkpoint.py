@@ -2,7 +2,13 @@
 
 A checkpoint is the dict :func:`multirun.train.train_shard` returns (format in
 ``docs/training.md``); :func:`load_checkpoint` reads and checks one file,
-:func:`evaluate_shard` computes the logits of all its models at once.
+:func:`evaluate_shard` computes the logits of all its models at once,
+:class:`Evaluator` the test loss and accuracy of stacked models (per epoch, in
+training) and :func:`write_metrics` a checkpoint's learning curves as ``metrics.csv``.
+
+Format 2 adds ``member_recipes`` (S recipes), optional ``masks`` (S, N) bool and
+the test metrics of ``history``; a format-1 checkpoint (every member on the shared
+recipe and all rows) is read as format 2 with ``member_recipes`` filled in.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from multirun.contracts import ContractError, load_torch
+from multirun.contracts import ContractError, load_torch, save_csv
 from multirun.models import build_model, meta_model, normalize_spec
 from multirun.recipe import _check_seeds
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+READABLE_FORMATS = (1, 2)
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
 def _expected_shapes(ckpt: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -32,9 +40,9 @@ def check_checkpoint(ckpt: Mapping[str, Any], where: str = "checkpoint") -> None
 
     Raises :class:`ContractError` starting with ``where`` (the file name).
     """
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
+    if ckpt.get("format") not in READABLE_FORMATS:
         raise ContractError(f"{where}: checkpoint format {ckpt.get('format')!r}, expected "
-                            f"{CHECKPOINT_FORMAT}; delete it and rerun training")
+                            f"one of {READABLE_FORMATS}; delete it and rerun training")
     for key in ("model_spec", "recipe", "seeds", "input_shape", "num_classes", "state",
                 "history"):
         if key not in ckpt:
@@ -61,6 +69,26 @@ def check_checkpoint(ckpt: Mapping[str, Any], where: str = "checkpoint") -> None
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise ContractError(f"{where}: state[{k!r}] holds NaN or inf; training diverged "
                                 "(lower train.recipe.lr?), then rerun training")
+    if ckpt["format"] >= 2:
+        members = ckpt.get("member_recipes")
+        if not isinstance(members, list) or len(members) != len(seeds):
+            raise ContractError(f"{where}: member_recipes must list {len(seeds)} recipes; "
+                                "delete it and rerun training")
+        masks = ckpt.get("masks")
+        if masks is not None and (not isinstance(masks, Tensor) or masks.dtype != torch.bool
+                                  or tuple(masks.shape) != (len(seeds), ckpt.get("num_train"))):
+            got = tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
+            raise ContractError(f"{where}: masks has shape {got}, expected (seeds, "
+                                "num_train) bool; delete it and rerun training")
+
+
+def upgrade(ckpt: Mapping[str, Any]) -> dict:
+    """A checkpoint in format 2: format 1 gains ``member_recipes`` (S copies of ``recipe``)."""
+    out = dict(ckpt)
+    if out.get("format") == 1:
+        out["member_recipes"] = [dict(out["recipe"]) for _ in out["seeds"]]
+        out["format"] = 2
+    return out
 
 
 def load_checkpoint(path: str | os.PathLike, *, model_spec: dict | None = None,
@@ -73,6 +101,7 @@ def load_checkpoint(path: str | os.PathLike, *, model_spec: dict | None = None,
     """
     ckpt = load_torch(path, ("format", "model_spec", "seeds", "state"))
     check_checkpoint(ckpt, str(path))
+    ckpt = upgrade(ckpt)
     if model_spec is not None:
         want, have = normalize_spec(model_spec), normalize_spec(ckpt["model_spec"])
         for key in sorted(set(want) | set(have)):
@@ -147,3 +176,56 @@ def evaluate_shard(ckpt: Mapping[str, Any], x: Tensor, *, batch_size: int,
             d = meta_model(ckpt["model_spec"], tuple(ckpt["input_shape"]), c).head.in_features
             feats_out = torch.empty(s, 0, d)
     return logits_out, feats_out
+
+
+class Evaluator:
+    """Test loss and accuracy of S stacked models on ``x`` (M, ...), ``y`` (M,) int64.
+
+    ``base``: a parameter-less (meta) copy of the architecture; ``x`` and ``y`` on the
+    models' device. Calling it with ``state`` {name: (S, ...)} returns ``(loss, acc)``,
+    each (S,) float64: mean cross-entropy (no label smoothing) and accuracy, in eval
+    mode (BatchNorm uses running statistics), ``batch_size`` examples per pass.
+    """
+
+    def __init__(self, base: nn.Module, x: Tensor, y: Tensor, batch_size: int = 4096):
+        self.base = base.eval()
+        self.x, self.y, self.batch_size = x, y, int(batch_size)
+
+        def one(st: dict[str, Tensor], xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
+            logits = functional_call(self.base, st, (xb,))
+            loss = torch.nn.functional.cross_entropy(logits, yb, reduction="sum")
+            return loss, (logits.argmax(-1) == yb).sum()
+
+        self.batched = vmap(one, in_dims=(0, None, None))
+
+    @torch.no_grad()
+    def __call__(self, state: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        loss = correct = 0
+        for start in range(0, len(self.x), self.batch_size):
+            xb = self.x[start:start + self.batch_size]
+            yb = self.y[start:start + self.batch_size]
+            lo, co = self.batched(dict(state), xb, yb)
+            loss, correct = loss + lo.double(), correct + co.double()
+        m = max(1, len(self.x))
+        return loss / m, correct / m
+
+
+def metrics_rows(ckpt: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per (epoch, seed) of a checkpoint's history: the rows of ``metrics.csv``.
+
+    ``epoch`` counts from 1 (the model after that many epochs); ``seed``;
+    ``train_loss``, ``train_acc`` (as trained) and ``test_loss``, ``test_acc``
+    (empty where the training had no test split); NaN after a member diverged.
+    """
+    hist = ckpt["history"]
+    s, epochs = hist["train_loss"].shape
+    cols = {k: hist[k].tolist() for k in METRICS if k in hist}
+    return [{"epoch": e + 1, "seed": int(seed),
+             **{k: (cols[k][i][e] if k in cols else "") for k in METRICS}}
+            for e in range(epochs) for i, seed in enumerate(ckpt["seeds"])]
+
+
+def write_metrics(path: str | os.PathLike, ckpt: Mapping[str, Any]) -> None:
+    """Write ``metrics.csv`` (columns epoch, seed, train_loss, train_acc, test_loss,
+    test_acc; :func:`metrics_rows`) atomically."""
+    save_csv(path, metrics_rows(ckpt), ["epoch", "seed", *METRICS])

@@ -3,11 +3,21 @@
 Both hold the parameters of S models stacked along a new leading axis and offer
 
 * ``prepare(x)``: the training inputs ``(N, ...)`` in the form ``step`` takes;
-* ``step(xb, yb, lr) -> (loss (S,), correct (S,))``: forward, backward and SGD update of
-  all S models, seed ``s`` on its own batch ``xb[s]`` (B, ...) with labels ``yb[s]``
-  (B,) int64; ``loss`` is each seed's mean loss, ``correct`` its number of correct
+* ``step(xb, yb, lr) -> (loss (S,), correct (S,))``: forward, backward and optimiser
+  update of all S models, seed ``s`` on its own batch ``xb[s]`` (B, ...) with labels
+  ``yb[s]`` (B,) int64, at learning rate ``lr`` (one float, or S floats, one per
+  member); ``loss`` is each seed's mean loss, ``correct`` its number of correct
   predictions;
-* ``state() -> {name: (S, ...) tensor}``: the stacked ``state_dict`` of the S models.
+* ``state() -> {name: (S, ...) tensor}``: the stacked ``state_dict`` of the S models;
+* ``opt``: the :class:`MemberOptimizer` (``opt.reset(members)`` clears the optimiser
+  state of some members).
+
+Every program takes the shared recipe and ``per_member`` values
+(:func:`multirun.recipe.split_members`): members may differ in learning rate,
+momentum, weight decay, label smoothing, betas and eps. The update is
+:class:`MemberOptimizer`: ``torch.optim.SGD`` / ``Adam`` / ``AdamW``'s single-tensor
+arithmetic applied element-wise with (S,) hyperparameters, so member ``s`` computes
+what one optimiser with its own recipe computes.
 
 :class:`VmapProgram` trains any model of the zoo: ``torch.func.vmap`` over
 ``torch.func.functional_call`` of a parameter-less copy, autograd, ``torch.optim.SGD``.
@@ -47,9 +57,152 @@ def pick_program(name: str, spec: Mapping[str, Any], recipe: Mapping[str, Any]) 
     return own if own and name != "vmap" else "vmap"
 
 
-def _sgd_kwargs(recipe: Mapping[str, Any]) -> dict[str, Any]:
-    return {"momentum": recipe["momentum"], "weight_decay": recipe["weight_decay"],
-            "nesterov": recipe["optimizer"] == "nesterov"}
+# ----------------------------------------------------------------------------- the update
+
+
+Value = float | Tensor  # one number for every member, or (S,) per member
+
+
+def _axpy(y: Tensor, x: Tensor, a: Value) -> Tensor:
+    """``y += a * x`` in place (``a`` a float as torch.optim writes it, or a broadcast tensor)."""
+    return y.add_(x, alpha=a) if isinstance(a, float) else y.addcmul_(x, a)
+
+
+def _b(v: Value, t: Tensor) -> Value:
+    """Per-member value ``v`` (S,) viewed to broadcast against ``t`` (S, ...); floats as they are."""
+    return v if isinstance(v, float) else v.view(-1, *([1] * (t.dim() - 1)))
+
+
+class MemberOptimizer:
+    """The optimiser of S stacked members, with per-member hyperparameters.
+
+    ``params``: tensors (S, ...), member ``s`` in row ``s``, updated in place.
+    ``flat``: optionally one buffer pair (parameters, gradients) of which every
+    ``params[i]`` (and its gradient) is a view; where all members agree on every
+    number the update then runs once over the flat buffer (``torch._fused_sgd_``
+    for SGD). ``recipe`` is the shared recipe and ``per_member`` the S values of
+    :data:`multirun.recipe.PER_MEMBER_KEYS` (:func:`multirun.recipe.split_members`).
+
+    Arithmetic, per element, with member ``s``'s numbers: ``sgd``/``nesterov``:
+    ``torch.optim.SGD`` (coupled weight decay, dampening 0); ``adam``:
+    ``torch.optim.Adam`` (coupled weight decay); ``adamw``: ``torch.optim.AdamW``
+    (``p *= 1 - lr * wd``). Where members agree the very same calls as the
+    single-tensor torch optimisers are made; where they differ, the same
+    operations with (S,) tensors broadcast over each parameter.
+    """
+
+    def __init__(self, params: list[Tensor], recipe: Mapping[str, Any],
+                 per_member: Mapping[str, list[Any]] | None = None,
+                 flat: tuple[Tensor, Tensor] | None = None):
+        self.params = params
+        self.s = params[0].shape[0]
+        self.kind = recipe["optimizer"]
+        per_member = dict(per_member or {})
+        keys = ("momentum",) if self.kind in ("sgd", "nesterov") else ("betas", "eps")
+        self.values: dict[str, list[Any]] = {
+            k: list(per_member.get(k, [recipe[k]] * self.s))
+            for k in ("weight_decay", *keys)}
+        if "betas" in self.values:
+            self.values["beta1"] = [float(b[0]) for b in self.values["betas"]]
+            self.values["beta2"] = [float(b[1]) for b in self.values["betas"]]
+            del self.values["betas"]
+        self.flat = flat
+        self.device, self.dtype = params[0].device, params[0].dtype
+        self.h = {k: self._value(v) for k, v in self.values.items()}
+        self.first = True
+        self.t = 0  # Adam's step count (shared: every member takes every step)
+
+        def zeros() -> list[Tensor]:  # state buffers, views of one flat buffer with ``flat``
+            if flat is None:
+                return [torch.zeros_like(p) for p in params]
+            buf = torch.zeros_like(flat[0])
+            base = flat[0].storage_offset()
+            return [buf.as_strided(p.shape, p.stride(), p.storage_offset() - base)
+                    for p in params] + [buf]
+        if self.kind in ("sgd", "nesterov"):
+            self.momentum = any(self.values["momentum"])
+            self.state = {"momentum": zeros()} if self.momentum else {}
+        else:
+            self.state = {"exp_avg": zeros(), "exp_avg_sq": zeros()}
+
+    def _value(self, values: list[float]) -> Value:
+        """A float where all S members agree, else an (S,) tensor on the parameters' device."""
+        if all(v == values[0] for v in values):
+            return float(values[0])
+        return torch.tensor(values, dtype=self.dtype, device=self.device)
+
+    def _pieces(self, grads: list[Tensor], uniform: bool) -> list[tuple[Tensor, ...]]:
+        """(param, grad, *state) tuples: the one flat buffer where possible, else per tensor."""
+        names = list(self.state)
+        if uniform and self.flat is not None:
+            return [(*self.flat, *(self.state[k][-1] for k in names))]
+        n = len(self.params)
+        return list(zip(self.params, grads, *(self.state[k][:n] for k in names), strict=True))
+
+    def reset(self, members: Tensor) -> None:
+        """Zero the optimiser state (momentum, Adam moments) of ``members`` (S,) bool."""
+        for bufs in self.state.values():
+            for buf in bufs[:len(self.params)]:
+                buf[members.to(buf.device)] = 0
+
+    @torch.no_grad()
+    def step(self, lr: float | list[float], grads: list[Tensor]) -> None:
+        """One update of every parameter with its gradient ``grads[i]`` at learning rate ``lr``."""
+        lrs = [float(lr)] * self.s if isinstance(lr, int | float) else [float(v) for v in lr]
+        if self.kind in ("sgd", "nesterov"):
+            self._sgd(lrs, grads)
+        else:
+            self._adam(lrs, grads)
+        self.first = False
+
+    def _sgd(self, lrs: list[float], grads: list[Tensor]) -> None:
+        lr, m, wd = self._value(lrs), self.h["momentum"], self.h["weight_decay"]
+        nesterov = self.kind == "nesterov"
+        uniform = all(isinstance(v, float) for v in (lr, m, wd))
+        if uniform and self.flat is not None and hasattr(torch, "_fused_sgd_"):
+            torch._fused_sgd_([self.flat[0]], [self.flat[1]],
+                              [self.state["momentum"][-1]] if self.momentum else [],
+                              weight_decay=wd, momentum=m, lr=lr, dampening=0.0,
+                              nesterov=nesterov, maximize=False, is_first_step=self.first)
+            return
+        neg_lr = -lr
+        for p, g, *buf in self._pieces(grads, uniform):
+            if not isinstance(wd, float) or wd:
+                g = _axpy(g, p, _b(wd, p))
+            if self.momentum:
+                buf = buf[0].copy_(g) if self.first else buf[0].mul_(_b(m, p)).add_(g)
+                g = _axpy(g, buf, _b(m, p)) if nesterov else buf
+            _axpy(p, g, _b(neg_lr, p))
+
+    def _adam(self, lrs: list[float], grads: list[Tensor]) -> None:
+        self.t += 1
+        step = float(self.t)
+        v = self.values
+        lr, wd, eps = self._value(lrs), self.h["weight_decay"], self.h["eps"]
+        # the scalars torch.optim.Adam computes in Python, per member
+        omb1 = self._value([1 - b for b in v["beta1"]])
+        b2, omb2 = self.h["beta2"], self._value([1 - b for b in v["beta2"]])
+        neg_step = self._value([-(a / (1 - b ** step)) for a, b in zip(lrs, v["beta1"],
+                                                                      strict=True)])
+        bc2_sqrt = self._value([(1 - b ** step) ** 0.5 for b in v["beta2"]])
+        decay = self._value([1 - a * w for a, w in zip(lrs, v["weight_decay"], strict=True)])
+        uniform = all(isinstance(x, float) for x in (lr, wd, eps, omb1, b2, omb2, neg_step,
+                                                     bc2_sqrt, decay))
+        for p, g, exp_avg, exp_avg_sq in self._pieces(grads, uniform):
+            if not isinstance(wd, float) or wd:
+                if self.kind == "adamw":
+                    p.mul_(_b(decay, p))
+                else:
+                    g = _axpy(g, p, _b(wd, p))
+            exp_avg.lerp_(g, _b(omb1, p))
+            if uniform:
+                exp_avg_sq.mul_(b2).addcmul_(g, g, value=omb2)
+                denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(eps)
+                p.addcdiv_(exp_avg, denom, value=neg_step)
+            else:
+                exp_avg_sq.mul_(_b(b2, p)).addcmul_(g, g * _b(omb2, p))
+                denom = (exp_avg_sq.sqrt() / _b(bc2_sqrt, p)).add_(_b(eps, p))
+                p.add_(exp_avg.mul(_b(neg_step, p)).div_(denom))
 
 
 # ----------------------------------------------------------------------------- any model: vmap
@@ -61,7 +214,7 @@ def _cast(t: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
 
 
 class VmapProgram:
-    """Any model: ``vmap`` of ``functional_call`` + autograd + ``torch.optim.SGD``.
+    """Any model: ``vmap`` of ``functional_call`` + autograd + :class:`MemberOptimizer`.
 
     BatchNorm running statistics are stacked buffers updated in place per seed
     inside ``vmap``. ``models`` are the S freshly initialised models (CPU).
@@ -69,7 +222,8 @@ class VmapProgram:
 
     def __init__(self, models: list[nn.Module], spec: Mapping[str, Any],
                  input_shape: tuple[int, ...], num_classes: int, recipe: Mapping[str, Any],
-                 probe: tuple[Tensor, Tensor], device: torch.device, dtype: torch.dtype):
+                 probe: tuple[Tensor, Tensor], device: torch.device, dtype: torch.dtype,
+                 per_member: Mapping[str, list[Any]] | None = None):
         base = meta_model(spec, input_shape, num_classes).train()
         params = {k: torch.stack([m.get_parameter(k).detach() for m in models]).to(device, dtype)
                   for k, _ in models[0].named_parameters()}
@@ -77,18 +231,31 @@ class VmapProgram:
                         for k, _ in models[0].named_buffers()}
         for p in params.values():
             p.requires_grad_(True)
-        smoothing = recipe["label_smoothing"]
+        s = len(models)
+        smoothing = list((per_member or {}).get("label_smoothing",
+                                                [recipe["label_smoothing"]] * s))
+        if all(v == smoothing[0] for v in smoothing):  # F.cross_entropy's own smoothing
+            def loss_one(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor, yb: Tensor
+                         ) -> tuple[Tensor, Tensor]:
+                logits = functional_call(base, (p, b), (xb,))
+                loss = F.cross_entropy(logits, yb, label_smoothing=smoothing[0])
+                return loss, (logits.argmax(-1) == yb).sum()
 
-        def loss_one(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor,
-                     yb: Tensor) -> tuple[Tensor, Tensor]:
-            logits = functional_call(base, (p, b), (xb,))
-            loss = F.cross_entropy(logits, yb, label_smoothing=smoothing)
-            return loss, (logits.argmax(-1) == yb).sum()
+            self.batched_loss = vmap(loss_one, randomness="error")
+        else:  # per member: F.cross_entropy's formula with each member's smoothing
+            def smoothed_one(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor,
+                             yb: Tensor, sm: Tensor) -> tuple[Tensor, Tensor]:
+                logits = functional_call(base, (p, b), (xb,))
+                logp = torch.log_softmax(logits, -1)
+                nll = -logp.gather(-1, yb.unsqueeze(-1)).mean()
+                loss = (1 - sm) * nll + sm * ((-logp.sum(-1)).mean() / logits.shape[-1])
+                return loss, (logits.argmax(-1) == yb).sum()
 
-        self.batched_loss = vmap(loss_one, randomness="error")
+            batched = vmap(smoothed_one, randomness="error")
+            sm = torch.tensor(smoothing, dtype=dtype, device=device)
+            self.batched_loss = lambda p, b, xb, yb: batched(p, b, xb, yb, sm)
         self.params = _match_grad_layout(params, self.buffers, self.batched_loss, *probe)
-        self.opt = torch.optim.SGD(list(self.params.values()), lr=recipe["lr"],
-                                   **_sgd_kwargs(recipe))
+        self.opt = MemberOptimizer(list(self.params.values()), recipe, per_member)
 
     def prepare(self, x: Tensor) -> Tensor:
         """The inputs as they are: (N, ...)."""
@@ -96,12 +263,13 @@ class VmapProgram:
 
     def step(self, xb: Tensor, yb: Tensor, lr: float) -> tuple[Tensor, Tensor]:
         """One step on ``xb`` (S, B, ...), ``yb`` (S, B): per-seed loss (S,) and correct (S,)."""
-        for group in self.opt.param_groups:
-            group["lr"] = lr
         loss, correct = self.batched_loss(self.params, self.buffers, xb, yb)
-        self.opt.zero_grad(set_to_none=True)
+        params = list(self.params.values())
+        for p in params:
+            p.grad = None
         loss.sum().backward()
-        self.opt.step()
+        self.opt.step(lr, [p.grad if p.grad is not None else torch.zeros_like(p)
+                           for p in params])
         return loss.detach(), correct
 
     def state(self) -> dict[str, Tensor]:
@@ -155,12 +323,14 @@ class _FlatLayers:
 
     ``kinds`` selects the layers (in module order; every one has a bias). Layer ``l``'s
     matrix ``M[l]`` is (S, out, fan_in + 1), a view of ``flat``; its gradient ``G[l]`` a
-    view of ``grad``. :meth:`_sgd` is ``torch.optim.SGD.step`` over all of them in one
-    fused pass (coupled weight decay, heavy-ball or Nesterov momentum, dampening 0).
+    view of ``grad``. ``opt`` (:class:`MemberOptimizer`) updates all of them: in one
+    fused pass over ``flat`` where the members agree on every number, else layer by
+    layer with per-member (S,) hyperparameters.
     """
 
     def __init__(self, models: list[nn.Module], kinds: tuple[type, ...],
-                 recipe: Mapping[str, Any], device: torch.device, dtype: torch.dtype):
+                 recipe: Mapping[str, Any], device: torch.device, dtype: torch.dtype,
+                 per_member: Mapping[str, list[Any]] | None = None):
         s = len(models)
         layers = [[m for m in model.modules() if isinstance(m, kinds)] for model in models]
         self.names = [k for k, m in models[0].named_modules() if isinstance(m, kinds)]
@@ -168,7 +338,6 @@ class _FlatLayers:
         sizes = [s * shape[0] * (math.prod(shape[1:]) + 1) for shape in self.shapes]
         self.flat = torch.empty(sum(sizes), device=device, dtype=dtype)
         self.grad = torch.empty_like(self.flat)
-        self.momentum = torch.zeros_like(self.flat)
         self.M: list[Tensor] = []
         self.G: list[Tensor] = []
         offset = 0
@@ -180,25 +349,11 @@ class _FlatLayers:
             self.M.append(m)
             self.G.append(self.grad[offset:offset + size].view(view))
             offset += size
-        self.recipe = recipe
-        self.first = True
-
-    def _sgd(self, lr: float) -> None:
-        """``torch.optim.SGD.step`` on the flat buffer (``grad`` is overwritten)."""
-        r = _sgd_kwargs(self.recipe)
-        m, wd = r["momentum"], r["weight_decay"]
-        if hasattr(torch, "_fused_sgd_"):
-            torch._fused_sgd_([self.flat], [self.grad], [self.momentum] if m else [],
-                              weight_decay=wd, momentum=m, lr=lr, dampening=0.0,
-                              nesterov=r["nesterov"], maximize=False,
-                              is_first_step=self.first)
-        else:  # torch.optim.SGD's single-tensor arithmetic
-            g = self.grad.add_(self.flat, alpha=wd) if wd else self.grad
-            if m:
-                buf = self.momentum.copy_(g) if self.first else self.momentum.mul_(m).add_(g)
-                g = g.add_(buf, alpha=m) if r["nesterov"] else buf
-            self.flat.add_(g, alpha=-lr)
-        self.first = False
+        self.opt = MemberOptimizer(self.M, recipe, per_member, flat=(self.flat, self.grad))
+        s_members = list((per_member or {}).get("label_smoothing",
+                                                [recipe["label_smoothing"]] * s))
+        self.smoothing = (float(s_members[0]) if all(v == s_members[0] for v in s_members)
+                          else torch.tensor(s_members, dtype=dtype, device=device))
 
     def state(self) -> dict[str, Tensor]:
         """``{name.weight: (S, *weight shape), name.bias: (S, out)}`` (views)."""
@@ -219,13 +374,15 @@ class MLPProgram(_FlatLayers):
     and ``dz @ a^T`` the gradient of weight and bias at once. (Feature-major is the
     faster orientation on the CPU: it keeps the batch, not the 10 classes, as the
     long side of the head's matrix products.) All ``M_l`` are views of one flat
-    buffer (and their gradients of another), so the SGD update is one fused pass.
+    buffer (and their gradients of another), so the SGD update of members that agree
+    on every number is one fused pass.
     Buffers are allocated once. Any device, float32 or float64.
     """
 
     def __init__(self, models: list[nn.Module], recipe: Mapping[str, Any], batch: int,
-                 device: torch.device, dtype: torch.dtype):
-        super().__init__(models, (nn.Linear,), recipe, device, dtype)
+                 device: torch.device, dtype: torch.dtype,
+                 per_member: Mapping[str, list[Any]] | None = None):
+        super().__init__(models, (nn.Linear,), recipe, device, dtype, per_member)
         s, outs = len(models), [shape[0] for shape in self.shapes]
         opts = {"device": device, "dtype": dtype}
         self.z = [torch.empty(s, d, batch, **opts) for d in outs]  # pre-activations
@@ -246,14 +403,14 @@ class MLPProgram(_FlatLayers):
                 torch.clamp_min(z, 0, out=self.h[i][:, :-1])  # ReLU
                 acts.append(self.h[i])
         logits = self.z[-1]  # (S, C, B)
-        loss, correct, dz = _cross_entropy(logits, yb, self.recipe["label_smoothing"])
+        loss, correct, dz = _cross_entropy(logits, yb, self.smoothing)
         for i in range(len(self.M) - 1, -1, -1):
             torch.bmm(dz, acts[i].transpose(1, 2), out=self.G[i])
             if i:
                 dh = torch.bmm(self.M[i][..., :-1].transpose(1, 2), dz, out=self.dh[i - 1])
                 dz = torch.ops.aten.threshold_backward.grad_input(
                     dh, self.h[i - 1][:, :-1], 0, grad_input=dh)  # ReLU backward
-        self._sgd(lr)
+        self.opt.step(lr, self.G)
         return loss, correct
 
 
@@ -266,12 +423,13 @@ class CNN1DProgram(_FlatLayers):
     ``z = M @ P`` with ``M = [W.flatten(1) | b]`` (S, C_out, C_in * k + 1); the
     gradient is ``dz @ P^T`` and the input gradient ``M^T dz`` folded back onto the
     input positions (k strided adds). The head is the MLP's feature-major linear
-    layer on the flattened (C, L_out) features. SGD as in :class:`MLPProgram`.
+    layer on the flattened (C, L_out) features. The update as in :class:`MLPProgram`.
     """
 
     def __init__(self, models: list[nn.Module], recipe: Mapping[str, Any], batch: int,
-                 input_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype):
-        super().__init__(models, (nn.Conv1d, nn.Linear), recipe, device, dtype)
+                 input_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype,
+                 per_member: Mapping[str, list[Any]] | None = None):
+        super().__init__(models, (nn.Conv1d, nn.Linear), recipe, device, dtype, per_member)
         s, opts = len(models), {"device": device, "dtype": dtype}
         length = input_shape[-1]
         self.pad, self.patches, self.z, self.dpad, self.dz, self.lengths = [], [], [], [], [], []
@@ -310,7 +468,7 @@ class CNN1DProgram(_FlatLayers):
                 torch.clamp_min(z.permute(0, 1, 3, 2), 0,
                                 out=self.h[:, :-1].view(s, c_out, l_out, b))
         torch.bmm(self.M[-1], self.h, out=self.logits)
-        loss, correct, dz = _cross_entropy(self.logits, yb, self.recipe["label_smoothing"])
+        loss, correct, dz = _cross_entropy(self.logits, yb, self.smoothing)
         torch.bmm(dz, self.h.transpose(1, 2), out=self.G[-1])
         c_out, l_out = self.shapes[-2][0], self.lengths[-1][1]
         dh = torch.bmm(self.M[-1][..., :-1].transpose(1, 2), dz)  # (S, C * L, B)
@@ -329,12 +487,12 @@ class CNN1DProgram(_FlatLayers):
                     dpad[..., t:t + 2 * l_out - 1:2] += dp[:, :, t]
                 torch.ops.aten.threshold_backward.grad_input(
                     dpad[..., 1:-1], self.pad[i][..., 1:-1], 0, grad_input=self.dz[i - 1])
-        self._sgd(lr)
+        self.opt.step(lr, self.G)
         return loss, correct
 
 
 def _cross_entropy(logits: Tensor, y: Tensor,
-                   smoothing: float) -> tuple[Tensor, Tensor, Tensor]:
+                   smoothing: Value) -> tuple[Tensor, Tensor, Tensor]:
     """Per-seed cross-entropy of ``logits`` (S, C, B) against ``y`` (S, B) and its gradient.
 
     Returns each seed's ``F.cross_entropy(..., label_smoothing=smoothing)`` (S,), its
@@ -342,19 +500,22 @@ def _cross_entropy(logits: Tensor, y: Tensor,
     tie, which ``argmax`` would give to the first class, counts as correct; a strided
     ``argmax`` costs as much as a layer here), and the gradient with respect to the
     logits, ``(softmax - target) / B`` with ``target = (1 - smoothing) * onehot +
-    smoothing / C``, (S, C, B).
+    smoothing / C``, (S, C, B). ``smoothing``: one float, or (S,) per member.
     """
     c, b = logits.shape[1], logits.shape[2]
     logp = torch.log_softmax(logits, 1)
     nll = -logp.gather(1, y.unsqueeze(1)).squeeze(1)  # (S, B)
     correct = (-nll >= logp.amax(1)).sum(1)
     loss = nll.mean(1)
-    if smoothing:
+    per_member = not isinstance(smoothing, float)
+    if per_member or smoothing:
         loss = (1 - smoothing) * loss + smoothing * (-logp.sum(1)).mean(1) / c
     dz = logp.exp_()
-    dz.scatter_add_(1, y.unsqueeze(1), torch.full_like(nll, smoothing - 1).unsqueeze(1))
-    if smoothing:
-        dz.sub_(smoothing / c)
+    target = (smoothing - 1).view(-1, 1).expand_as(nll) if per_member else \
+        torch.full_like(nll, smoothing - 1)
+    dz.scatter_add_(1, y.unsqueeze(1), target.unsqueeze(1))
+    if per_member or smoothing:
+        dz.sub_(_b(smoothing / c, dz))
     return loss, correct, dz.div_(b)
 
 

@@ -1,14 +1,24 @@
 """Training recipe validation: the ``train.recipe`` keys, the LR schedule, the data checks.
 
 Recipe (``train.recipe``): ``epochs``, ``batch_size``, ``optimizer`` (``sgd`` |
-``nesterov``), ``lr`` (peak), ``momentum``, ``weight_decay`` (coupled L2 added to
-the gradient of every parameter, biases and BatchNorm included, as
-``torch.optim.SGD`` does), ``warmup_epochs`` (linear warm-up from ``lr/W`` to
+``nesterov`` | ``adam`` | ``adamw``), ``lr`` (peak), ``momentum`` (sgd, nesterov),
+``betas`` and ``eps`` (adam, adamw), ``weight_decay`` (coupled L2 added to the
+gradient of every parameter, biases and BatchNorm included, as ``torch.optim.SGD``
+and ``torch.optim.Adam`` do; decoupled for ``adamw``, as ``torch.optim.AdamW``),
+``warmup_epochs`` (linear warm-up from ``lr/W`` to
 ``lr`` over the first ``W`` steps), ``schedule`` after warm-up (``cosine`` to 0,
 ``linear`` to 0, ``constant``), ``label_smoothing``, ``label_noise`` and the
 optional ``augment`` (``none`` | ``flip`` | ``flip_crop``; default ``none``).
 Each epoch is a fresh permutation cut into ``N // batch_size`` full batches (the
 remainder is skipped that epoch; a different remainder every epoch).
+
+A normalised recipe holds only its optimiser's keys: ``momentum`` for ``sgd`` and
+``nesterov``, ``betas`` and ``eps`` for ``adam`` and ``adamw`` (the others are
+dropped), so a default written out, or a key the optimiser ignores, changes nothing.
+
+Members. One training program may train S members whose recipes differ only in
+:data:`PER_MEMBER_KEYS`; :func:`split_members` checks that and returns the shared
+recipe and the per-member values.
 """
 
 from __future__ import annotations
@@ -24,7 +34,12 @@ from torch import Tensor
 from multirun.contracts import ContractError
 from multirun.schema import default
 
-OPTIMIZERS = ("sgd", "nesterov")
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+ADAMS = ("adam", "adamw")
+PER_MEMBER_KEYS = ("lr", "momentum", "weight_decay", "label_smoothing", "betas", "eps",
+                   "warmup_epochs")
+"""Recipe keys that may differ between the members of one training program (they set
+optimiser numbers and the learning rate of each step, never a shape or the step count)."""
 SCHEDULES = ("cosine", "linear", "constant")
 AUGMENTS = ("none", "flip", "flip_crop")
 _RECIPE_DEFAULTS: dict[str, Any] = default("train", "recipe")  # the config schema's
@@ -75,7 +90,54 @@ def normalize_recipe(recipe: Mapping[str, Any], where: str = "train.recipe") -> 
         out[key] = value
     if out["optimizer"] == "nesterov" and out["momentum"] == 0:
         raise ContractError(f"{where}.momentum: nesterov needs momentum > 0")
+    if out["optimizer"] in ADAMS:  # betas and eps in momentum's place (same key order)
+        betas = recipe.get("betas", _RECIPE_DEFAULTS.get("betas"))
+        if (not isinstance(betas, Sequence) or isinstance(betas, str) or len(betas) != 2
+                or not all(isinstance(b, int | float) and not isinstance(b, bool)
+                           and 0 <= b < 1 for b in betas)):
+            raise ContractError(f"{where}.betas: must be two numbers [beta1, beta2] in "
+                                f"[0, 1), got {betas!r}")
+        eps = _number(recipe, "eps", where, 0, math.inf, lo_open=True, hi_open=True)
+        out = {k: v for k, v in out.items() if k != "momentum"}
+        keys = list(out)
+        at = keys.index("lr") + 1
+        out = {**{k: out[k] for k in keys[:at]}, "betas": [float(b) for b in betas],
+               "eps": eps, **{k: out[k] for k in keys[at:]}}
     return out
+
+
+def split_members(recipes: Sequence[Mapping[str, Any]], where: str = "train.recipe"
+                  ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Check that S member recipes can train as one program; return (shared, per_member).
+
+    Every recipe is normalised (:func:`normalize_recipe`). ``shared`` is member 0's
+    recipe; ``per_member`` maps each key of :data:`PER_MEMBER_KEYS` the recipes hold
+    to the list of its S values (``betas``: S pairs). Members that differ in any other
+    key (``epochs``, ``optimizer``, ``schedule``, ...) cannot share a program: raises
+    :class:`ContractError` naming the key and the two values.
+    """
+    if isinstance(recipes, Mapping) or not isinstance(recipes, Sequence) or not recipes:
+        raise ContractError(f"{where}: expected a non-empty list of member recipes, "
+                            f"got {recipes!r}")
+    normal = [normalize_recipe(r, where) for r in recipes]
+    shared = normal[0]
+    for i, r in enumerate(normal[1:], 1):
+        for key in sorted(set(shared) | set(r)):
+            if key in PER_MEMBER_KEYS or shared.get(key) == r.get(key):
+                continue
+            raise ContractError(
+                f"{where}.{key}: members 0 and {i} differ ({shared.get(key)!r} vs "
+                f"{r.get(key)!r}); members of one training program may differ only in "
+                f"{', '.join(PER_MEMBER_KEYS)}")
+    per_member = {k: [r[k] for r in normal] for k in PER_MEMBER_KEYS if k in shared}
+    return shared, per_member
+
+
+def member_recipes(shared: Mapping[str, Any], per_member: Mapping[str, Sequence[Any]]
+                   ) -> list[dict[str, Any]]:
+    """The S full recipes of :func:`split_members`' output (its inverse)."""
+    s = len(next(iter(per_member.values())))
+    return [{**shared, **{k: v[i] for k, v in per_member.items()}} for i in range(s)]
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, recipe: Mapping[str, Any]) -> float:

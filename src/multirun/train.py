@@ -16,11 +16,17 @@ Randomness. Every random stream of a seed comes from its own
 * ``init``: the model's initialisation (``torch.manual_seed`` before building it);
 * ``order``: one ``randperm`` of the training set per epoch;
 * ``noise``: the label-noise draw (:func:`training_labels`);
-* ``augment``: flips/crops, drawn per step.
+* ``augment``: flips/crops, drawn per step;
+* ``subset``: the rows a member trains on (:func:`subset_mask`).
 
-:func:`train_one` is the plain one-model loop (``nn.Module`` + ``torch.optim.SGD``)
-drawing the same streams in the same order; it is the reference for exactness
-and the speed baseline.
+Members. The S members of a shard may differ in the per-member keys of the recipe
+(:data:`multirun.recipe.PER_MEMBER_KEYS`: learning rate, momentum, weight decay,
+label smoothing, betas, eps) and train on their own subsets of the rows (``masks``);
+see ``docs/doors.md``.
+
+:func:`train_one` is the plain one-model loop (``nn.Module`` + ``torch.optim.SGD`` /
+``Adam`` / ``AdamW``) drawing the same streams in the same order; it is the
+reference for exactness and the speed baseline.
 
 The recipe (``train.recipe``) is checked by :mod:`multirun.recipe`; checkpoints are
 checked, loaded and evaluated by :mod:`multirun.checkpoint` (both re-exported here).
@@ -28,8 +34,9 @@ checked, loaded and evaluated by :mod:`multirun.checkpoint` (both re-exported he
 
 from __future__ import annotations
 
+import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,10 +47,12 @@ from tqdm import tqdm
 
 from multirun.checkpoint import (  # noqa: F401 (re-exported)
     CHECKPOINT_FORMAT,
+    Evaluator,
     check_checkpoint,
     evaluate_shard,
     load_checkpoint,
     load_member,
+    write_metrics,
 )
 from multirun.contracts import ContractError
 from multirun.early_stopping import EarlyStopping
@@ -52,15 +61,19 @@ from multirun.programs import CNN1DProgram, MLPProgram, Program, VmapProgram, pi
 from multirun.recipe import (  # noqa: F401 (re-exported)
     AUGMENTS,
     OPTIMIZERS,
+    PER_MEMBER_KEYS,
     SCHEDULES,
     _check_data,
     _check_seeds,
     _schedule,
     lr_at,
+    member_recipes,
     normalize_recipe,
+    split_members,
 )
 
-STREAMS = {"init": 0, "order": 1, "noise": 2, "augment": 3}
+STREAMS = {"init": 0, "order": 1, "noise": 2, "augment": 3, "subset": 4}
+DIVERGE_FACTOR = 10.0  # on_diverge="record": an epoch loss above 10x the first epoch's diverged
 CROP_PAD = 2  # flip_crop: translate by up to 2 pixels with reflection padding (airbench94)
 
 
@@ -104,6 +117,37 @@ def training_labels(y: Tensor, seed: int, label_noise: float, num_classes: int) 
     offset = torch.randint(1, num_classes, (n_noisy,), generator=g)
     out[chosen] = (y[chosen] + offset) % num_classes
     return out
+
+
+def subset_mask(seed: int, alpha: float, n: int) -> Tensor:
+    """The rows seed ``seed`` trains on: (n,) bool with exactly ``round(alpha * n)`` True.
+
+    Drawn from the seed's own ``subset`` stream (one ``randperm`` of ``n``), so the
+    mask depends only on (seed, alpha, n). ``alpha`` in (0, 1].
+    """
+    ok = isinstance(alpha, int | float) and not isinstance(alpha, bool) and 0 < alpha <= 1
+    k = round(float(alpha) * int(n)) if ok else 0
+    if not ok or k < 1:
+        raise ContractError(f"subsets.alpha: must be in (0, 1] and keep at least one of "
+                            f"the {n} training rows, got {alpha!r}")
+    mask = torch.zeros(int(n), dtype=torch.bool)
+    mask[torch.randperm(int(n), generator=generator(seed, "subset"))[:k]] = True
+    return mask
+
+
+def _check_masks(masks: Any, s: int, n: int) -> Tensor | None:
+    """``masks`` (S, N) bool, equal row counts -> each member's rows (S, n_sub) int64, sorted."""
+    if masks is None:
+        return None
+    m = torch.as_tensor(masks)
+    if m.dtype != torch.bool or tuple(m.shape) != (s, n):
+        raise ContractError(f"training masks: expected ({s}, {n}) bool (members x training "
+                            f"rows), got {tuple(m.shape)} {m.dtype}")
+    counts = m.sum(1)
+    if int(counts.min()) < 1 or bool((counts != counts[0]).any()):
+        raise ContractError(f"training masks: every member needs the same number (>= 1) "
+                            f"of training rows, got counts {sorted(set(counts.tolist()))}")
+    return torch.stack([row.nonzero().squeeze(1) for row in m.cpu()])
 
 
 def epoch_order(n: int, batch_size: int, g: torch.Generator) -> Tensor:
@@ -160,28 +204,43 @@ def init_model(seed: int, model_spec: Mapping[str, Any], input_shape: tuple[int,
 # ----------------------------------------------------------------------------- training
 
 
+def torch_optimizer(params, recipe: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """The one-model ``torch.optim`` optimiser of a normalised recipe (SGD, Adam, AdamW)."""
+    if recipe["optimizer"] in ("adam", "adamw"):
+        cls = torch.optim.Adam if recipe["optimizer"] == "adam" else torch.optim.AdamW
+        return cls(params, lr=recipe["lr"], betas=tuple(recipe["betas"]), eps=recipe["eps"],
+                   weight_decay=recipe["weight_decay"])
+    return torch.optim.SGD(params, lr=recipe["lr"], momentum=recipe["momentum"],
+                           weight_decay=recipe["weight_decay"],
+                           nesterov=recipe["optimizer"] == "nesterov")
+
+
 def train_one(x: Tensor, y: Tensor, seed: int, model_spec: Mapping[str, Any],
               recipe: Mapping[str, Any], device: torch.device | str = "cpu", *,
-              num_classes: int | None = None) -> dict[str, Tensor]:
+              num_classes: int | None = None, mask: Tensor | None = None
+              ) -> dict[str, Tensor]:
     """Train one seed with a plain ``nn.Module`` loop; return its ``state_dict`` (CPU).
 
     The reference of :func:`train_shard` (same random streams, same order) and the
     baseline of ``benchmarks/bench_train.py``. ``x`` (N, ...) float32, ``y`` (N,) int64.
+    ``mask`` (N,) bool: train on those rows only (label noise is drawn over all N rows,
+    then the subset taken; each epoch permutes the subset's rows; steps per epoch
+    follow the subset's size).
     """
     spec, recipe = normalize_spec(model_spec), normalize_recipe(recipe)
     x, y, num_classes = _check_data(x, y, num_classes)
     device = torch.device(device)
+    rows = _check_masks(None if mask is None else torch.as_tensor(mask)[None], 1, len(x))
+    rows = torch.arange(len(x)) if rows is None else rows[0]
     model = init_model(seed, spec, tuple(x.shape[1:]), num_classes).to(device, x.dtype).train()
-    opt = torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
-                          weight_decay=recipe["weight_decay"],
-                          nesterov=recipe["optimizer"] == "nesterov")
+    opt = torch_optimizer(model.parameters(), recipe)
     labels = training_labels(y, seed, recipe["label_noise"], num_classes).to(device)
     xd = x.to(device)
     order_g, aug_g = generator(seed, "order"), generator(seed, "augment")
-    steps, total, warmup = _schedule(len(x), recipe)
+    steps, total, warmup = _schedule(len(rows), recipe)
     step = 0
     for _ in range(recipe["epochs"]):
-        for idx in epoch_order(len(x), recipe["batch_size"], order_g).to(device):
+        for idx in rows[epoch_order(len(rows), recipe["batch_size"], order_g)].to(device):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, warmup, recipe)
             xb = apply_augment(xd[idx], draw_augment(recipe["augment"], len(idx), aug_g))
@@ -194,45 +253,80 @@ def train_one(x: Tensor, y: Tensor, seed: int, model_spec: Mapping[str, Any],
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe: dict,
+def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
+                recipe: Mapping[str, Any] | Sequence[Mapping[str, Any]],
                 device: torch.device | str, progress: bool = True, *,
                 num_classes: int | None = None, program: str = "auto",
-                validation: tuple[Tensor, Tensor] | None = None) -> dict:
-    """Train every seed of ``seeds`` as one vectorised program; return the checkpoint.
+                validation: tuple[Tensor, Tensor] | None = None,
+                masks: Tensor | None = None,
+                evaluation: tuple[Tensor, Tensor] | None = None,
+                on_diverge: str = "raise") -> dict:
+    """Train the S members ``seeds`` as one vectorised program; return the checkpoint.
 
     ``x`` (N, ...) float32 (float64 trains in float64, for exactness checks) and
-    ``y`` (N,) int64 clean labels (label noise is drawn per seed). Returns
-    ``{"format": 1, "model_spec", "recipe", "seeds", "input_shape", "num_classes",
-    "num_train", "state": {name: (S, ...) CPU tensor}, "history": {"train_loss":
-    (S, epochs) float32, "train_acc": (S, epochs) float32, "lr": (total_steps,)
-    float32}}``. ``train_loss``/``train_acc`` are
-    means over the epoch's steps, measured on the (augmented, noisy) batches as
-    trained, in train mode. ``num_classes`` defaults to ``max(y) + 1``.
-    A tqdm bar over steps goes to stderr when ``progress``. ``program``: how a step
-    runs (:mod:`multirun.programs`): ``auto`` takes the hand-written ``mlp`` program
-    for plain MLPs without augmentation and ``vmap`` for everything else.
-    With ``recipe["patience"] > 0``, ``validation`` = (x_val, y_val) early-stops each
-    seed (:class:`multirun.early_stopping.EarlyStopping`): the state is each seed's
-    best-validation epoch and ``history`` adds ``val_acc`` (S, epochs run), ``best_epoch`` (S,).
+    ``y`` (N,) int64 clean labels (label noise is drawn per seed). ``recipe``: one
+    mapping for every member, or a list of S mappings that differ only in
+    :data:`~multirun.recipe.PER_MEMBER_KEYS` (:func:`~multirun.recipe.split_members`;
+    anything else raises :class:`ContractError` naming the key). ``masks`` (S, N) bool,
+    every row the same count: member ``s`` trains on its rows only (steps per epoch
+    from that count); ``None``: all rows.
+
+    Returns the checkpoint (format 2, ``docs/training.md``): ``model_spec``,
+    ``recipe`` (the shared recipe: member 0's values for per-member keys),
+    ``member_recipes`` (S full recipes), ``masks`` ((S, N) bool, only with masks),
+    ``seeds``, ``input_shape``, ``num_classes``, ``num_train`` (N), ``state``
+    ({name: (S, ...) CPU tensor}) and ``history``: ``train_loss``, ``train_acc``
+    (S, epochs) float32, means over the epoch's steps measured on the (augmented,
+    noisy) batches as trained, in train mode; ``lr`` (total_steps,) float32 (member
+    0's schedule); with ``evaluation`` = (x_test, y_test), ``test_loss`` (mean
+    cross-entropy, no smoothing) and ``test_acc`` (S, epochs) float32 of each
+    epoch-end model in eval mode without augmentation.
+
+    ``on_diverge``: ``"raise"`` raises :class:`ContractError` when a member ends
+    with NaN/inf weights; ``"record"`` flags a member whose epoch loss is NaN/inf or
+    above ``DIVERGE_FACTOR`` times its first epoch's (or whose weights are not
+    finite) in ``history["diverged"]`` (S,) bool, with ``history["diverged_epoch"]``
+    (S,) int64 (0-based, -1: never); it keeps its last finite epoch-end state and
+    stops training (learning rate 0, optimiser state cleared), its history is NaN
+    after that epoch, and the other members train exactly as without it.
+
+    ``num_classes`` defaults to ``max(y) + 1``. A tqdm bar over steps goes to stderr
+    when ``progress``. ``program``: how a step runs (:mod:`multirun.programs`):
+    ``auto`` takes the hand-written ``mlp``/``cnn1d`` program for plain models without
+    augmentation and ``vmap`` for everything else. With ``recipe["patience"] > 0``,
+    ``validation`` = (x_val, y_val) early-stops each seed
+    (:class:`multirun.early_stopping.EarlyStopping`): the state is each seed's
+    best-validation epoch and ``history`` adds ``val_acc`` (S, epochs run),
+    ``best_epoch`` (S,).
     """
-    spec, recipe = normalize_spec(model_spec), normalize_recipe(recipe)
+    spec = normalize_spec(model_spec)
     seeds = _check_seeds(seeds)
+    s = len(seeds)
+    recipes = [recipe] * s if isinstance(recipe, Mapping) else list(recipe)
+    if len(recipes) != s:
+        raise ContractError(f"train.recipe: {len(recipes)} member recipes for {s} seeds")
+    recipe, per_member = split_members(recipes)
+    members = member_recipes(recipe, per_member)
+    if on_diverge not in ("raise", "record"):
+        raise ValueError(f"on_diverge: {on_diverge!r}; choose raise or record")
     x, y, num_classes = _check_data(x, y, num_classes)
     device = torch.device(device)
-    n, input_shape, s = len(x), tuple(int(d) for d in x.shape[1:]), len(seeds)
-    batch = min(recipe["batch_size"], n)
+    n, input_shape = len(x), tuple(int(d) for d in x.shape[1:])
+    rows = _check_masks(masks, s, n)  # (S, n_sub) or None
+    n_sub = n if rows is None else rows.shape[1]
+    batch = min(recipe["batch_size"], n_sub)
 
     # ------------------------------------------------------------------ models, stacked
     models = [init_model(seed, spec, input_shape, num_classes) for seed in seeds]
     kind = pick_program(program, spec, recipe)
     if kind == "mlp":
-        prog: Program = MLPProgram(models, recipe, batch, device, x.dtype)
+        prog: Program = MLPProgram(models, recipe, batch, device, x.dtype, per_member)
     elif kind == "cnn1d":
-        prog = CNN1DProgram(models, recipe, batch, input_shape, device, x.dtype)
+        prog = CNN1DProgram(models, recipe, batch, input_shape, device, x.dtype, per_member)
     else:
         probe = (x[:batch].to(device), y[:batch])
         prog = VmapProgram(models, spec, input_shape, num_classes, recipe, probe, device,
-                           x.dtype)
+                           x.dtype, per_member)
     del models
     xd = prog.prepare(x.to(device))
     stopper = None
@@ -243,6 +337,10 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
         stopper = EarlyStopping(meta_model(spec, input_shape, num_classes),
                                 validation[0].to(device, x.dtype), validation[1].to(device),
                                 recipe["patience"])
+    evaluator = None
+    if evaluation is not None:
+        evaluator = Evaluator(meta_model(spec, input_shape, num_classes),
+                              evaluation[0].to(device, x.dtype), evaluation[1].to(device))
 
     # ------------------------------------------------------------------ per-seed streams
     labels = torch.stack([training_labels(y, seed, recipe["label_noise"], num_classes)
@@ -251,20 +349,31 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
     aug_gs = [generator(seed, "augment") for seed in seeds]
 
     # ------------------------------------------------------------------ the loop
-    steps, total, warmup = _schedule(n, recipe)
+    steps, total, warmup = _schedule(n_sub, recipe)
     epochs = recipe["epochs"]
+    # learning rate of every step and member (members share the schedule's shape)
+    warmups = [_schedule(n_sub, r)[2] for r in members]  # warm-up may differ per member
+    lrs = [[lr_at(t, total, w, r) for r, w in zip(members, warmups, strict=True)]
+           for t in range(total)]
+    lr_hist = torch.tensor([row[0] for row in lrs], dtype=torch.float32)
     loss_hist = torch.zeros(s, epochs, dtype=torch.float64, device=device)
     correct_hist = torch.zeros(s, epochs, dtype=torch.float64, device=device)
-    lr_hist = torch.zeros(total, dtype=torch.float32)
+    test_hist = torch.full((2, s, epochs), math.nan, dtype=torch.float64)
+    record = on_diverge == "record"
+    diverged = torch.zeros(s, dtype=torch.bool)
+    diverged_epoch = torch.full((s,), -1, dtype=torch.int64)
+    kept = _snapshot(prog.state()) if record else None  # last finite epoch-end state
     bar = tqdm(total=total, desc=f"train {s} seeds ({spec['name']})", unit="step",
                file=sys.stderr, disable=not progress, dynamic_ncols=True)
     step = 0
     for epoch in range(epochs):
-        order = torch.stack([epoch_order(n, recipe["batch_size"], g) for g in order_gs], 1)
+        order = torch.stack([epoch_order(n_sub, recipe["batch_size"], g) for g in order_gs], 1)
+        if rows is not None:  # positions in each member's subset -> row indices
+            order = torch.gather(rows[None].expand(steps, -1, -1), 2, order)
         order = order.to(device)  # (steps, S, B)
         for idx in order:
-            lr = lr_at(step, total, warmup, recipe)
-            lr_hist[step] = lr
+            row = lrs[step]
+            lr = row[0] if all(v == row[0] for v in row) else row
             xb = xd.index_select(0, idx.flatten()).view(*idx.shape, *xd.shape[1:])  # (S, B, ...)
             if recipe["augment"] != "none":
                 drawn = [draw_augment(recipe["augment"], idx.shape[1], g) for g in aug_gs]
@@ -277,6 +386,26 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
             bar.update()
         if progress:
             bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss_hist[:, epoch].mean()) / steps:.4f}")
+        if evaluator is not None:
+            test_hist[:, :, epoch] = torch.stack(evaluator(prog.state())).cpu()
+        if record:
+            epoch_loss = (loss_hist[:, epoch] / steps).cpu()
+            first = (loss_hist[:, 0] / steps).cpu()
+            bad = ~torch.isfinite(epoch_loss) | (epoch_loss > DIVERGE_FACTOR * first)
+            bad |= ~_finite_members(prog.state()).cpu()
+            new = bad & ~diverged
+            if new.any():  # freeze: last finite state back, no more updates
+                _restore(prog.state(), kept, new)
+                prog.opt.reset(new)
+                diverged |= new
+                diverged_epoch[new] = epoch
+                frozen = new.tolist()
+                lrs[step:] = [[0.0 if f else v for v, f in zip(r, frozen, strict=True)]
+                              for r in lrs[step:]]
+            current = _snapshot(prog.state())
+            for k, v in current.items():
+                v[diverged.to(v.device)] = kept[k][diverged.to(v.device)]
+            kept = current
         if stopper is not None and stopper.update(epoch, prog.state(), {}):
             break
     bar.close()
@@ -284,26 +413,63 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict, recipe
 
     # ------------------------------------------------------------------ the checkpoint
     final = stopper.best_state if stopper is not None else prog.state()
+    if record and diverged.any():
+        final = {k: v.clone() for k, v in final.items()}
+        _restore(final, kept, diverged)
     state = {k: v.to("cpu", copy=True).contiguous() for k, v in final.items()}
-    finite = torch.stack([torch.isfinite(v.flatten(1)).all(1) for v in state.values()
-                          if v.is_floating_point()]).all(0)
+    finite = _finite_members(state)
     if not finite.all():
         bad = [seed for seed, ok in zip(seeds, finite.tolist(), strict=True) if not ok]
         raise ContractError(f"train.recipe.lr: seeds {bad} diverged (NaN/inf weights) with "
                             f"lr {recipe['lr']}; lower train.recipe.lr (or add warm-up)")
-    return {
+    history = {
+        "train_loss": (loss_hist[:, :run] / steps).float().cpu(),
+        "train_acc": (correct_hist[:, :run] / (steps * batch)).float().cpu(),
+        "lr": lr_hist[:step],
+    }
+    if evaluator is not None:
+        history["test_loss"] = test_hist[0, :, :run].float()
+        history["test_acc"] = test_hist[1, :, :run].float()
+    if record:
+        after = torch.arange(run)[None] > diverged_epoch[:, None]
+        after &= diverged[:, None]
+        for k in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            if k in history:
+                history[k][after] = math.nan
+        history["diverged"] = diverged
+        history["diverged_epoch"] = diverged_epoch
+    if stopper is not None:
+        history.update(stopper.history())
+    ckpt = {
         "format": CHECKPOINT_FORMAT,
         "model_spec": spec,
         "recipe": recipe,
+        "member_recipes": members,
         "seeds": seeds,
         "input_shape": input_shape,
         "num_classes": num_classes,
         "num_train": n,
         "state": state,
-        "history": {
-            "train_loss": (loss_hist[:, :run] / steps).float().cpu(),
-            "train_acc": (correct_hist[:, :run] / (steps * batch)).float().cpu(),
-            "lr": lr_hist[:step],
-            **(stopper.history() if stopper is not None else {}),
-        },
+        "history": history,
     }
+    if masks is not None:
+        ckpt["masks"] = torch.as_tensor(masks).to("cpu", torch.bool).clone()
+    return ckpt
+
+
+def _snapshot(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def _finite_members(state: Mapping[str, Tensor]) -> Tensor:
+    """(S,) bool: every floating tensor of member ``s`` is finite."""
+    return torch.stack([torch.isfinite(v.flatten(1)).all(1) for v in state.values()
+                        if v.is_floating_point()]).all(0)
+
+
+@torch.no_grad()
+def _restore(state: Mapping[str, Tensor], kept: Mapping[str, Tensor], members: Tensor) -> None:
+    """Write ``kept``'s rows of ``members`` (S,) bool into ``state`` in place (views allowed)."""
+    for k, v in state.items():
+        sel = members.to(v.device)
+        v[sel] = kept[k][sel].to(v.device, v.dtype)
