@@ -21,6 +21,7 @@ include: "workflow/rules/published.smk"
 include: "workflow/rules/hessian.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/studies.smk"
+include: "workflow/rules/subsets.smk"
 
 
 rule all:
@@ -52,3 +53,9 @@ rule label_noise:
 rule label_errors:
     input:
         study_figures("label_errors"),
+
+
+rule subsets:
+    input:
+        subsets_figures(),
+        f"{SB}/timing.csv",

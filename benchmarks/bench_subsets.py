@@ -62,19 +62,17 @@ def training(alpha: float, seeds: int) -> None:
     import torch
 
     from multirun import contracts, data, train
+    from multirun.config import check
     from multirun.models import normalize_spec
     from multirun.recipe import normalize_recipe
 
-    ds = data.mnist1d_arrays(seed=42, num_samples=5000) if hasattr(data, "mnist1d_arrays") \
-        else None
-    if ds is None:
-        raise SystemExit("multirun.data has no mnist1d_arrays; generate results/data/dataset.npz "
-                         "and pass it")
+    ds = data.make_mnist1d(seed=42, num_samples=5000)
     x, y = torch.from_numpy(ds["x_train"]), torch.from_numpy(ds["y_train"])
-    spec = normalize_spec({"name": "mlp", "width": 100, "depth": 2})
-    recipe = normalize_recipe({})
+    defaults = check({})  # the schema's defaults: the default MLP and recipe (train.*)
+    spec = normalize_spec(defaults["train"]["model"])
+    recipe = normalize_recipe(defaults["train"]["recipe"])
     ids = list(range(seeds))
-    masks = torch.from_numpy(np.stack([train.subset_mask(s, alpha, len(y)) for s in ids]))
+    masks = torch.stack([train.subset_mask(s, alpha, len(y)) for s in ids])
     device = contracts.pick_device("auto")
     for name, kwargs in (("full data", {}), (f"subsets alpha={alpha}", {"masks": masks})):
         start = time.perf_counter()
