@@ -42,6 +42,7 @@ HOW = {
     "snakemake --cores 2 memorization": DRY,
     "snakemake --cores 2 label_noise": DRY,
     "snakemake --cores 2 label_errors": DRY,
+    "snakemake --cores 2 subsets": DRY,
     "tail -f results/logs/train/shard-000.log": RUN,  # without -f, which follows forever
     "snakemake -n": RUN,
     "snakemake --summary": RUN,
