@@ -3,18 +3,16 @@ training models for each n, the penalty chosen per test example on the validatio
 
 import numpy as np
 
-from multirun import contracts, kernel, snake
-from multirun.attribution import datamodels, outcomes
+from multirun import contracts, snake
+from multirun.attribution import datamodels
 from multirun.studies import subsets
 
 
 def main(smk):
     ds = contracts.load_dataset(smk.input.data)
-    masks = np.asarray(contracts.load_npy(smk.input.masks, ndim=2, dtype=bool))
+    masks = subsets.load_masks(smk.input.masks)
     p = smk.params
-    t = min(p.test_examples, len(ds["y_test"]))
-    _, margin = outcomes.outcomes(kernel.ShardedLogits(smk.input.test), ds["y_test"])
-    margin = margin[:, :t]
+    margin = subsets.margins_on_test(smk.input.test, ds["y_test"], p.test_examples)
     split = subsets.split(len(masks), p.validation, p.heldout)
     val = split["validation"]
     out = {"counts": np.asarray(p.model_counts, dtype=np.int64)}

@@ -4,18 +4,18 @@ number of models used; agreement of datamodel rows with the other attributions."
 import numpy as np
 
 from multirun import contracts, kernel, snake
-from multirun.attribution import lds, outcomes, scores
+from multirun.attribution import lds, scores
 from multirun.studies import subsets
 
 
 def main(smk):
     ds = contracts.load_dataset(smk.input.data)
-    masks = np.asarray(contracts.load_npy(smk.input.masks, ndim=2, dtype=bool))
+    masks = subsets.load_masks(smk.input.masks)
     p = smk.params
-    t = min(p.test_examples, len(ds["y_test"]))
-    _, margin = outcomes.outcomes(kernel.ShardedLogits(smk.input.test), ds["y_test"])
+    margin = subsets.margins_on_test(smk.input.test, ds["y_test"], p.test_examples)
+    t = margin.shape[1]
     held = subsets.split(len(masks), p.validation, p.heldout)["heldout"]
-    hm, hy = masks[held], margin[held, :t]
+    hm, hy = masks[held], margin[held]
     dm = contracts.load_npz(smk.input.datamodels, ("counts",))
     tk = contracts.load_npz(smk.input.trak)
     attributions = {("datamodels", int(n)): dm[f"weights_{n}"] for n in dm["counts"]}

@@ -145,17 +145,22 @@ def label_errors(rows: Sequence[Mapping[str, str]], noise: float) -> plt.Figure:
     return fig
 
 
+def _errorbars(ax, rows, value: str, error: str) -> None:
+    """One line per method: ``value`` +- ``error`` against n_models."""
+    for method in dict.fromkeys(r["method"] for r in rows):
+        rs = sorted((r for r in rows if r["method"] == method), key=lambda r: int(r["n_models"]))
+        color, label = _style(method)
+        ax.errorbar([int(r["n_models"]) for r in rs], [float(r[value]) for r in rs],
+                    yerr=[float(r[error]) for r in rs], fmt="o-", color=color, lw=2, ms=4,
+                    capsize=2, label=label)
+
+
 def attribution(lds_rows: Sequence[Mapping[str, str]], agreement: Sequence[Mapping[str, str]]
                 ) -> plt.Figure:
     """Left: LDS on the held-out subset models vs models used, +- SE. Right: per-test
     correlation of each attribution's rows with the datamodels' (most models)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for method in dict.fromkeys(r["method"] for r in lds_rows):
-        rs = sorted((r for r in lds_rows if r["method"] == method), key=lambda r: int(r["n_models"]))
-        color, label = _style(method)
-        left.errorbar([int(r["n_models"]) for r in rs], [float(r["lds"]) for r in rs],
-                      yerr=[float(r["se"]) for r in rs], fmt="o-", color=color, lw=2, ms=4,
-                      capsize=2, label=label)
+    _errorbars(left, lds_rows, "lds", "se")
     held = lds_rows[0]["heldout"] if lds_rows else "?"
     left.set_xscale("log", base=2)
     left.set_xlabel("models used (datamodels: subset models; TRAK, kernel: full-data models)")
@@ -163,13 +168,7 @@ def attribution(lds_rows: Sequence[Mapping[str, str]], agreement: Sequence[Mappi
     left.axhline(0, color="k", lw=0.8)
     left.grid(alpha=0.3)
     left.legend(fontsize=8, loc="best")
-    for method in dict.fromkeys(r["method"] for r in agreement):
-        rs = sorted((r for r in agreement if r["method"] == method),
-                    key=lambda r: int(r["n_models"]))
-        color, label = _style(method)
-        right.errorbar([int(r["n_models"]) for r in rs], [float(r["correlation"]) for r in rs],
-                       yerr=[float(r["correlation_se"]) for r in rs], fmt="o-", color=color,
-                       lw=2, ms=4, capsize=2, label=label)
+    _errorbars(right, agreement, "correlation", "correlation_se")
     dm = agreement[0]["datamodel_models"] if agreement else "?"
     right.set_xscale("log", base=2)
     right.set_xlabel("models used")

@@ -55,3 +55,19 @@ def split(num_models: int, validation: int, heldout: int) -> dict[str, np.ndarra
     idx = np.arange(num_models, dtype=np.int64)
     return {"train": idx[:fit], "validation": idx[fit:fit + validation],
             "heldout": idx[fit + validation:]}
+
+
+def load_masks(path) -> np.ndarray:
+    """``masks.npy`` (models, N_train) bool, in memory."""
+    from multirun.contracts import load_npy
+
+    return np.asarray(load_npy(path, ndim=2, dtype=bool))
+
+
+def margins_on_test(logit_paths, labels: np.ndarray, test_examples: int) -> np.ndarray:
+    """Margins (models, T) of every subset model on the first ``test_examples`` test examples."""
+    from multirun.attribution import outcomes
+    from multirun.kernel import ShardedLogits
+
+    _, margin = outcomes.outcomes(ShardedLogits(logit_paths), labels)
+    return margin[:, :min(int(test_examples), len(labels))]
