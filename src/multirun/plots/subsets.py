@@ -160,21 +160,19 @@ def attribution(lds_rows: Sequence[Mapping[str, str]], agreement: Sequence[Mappi
     """Left: LDS on the held-out subset models vs models used, +- SE. Right: per-test
     correlation of each attribution's rows with the datamodels' (most models)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    _errorbars(left, lds_rows, "lds", "se")
     held = lds_rows[0]["heldout"] if lds_rows else "?"
-    left.set_xscale("log", base=2)
-    left.set_xlabel("models used (datamodels: subset models; TRAK, kernel: full-data models)")
-    left.set_ylabel(f"LDS (Spearman, {held} held-out models)")
-    left.axhline(0, color="k", lw=0.8)
-    left.grid(alpha=0.3)
-    left.legend(fontsize=8, loc="best")
-    _errorbars(right, agreement, "correlation", "correlation_se")
     dm = agreement[0]["datamodel_models"] if agreement else "?"
-    right.set_xscale("log", base=2)
-    right.set_xlabel("models used")
-    right.set_ylabel(f"correlation with datamodel rows ({dm} models)")
-    right.axhline(0, color="k", lw=0.8)
-    right.grid(alpha=0.3)
-    right.legend(fontsize=8, loc="best")
+    for ax, rows, value, ylabel, xlabel in (
+            (left, lds_rows, "lds", f"LDS (Spearman, {held} held-out models)",
+             "models used (datamodels: subset models; TRAK, kernel: full-data models)"),
+            (right, agreement, "correlation", f"correlation with datamodel rows ({dm} models)",
+             "models used")):
+        _errorbars(ax, rows, value, "se" if value == "lds" else "correlation_se")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
