@@ -29,6 +29,13 @@ the config recipe. ``--cpu-clock``: one thread, every time (GEMM rate included) 
 the process's CPU clock, so time spent descheduled on a loaded machine does not count
 (cache and memory contention still do). ``--accuracy``: MNIST-1D test accuracies of the MLP and the 1-D CNN.
 
+``--sweep``: instead of the rows above, a learning-rate sweep of the config's model and
+recipe, ``--sweep-rates`` (8) rates (the recipe's lr times 2^-4 .. 2^3) x ``--sweep-seeds``
+(4) seeds, trained as ONE program of 32 members with per-member learning rates against
+8 separate 4-seed shard programs, interleaved ``--repeats`` times in units of ``--epochs``
+epochs; and the cost of per-epoch test evaluation (``evaluation=(x_test, y_test)``) on a
+shard of ``train.shard_size`` seeds of the default recipe, with against without.
+
 ``--device cuda`` (or ``auto``) trains on the GPU, every time synchronised, the floor at the
 GPU's fp32 GEMM rate (``--cpu-clock`` is CPU only).
 
@@ -223,6 +230,58 @@ def accuracy(data, spec, recipe, seeds: int) -> tuple[float, float, float]:
     return float(acc.mean()), float(acc.std()), dt
 
 
+def sweep(data, spec, recipe, args) -> None:
+    """``--sweep``: a packed lr sweep vs separate shards; the per-epoch evaluation overhead."""
+    dev, x, y = DEVICE["device"], data["x"], data["y"]
+    epochs, full = args.epochs, recipe["epochs"]
+    rates = [recipe["lr"] * 2.0 ** k for k in range(-4, args.sweep_rates - 4)]
+    seeds = list(range(args.sweep_seeds))
+    unit = {**recipe, "epochs": epochs}
+    points = [{**unit, "lr": lr} for lr in rates]
+    packed_recipes = [p for p in points for _ in seeds]
+    packed_seeds = [s for _ in points for s in seeds]
+    n = len(packed_seeds)
+    shard = list(range(args.shard_size))
+    evaluation = (data["x_test"], data["y_test"])
+
+    def packed():
+        return train_shard(x, y, packed_seeds, spec, packed_recipes, dev, progress=False,
+                           on_diverge="record")
+
+    def separate():
+        return [train_shard(x, y, seeds, spec, p, dev, progress=False, on_diverge="record")
+                for p in points]
+
+    def plain():
+        return train_shard(x, y, shard, spec, unit, dev, progress=False)
+
+    def evaluated():
+        return train_shard(x, y, shard, spec, unit, dev, progress=False, evaluation=evaluation)
+
+    runs = {"packed": packed, "separate": separate, "plain": plain, "evaluated": evaluated}
+    train_shard(x[:512], y[:512], seeds, spec, {**unit, "epochs": 1}, dev, progress=False)
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(args.repeats):
+        for k, fn in runs.items():
+            times[k].append(_seconds(fn))
+    best = {k: min(v) for k, v in times.items()}
+    med = {k: statistics.median(v) for k, v in times.items()}
+    scale = full / epochs  # seeds/s of the whole recipe
+    print(f"sweep: {len(rates)} rates {[f'{r:.4g}' for r in rates]} x {len(seeds)} seeds "
+          f"= {n} members, units of {epochs} epochs, {args.repeats} repeats")
+    for k in ("packed", "separate"):
+        print(f"    {k:>8}: best {best[k]:.2f} s (median {med[k]:.2f} s) per unit, "
+              f"{n / (best[k] * scale):.2f} seeds/s")
+    print(f"    packed / separate speed-up: {best['separate'] / best['packed']:.2f}x best, "
+          f"{med['separate'] / med['packed']:.2f}x median; per repeat "
+          f"{[round(a / b, 2) for a, b in zip(times['separate'], times['packed'], strict=True)]}")
+    over = [e / p - 1 for e, p in zip(times["evaluated"], times["plain"], strict=True)]
+    print(f"evaluation: shard of {len(shard)} seeds, {len(data['x_test'])} test examples per "
+          f"epoch: best {best['plain']:.2f} s plain vs {best['evaluated']:.2f} s evaluated "
+          f"({100 * (best['evaluated'] / best['plain'] - 1):+.1f} % best-to-best, median "
+          f"{100 * statistics.median(over):+.1f} % per repeat)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(ROOT / "config.yaml"))
@@ -242,6 +301,11 @@ def main() -> None:
     parser.add_argument("--airbench-batch", type=int, default=128)
     parser.add_argument("--airbench-steps", type=int, default=2)
     parser.add_argument("--airbench-seeds", type=int, default=2)
+    parser.add_argument("--sweep", action="store_true",
+                        help="a packed 8-rate x 4-seed lr sweep vs 8 separate shards, and "
+                             "the per-epoch evaluation overhead")
+    parser.add_argument("--sweep-rates", type=int, default=8)
+    parser.add_argument("--sweep-seeds", type=int, default=4)
     parser.add_argument("--accuracy", action="store_true")
     parser.add_argument("--acc-seeds", type=int, default=8)
     parser.add_argument("--cnn-lr", type=float, default=0.2)
@@ -275,6 +339,11 @@ def main() -> None:
     print(f"model {spec}; recipe {recipe}")
     full_epochs = recipe["epochs"]
     shard = int(train_cfg["shard_size"])
+    if args.sweep:
+        args.shard_size = shard
+        sweep(data, spec, recipe, args)
+        print(f"load average {os.getloadavg()[0]:.1f}")
+        return
     timing = {"shard_size": shard, "epochs": args.epochs, "loop_seeds": args.loop_seeds,
               "repeats": args.repeats}
     programs = _programs(spec, recipe)

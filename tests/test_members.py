@@ -367,3 +367,14 @@ def test_format_1_reads_as_uniform_members(vectors, tmp_path):
     with open(tmp_path / "m.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows[0]["test_acc"] == "" and math.isfinite(float(rows[0]["train_loss"]))
+
+
+def test_a_seed_may_repeat_across_points(vectors):
+    # a sweep trains every point with the same seeds: member (seed 0, lr a) and (seed 0, lr b)
+    x, y = vectors
+    x = x.double()
+    recipes = members(BASE, SGD_MEMBERS[:2])
+    ckpt = train_shard(x, y, [0, 0], MLP, recipes, "cpu", progress=False)
+    assert_members_match(ckpt, x, y, MLP, recipes, atol=1e-12)
+    with pytest.raises(ContractError, match="seed 0 appears twice"):
+        train_shard(x, y, [0, 0], MLP, BASE, "cpu", progress=False)

@@ -24,6 +24,16 @@ def test_run_produces_every_output(tiny_run):
         assert test.dtype == np.float16 and test.shape == (2, 60, 10)
         assert train.shape == (2, 240, 10)
         assert np.load(res / "logits" / f"shard-{shard}" / "seeds.npy").tolist() == seeds
+        # learning curves beside the checkpoint: the last epoch's test accuracy is the model's
+        with open(res / "train" / f"shard-{shard}.metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        epochs = cfg["train"]["recipe"]["epochs"]
+        assert [(int(r["epoch"]), int(r["seed"])) for r in rows] == [
+            (e, s) for e in range(1, epochs + 1) for s in seeds]
+        y_test = np.load(res / "data" / "dataset.npz")["y_test"]
+        acc = (test.argmax(-1) == y_test).mean(1)  # float16 logits: ties may flip one example
+        last = [float(r["test_acc"]) for r in rows if int(r["epoch"]) == epochs]
+        np.testing.assert_allclose(last, acc, atol=1.5 / len(y_test))
     nb = np.load(res / "kernel" / "logsoftmax" / "neighbours.npz")
     assert nb["index"].dtype == np.int32 and nb["index"].shape == (3, 60, 5)  # 2 subsets of 2, 1 of 4
     assert nb["sizes"].tolist() == [2, 2, 4]
@@ -187,3 +197,14 @@ def test_bad_logits_fail_clearly_and_leave_no_output(tiny_copy, damage):
         out = res / "kernel" / variant / "neighbours.npz"
         assert not out.exists()
         assert not list(out.parent.glob(".neighbours*"))  # no temporary left behind
+
+
+def test_mnist1d_paper_preset_plans_the_default_run(tmp_path):
+    # configs/mnist1d-paper.yaml: the paper's Adam MLP through the normal workflow (a dry run;
+    # docs/training.md has the measured accuracy)
+    cfg = yaml.safe_load((ROOT / "configs" / "mnist1d-paper.yaml").read_text())
+    assert cfg["train"]["recipe"]["optimizer"] == "adam"
+    write_config(tmp_path, {**cfg, "results": "results"})
+    jobs = planned_jobs(tmp_path)
+    assert jobs["train_shard"] == 1 and jobs["dataset"] == 1 and jobs["figure_accuracy"] == 1
+    assert "hessian" not in jobs and "train_width" not in jobs

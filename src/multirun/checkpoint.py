@@ -49,7 +49,7 @@ def check_checkpoint(ckpt: Mapping[str, Any], where: str = "checkpoint") -> None
             raise ContractError(f"{where}: lacks key {key!r}; delete it and rerun training")
     try:
         normalize_spec(ckpt["model_spec"])
-        seeds = _check_seeds(ckpt["seeds"])
+        seeds = _check_seeds(ckpt["seeds"], distinct=False)
         expected = _expected_shapes(ckpt)
     except ContractError as err:
         raise ContractError(f"{where}: invalid contents ({err}); delete it and rerun "

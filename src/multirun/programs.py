@@ -394,6 +394,36 @@ class MLPProgram(_FlatLayers):
         x = x.flatten(1)
         return torch.cat([x, torch.ones(len(x), 1, device=x.device, dtype=x.dtype)], 1)
 
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+        """Test loss (mean cross-entropy, no smoothing) and accuracy of every member, (S,)
+        float64 each, on ``x`` (M, D + 1) from :meth:`prepare` and ``y`` (M,) int64.
+
+        The training forward pass on ``chunk`` examples at a time, feature-major, into
+        buffers allocated once (2-3x faster than ``vmap`` of ``functional_call`` here).
+        """
+        s, dev = self.M[0].shape[0], self.flat.device
+        loss = torch.zeros(s, dtype=torch.float64, device=dev)
+        correct = torch.zeros(s, dtype=torch.float64, device=dev)
+        for start in range(0, len(x), chunk):
+            xb, yb = x[start:start + chunk].T.contiguous(), y[start:start + chunk]
+            m = xb.shape[1]
+            if getattr(self, "_eval", None) is None or self._eval[-1].shape[2] != m:
+                opts = {"device": dev, "dtype": self.flat.dtype}
+                self._eval = [torch.ones(s, shape[0] + 1, m, **opts)
+                              for shape in self.shapes[:-1]]
+                self._eval.append(torch.empty(s, self.shapes[-1][0], m, **opts))
+            a = xb.unsqueeze(0).expand(s, -1, -1)
+            for i, mat in enumerate(self.M[:-1]):
+                h = self._eval[i]
+                torch.bmm(mat, a, out=h[:, :-1]).clamp_min_(0)
+                a = h
+            logits = torch.bmm(self.M[-1], a, out=self._eval[-1])  # (S, C, m)
+            logp = torch.log_softmax(logits, 1)
+            loss -= logp.gather(1, yb.view(1, 1, m).expand(s, 1, m)).sum((1, 2)).double()
+            correct += (logits.argmax(1) == yb).sum(1).double()
+        return loss / max(1, len(x)), correct / max(1, len(x))
+
     def step(self, xb: Tensor, yb: Tensor, lr: float) -> tuple[Tensor, Tensor]:
         """One step on ``xb`` (S, B, D + 1), ``yb`` (S, B): per-seed loss (S,), correct (S,)."""
         acts = [xb.transpose(1, 2)]  # (S, d + 1, B) each

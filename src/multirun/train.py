@@ -300,13 +300,14 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     ``best_epoch`` (S,).
     """
     spec = normalize_spec(model_spec)
-    seeds = _check_seeds(seeds)
+    seeds = _check_seeds(seeds, distinct=False)
     s = len(seeds)
     recipes = [recipe] * s if isinstance(recipe, Mapping) else list(recipe)
     if len(recipes) != s:
         raise ContractError(f"train.recipe: {len(recipes)} member recipes for {s} seeds")
     recipe, per_member = split_members(recipes)
     members = member_recipes(recipe, per_member)
+    _check_distinct_members(seeds, members, masks)
     if on_diverge not in ("raise", "record"):
         raise ValueError(f"on_diverge: {on_diverge!r}; choose raise or record")
     x, y, num_classes = _check_data(x, y, num_classes)
@@ -339,8 +340,14 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
                                 recipe["patience"])
     evaluator = None
     if evaluation is not None:
-        evaluator = Evaluator(meta_model(spec, input_shape, num_classes),
-                              evaluation[0].to(device, x.dtype), evaluation[1].to(device))
+        x_test, y_test = evaluation[0].to(device, x.dtype), evaluation[1].to(device)
+        if hasattr(prog, "evaluate"):  # the program's own forward pass (mlp)
+            x_test = prog.prepare(x_test)
+
+            def evaluator(_state, prog=prog, x_test=x_test, y_test=y_test):
+                return prog.evaluate(x_test, y_test)
+        else:
+            evaluator = Evaluator(meta_model(spec, input_shape, num_classes), x_test, y_test)
 
     # ------------------------------------------------------------------ per-seed streams
     labels = torch.stack([training_labels(y, seed, recipe["label_noise"], num_classes)
@@ -455,6 +462,20 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     if masks is not None:
         ckpt["masks"] = torch.as_tensor(masks).to("cpu", torch.bool).clone()
     return ckpt
+
+
+def _check_distinct_members(seeds: list[int], members: list[dict], masks: Any) -> None:
+    """A seed may appear more than once (a sweep's points), with different recipes or masks."""
+    if len(set(seeds)) == len(seeds):
+        return
+    rows = [None] * len(seeds) if masks is None else torch.as_tensor(masks).tolist()
+    seen = set()
+    for seed, r, m in zip(seeds, members, rows, strict=True):
+        key = (seed, repr(sorted(r.items())), None if m is None else tuple(m))
+        if key in seen:
+            raise ContractError(f"train.seeds: seed {seed} appears twice with the same "
+                                "recipe and rows; members must differ")
+        seen.add(key)
 
 
 def _snapshot(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -49,6 +49,7 @@ use rule train_shard as memorization_train with:
         data=f"{ST}/memorization/data/{{mem_variant}}.npz",
     output:
         checkpoint=f"{ST}/memorization/train/{{mem_variant}}-e{{epochs}}/shard-{{shard}}.pt",
+        metrics=f"{ST}/memorization/train/{{mem_variant}}-e{{epochs}}/shard-{{shard}}.metrics.csv",
     log:
         f"{R}/logs/studies/memorization/train/{{mem_variant}}-e{{epochs}}/shard-{{shard}}.log",
     benchmark:
@@ -192,6 +193,7 @@ use rule train_shard as label_noise_train with:
         data=f"{ST}/label_noise/data/alpha-{{alpha}}.npz",
     output:
         checkpoint=f"{ST}/label_noise/train/{{arch}}-alpha-{{alpha}}/shard-{{shard}}.pt",
+        metrics=f"{ST}/label_noise/train/{{arch}}-alpha-{{alpha}}/shard-{{shard}}.metrics.csv",
     log:
         f"{R}/logs/studies/label_noise/train/{{arch}}-alpha-{{alpha}}/shard-{{shard}}.log",
     benchmark:
@@ -239,6 +241,7 @@ use rule train_shard as label_errors_train with:
         data=f"{ST}/label_errors/data/noisy.npz",
     output:
         checkpoint=f"{ST}/label_errors/train/shard-{{shard}}.pt",
+        metrics=f"{ST}/label_errors/train/shard-{{shard}}.metrics.csv",
     log:
         f"{R}/logs/studies/label_errors/train/shard-{{shard}}.log",
     benchmark:

@@ -43,6 +43,7 @@ def subsets_figures():
 use rule train_shard as subsets_train with:
     output:
         checkpoint=f"{SB}/train/shard-{{shard}}.pt",
+        metrics=f"{SB}/train/shard-{{shard}}.metrics.csv",
     log:
         f"{R}/logs/{SBR}/train/shard-{{shard}}.log",
     benchmark:
@@ -60,6 +61,7 @@ use rule train_shard as subsets_errors_train with:
         data=f"{ST}/label_errors/data/noisy.npz",
     output:
         checkpoint=f"{SB}/label_errors/train/shard-{{shard}}.pt",
+        metrics=f"{SB}/label_errors/train/shard-{{shard}}.metrics.csv",
     log:
         f"{R}/logs/{SBR}/label_errors/train/shard-{{shard}}.log",
     benchmark:

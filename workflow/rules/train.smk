@@ -3,6 +3,7 @@ rule train_shard:
         data=f"{R}/data/dataset.npz",
     output:
         checkpoint=f"{R}/train/shard-{{shard}}.pt",
+        metrics=f"{R}/train/shard-{{shard}}.metrics.csv",
     log:
         f"{R}/logs/train/shard-{{shard}}.log",
     benchmark:
@@ -28,6 +29,7 @@ rule train_width:
         data=f"{R}/data/dataset.npz",
     output:
         checkpoint=f"{R}/train/width-{{width}}.pt",
+        metrics=f"{R}/train/width-{{width}}.metrics.csv",
     log:
         f"{R}/logs/train/width-{{width}}.log",
     benchmark:
@@ -53,6 +55,7 @@ rule train_grid:
         data=f"{R}/data/dataset.npz",
     output:
         checkpoint=f"{R}/train/grid-d{{depth}}-w{{width}}.pt",
+        metrics=f"{R}/train/grid-d{{depth}}-w{{width}}.metrics.csv",
     log:
         f"{R}/logs/train/grid-d{{depth}}-w{{width}}.log",
     benchmark:
