@@ -23,6 +23,7 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/studies.smk"
 include: "workflow/rules/check.smk"
 include: "workflow/rules/sweeps.smk"
+include: "workflow/rules/subsets.smk"
 
 
 rule all:
@@ -64,3 +65,9 @@ rule label_noise:
 rule label_errors:
     input:
         study_figures("label_errors"),
+
+
+rule subsets:
+    input:
+        subsets_figures(),
+        f"{SB}/timing.csv",

@@ -1,4 +1,5 @@
-"""Train one shard of seeds as one vectorised program; write its checkpoint and metrics.csv."""
+"""Train one shard of seeds as one vectorised program (each seed on its own subset of the rows
+when params.alpha is given); write its checkpoint and metrics.csv."""
 
 import torch
 
@@ -13,17 +14,19 @@ def main(smk):
         return (torch.from_numpy(ds[x]), torch.from_numpy(ds[y])) if x in ds else None
 
     recipe = smk.params.recipe  # one recipe, or one per member (a sweep's pack)
+    alpha = getattr(smk.params, "alpha", None)  # subset training: each seed its own rows
+    masks = None if alpha is None else torch.stack(
+        [train.subset_mask(s, alpha, len(ds["y_train"])) for s in smk.params.seeds])
     ckpt = train.train_shard(
         torch.from_numpy(ds["x_train"]), torch.from_numpy(ds["y_train"]),
         seeds=list(smk.params.seeds), model_spec=dict(smk.params.model),
         recipe=[dict(r) for r in recipe] if isinstance(recipe, list) else dict(recipe),
         device=contracts.pick_device(snake.device(smk, "train")),
-        validation=split("val"), evaluation=split("test"),
+        validation=split("val"), evaluation=split("test"), masks=masks,
         on_diverge=smk.params.get("on_diverge", "raise"),  # sweeps: "record"
     )
     contracts.save_torch(smk.output.checkpoint, ckpt)
-    if "metrics" in smk.output.keys():
-        train.write_metrics(smk.output.metrics, ckpt)
+    train.write_metrics(smk.output.metrics, ckpt)
 
 
 snake.run(snakemake, main)

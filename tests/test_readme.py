@@ -49,6 +49,7 @@ HOW = {
     "snakemake --cores 2 batchnorm": RUN,  # the tiny config's sweep: 2 rates x BN, 2 seeds
     "snakemake --cores 2 batchnorm --config sweeps='{batchnorm: {seeds: 6}}'": DRY,
     "snakemake --cores 2 sweeps": DRY,
+    "snakemake --cores 2 subsets": DRY,
     "tail -f results/logs/train/shard-000.log": RUN,  # without -f, which follows forever
     "snakemake -n": RUN,
     "snakemake --summary": RUN,

@@ -22,7 +22,7 @@ use rule train_shard as sweep_train with:
         model=lambda w: sweep_point(w).model,
         recipe=lambda w: sweep_point(w).recipe,
         on_diverge="record",  # a diverged seed is a result of the sweep, not an error
-        code=code("train.py"),
+        code=lambda w: code("train.py", sweep_point(w).model),
 
 
 use rule train_shard as sweep_pack with:
@@ -43,7 +43,7 @@ use rule train_shard as sweep_pack with:
             PACKS[w.name, w.pack], SWEEP_SHARDS[w.name][w.shard]
         )[1],
         on_diverge="record",
-        code=code("train.py"),
+        code=lambda w: code("train.py", PACKS[w.name, w.pack][0].model),
 
 
 rule sweep_unpack:
