@@ -330,6 +330,12 @@ def test_workflow_with_two_gpus_puts_concurrent_jobs_on_different_devices(env, t
     (training shards, logits, width sweep) takes a slot, and jobs that ran at the same time
     held different devices."""
     cfg = tiny_config() | {"gpu": 1}
+    # Each job is seconds of imports and, at 2 epochs, a tenth of a second in its slot: two
+    # jobs started together would rarely hold their slots at the same moment. 500 epochs keep
+    # each training job (2 shards, 2 widths; they start two at a time) in its slot for about 4 s,
+    # longer than the spread of two jobs' start-up times (up to 1.6 s seen on 2 busy cores).
+    for section in ("train", "width_sweep"):
+        cfg[section]["recipe"]["epochs"] = 500
     write_config(tmp_path, cfg)
     targets = [f"results/logits/shard-{s}/test.npy" for s in ("000", "001")]
     targets += [f"results/train/width-{w}.pt" for w in cfg["width_sweep"]["widths"]]

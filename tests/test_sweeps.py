@@ -129,6 +129,21 @@ def test_a_sweep_on_the_width_sweep_base(cfg):
         sweeps.expand("w", cfg["sweeps"]["w"], cfg)  # the width sweep's model has no width
 
 
+def test_a_sweep_of_another_model_starts_from_its_own_model_part(cfg):
+    """A sweep's model.name other than the base's: the base's keys (another model's) stay out."""
+    cfg["train"]["model"] = {"name": "examples/resmlp.py:ResMLP", "width": 8, "depth": 1,
+                             "batchnorm": True, "expansion": 3}
+    cfg["sweeps"]["lr_bn"]["model"] = {"name": "mlp", "width": 6, "depth": 2}
+    points = sweeps.expand("lr_bn", cfg["sweeps"]["lr_bn"], cfg)
+    assert points[0].model == normalize_spec({"name": "mlp", "width": 6, "depth": 2,
+                                              "batchnorm": False})
+    cfg["sweeps"]["lr_bn"]["model"] = {"width": 6}  # the base's model: its keys are inherited
+    cfg["train"]["model"] = {"name": "mlp", "width": 8, "depth": 1, "batchnorm": True}
+    points = sweeps.expand("lr_bn", cfg["sweeps"]["lr_bn"], cfg)
+    assert points[0].model == normalize_spec({"name": "mlp", "width": 6, "depth": 1,
+                                              "batchnorm": False})
+
+
 @pytest.mark.parametrize("value, text", [
     (True, "true"), (False, "false"), (8, "8"), (0.001, "0.001"), (1.0, "1"), (3.0, "3"),
     (1e-5, "1e-5"), (2.5e-7, "2.5e-7"), (1e20, "1e20"), (0.3, "0.3"), ("sgd", "sgd"),

@@ -391,7 +391,8 @@ def refused_pickle(path: str | os.PathLike, err: BaseException,
     (it names an object other than tensors and plain types, whose building could run code),
     naming the file and the object; None for any other failure."""
     text = str(err)
-    if not (isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in text):
+    if not (isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in text
+            and "GLOBAL" in text):  # not e.g. "Unsupported operand 171": corrupt bytes
         return None
     what = next((line.strip() for line in text.splitlines() if "GLOBAL" in line), "")
     return ContractError(

@@ -51,23 +51,40 @@ def accuracy_table(rows: Sequence[Mapping[str, str]], ks: Sequence[int]) -> list
     return out
 
 
-def effdim_table(rows: Sequence[Mapping[str, str]], z: float) -> list[list[str]]:
-    """[header of widths (parameter counts), test loss (mean over seeds), N_eff per seed (seeds
-    separated by " / ")]: one column per width."""
+def effdim_widths(rows: Sequence[Mapping[str, str]], z: float) -> list[tuple[int, list[Mapping[str, str]]]]:
+    """[(width, its rows at z sorted by seed)] in increasing width: the numbers both
+    :func:`effdim_table` and :mod:`multirun.summary` format (one place for the grouping)."""
     by_width: dict[int, list[Mapping[str, str]]] = defaultdict(list)
     for r in rows:
         if abs(float(r["z"]) - z) <= 1e-12 * max(1.0, z):
             by_width[int(r["width"])].append(r)
     if not by_width:
         raise ContractError(f"effdim table: no rows at z = {z:g} (hessian.z); rerun effdim")
-    widths = sorted(by_width)
-    seeds = [sorted(by_width[w], key=lambda r: int(r["seed"])) for w in widths]
+    return [(w, sorted(by_width[w], key=lambda r: int(r["seed"]))) for w in sorted(by_width)]
+
+
+def parameters_cell(seeds: Sequence[Mapping[str, str]]) -> str:
+    """``1,642``: the width's parameter count."""
+    return f"{int(seeds[0]['num_params']):,}"
+
+
+def mean_cell(seeds: Sequence[Mapping[str, str]], key: str, fmt: str = ".3g") -> str:
+    """The mean of column ``key`` over the width's seeds."""
+    return format(sum(float(r[key]) for r in seeds) / len(seeds), fmt)
+
+
+def neff_cell(seeds: Sequence[Mapping[str, str]]) -> str:
+    """``23.8 +- 0.9 / 22.3 +- 0.5``: N_eff +- its SE per seed, seeds in order."""
+    return " / ".join(f"{float(r['effective_dimension']):.1f} +- "
+                      f"{float(r['effective_dimension_se']):.1f}" for r in seeds)
+
+
+def effdim_table(rows: Sequence[Mapping[str, str]], z: float) -> list[list[str]]:
+    """[header of widths (parameter counts), test loss (mean over seeds), N_eff per seed (seeds
+    separated by " / ")]: one column per width (cells from :func:`effdim_widths`)."""
+    widths = effdim_widths(rows, z)
     return [
-        ["width (parameters)",
-         *(f"{w} ({int(s[0]['num_params']):,})" for w, s in zip(widths, seeds, strict=True))],
-        ["test loss",
-         *(f"{sum(float(r['test_loss']) for r in s) / len(s):.3g}" for s in seeds)],
-        [f"N_eff(H, {z:g}) +- SE",
-         *(" / ".join(f"{float(r['effective_dimension']):.1f} +- "
-                      f"{float(r['effective_dimension_se']):.1f}" for r in s) for s in seeds)],
+        ["width (parameters)", *(f"{w} ({parameters_cell(s)})" for w, s in widths)],
+        ["test loss", *(mean_cell(s, "test_loss") for _, s in widths)],
+        [f"N_eff(H, {z:g}) +- SE", *(neff_cell(s) for _, s in widths)],
     ]

@@ -47,7 +47,7 @@ def device(snakemake, section: str) -> str:
 
 def run(snakemake, main: Callable[[object], None]) -> None:
     """Run ``main(snakemake)`` with logging, threads and clear errors."""
-    for path in _paths(snakemake.output):  # what a killed run of this job left behind
+    for path in _paths(getattr(snakemake, "output", [])):  # what a killed run of this job left
         sweep_temporaries(path)
     log_path = snakemake.log[0] if len(snakemake.log) else None
     try:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import re
 import sys
 from collections.abc import Sequence
@@ -68,20 +67,20 @@ def accuracy_table(results: Path) -> str:
 
 
 def width_table(results: Path, z: float = 1.0) -> str:
-    """The headline width table (:func:`multirun.headline.effdim_table`: parameters, test
-    loss, ``N_eff`` per seed), with the train loss and the top-k lower bound (means over
-    seeds) beside the test loss and ``N_eff``."""
-    rows = _rows(results / "effdim" / "sweep-default.csv")
-    table = headline.effdim_table(rows, z)
-    at_z = [r for r in rows if math.isclose(float(r["z"]), z)]
-    widths = [int(w) for w in table[0][1:]]
-
-    def mean(key: str, fmt: str) -> list[str]:
-        return [format(float(np.mean([float(r[key]) for r in at_z if int(r["width"]) == w])), fmt)
-                for w in widths]
-
-    table.insert(2, ["train loss (mean over seeds)", *mean("train_loss", ".3g")])
-    table.append(["top-k lower bound (mean over seeds)", *mean("effective_dimension_topk", ".1f")])
+    """The headline width table's numbers (:func:`multirun.headline.effdim_widths`, cells
+    formatted by the same helpers as :func:`multirun.headline.effdim_table`), laid out for
+    the README: widths as the header, then parameters, train and test loss (means over seeds),
+    ``N_eff`` per seed and the top-k lower bound (mean over seeds)."""
+    widths = headline.effdim_widths(_rows(results / "effdim" / "sweep-default.csv"), z)
+    table = [
+        ["width", *(str(w) for w, _ in widths)],
+        ["parameters", *(headline.parameters_cell(s) for _, s in widths)],
+        ["train loss (mean over seeds)", *(headline.mean_cell(s, "train_loss") for _, s in widths)],
+        ["test loss (mean over seeds)", *(headline.mean_cell(s, "test_loss") for _, s in widths)],
+        [f"N_eff(H, {z:g}) per seed (+- SE)", *(headline.neff_cell(s) for _, s in widths)],
+        ["top-k lower bound (mean over seeds)",
+         *(headline.mean_cell(s, "effective_dimension_topk", ".1f") for _, s in widths)],
+    ]
     return "\n".join(_markdown(table))
 
 

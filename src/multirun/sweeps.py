@@ -93,7 +93,8 @@ def expand(name: str, sweep: Mapping[str, Any], config: Mapping[str, Any]) -> li
     """The points of sweep ``name`` (``config["sweeps"][name]``), in grid order.
 
     The model is ``config[base]["model"]`` with the sweep's ``model`` and the point's
-    ``model.*`` values written over it, likewise the recipe; both are checked and put
+    ``model.*`` values written over it (only the sweep's own ``model`` where it or the
+    grid names another model than the base's), likewise the recipe; both are checked and put
     in canonical form. Raises :class:`ConfigError` naming the sweep and point.
     """
     base = config[sweep["base"]]
@@ -103,7 +104,11 @@ def expand(name: str, sweep: Mapping[str, Any], config: Mapping[str, Any]) -> li
     points = []
     for combo in itertools.product(*(sweep["grid"][k] for k in keys)):
         values = dict(zip(keys, combo, strict=True))
-        parts = {"model": {**base["model"], **sweep["model"]},
+        # a different model (sweep's model.name, or a grid's): the base's model keys are
+        # another model's settings, so the point starts from the sweep's own model part
+        mname = values.get("model.name", sweep["model"].get("name", base["model"].get("name")))
+        inherited = base["model"] if mname == base["model"].get("name") else {}
+        parts = {"model": {**inherited, **sweep["model"]},
                  "recipe": {**base["recipe"], **sweep["recipe"]}}
         for key, value in values.items():
             section, sub = key.split(".", 1)

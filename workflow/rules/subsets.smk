@@ -41,7 +41,7 @@ use rule train_shard as subsets_errors_train with:
         code=code("train.py", ERR["model"]),
 
 
-if not PUBLISHED:
+if TRAINED:
 
     use rule logits as subsets_logits with:
         input:
@@ -175,7 +175,7 @@ rule subsets_datamodels:
 rule subsets_trak:
     input:
         data=f"{R}/data/dataset.npz",
-        checkpoints=full_data_checkpoints(),
+        checkpoints=full_data_checkpoints,
     output:
         scores=f"{SB}/attribution/trak.npz",
     log:

@@ -30,6 +30,7 @@ use rule train_shard as sweep_pack with:
         data=f"{R}/data/dataset.npz",
     output:
         checkpoint=f"{SW}/{{name,{PACKED_NAME}}}/packs/{{pack}}/shard-{{shard}}.pt",
+        metrics=f"{SW}/{{name}}/packs/{{pack}}/shard-{{shard}}.metrics.csv",
     log:
         f"{R}/logs/sweeps/{{name}}/packs/{{pack}}/shard-{{shard}}.log",
     benchmark:
@@ -69,7 +70,7 @@ rule sweep_unpack:
         "../../scripts/sweep_unpack.py"
 
 
-if not PUBLISHED:  # published logits: no training, so no sweep points
+if TRAINED:  # published or local logits: no logits rule, so no sweep points
 
     use rule logits as sweep_logits with:
         input:

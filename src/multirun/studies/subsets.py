@@ -33,6 +33,19 @@ def check(config: dict) -> None:
             f"config key subsets.heldout: {sub['seeds']} seeds leave {fit} training models after "
             f"{sub['heldout']} held-out and {sub['validation']} validation models, but "
             f"subsets.model_counts asks for {need}; raise subsets.seeds or lower the splits")
+    le = sub["label_errors"]
+    if max(le["model_counts"]) > le["seeds"]:
+        raise ConfigError(f"config key subsets.label_errors.model_counts: {max(le['model_counts'])} "
+                          f"exceeds subsets.label_errors.seeds={le['seeds']}")
+
+
+def check_full_data(config: dict) -> None:
+    """The full-data model counts of ``subsets`` (TRAK, the kernel) within ``train.seeds``.
+
+    Checked when a job that uses them enters the DAG (``snakemake subsets``), not when the
+    Snakefile is read: a run with few ``train.seeds`` that never builds ``subsets`` is fine.
+    """
+    sub = config["subsets"]
     full = config["train"]["seeds"]
     for key, counts in (("kernel_counts", sub["kernel_counts"]),
                         ("trak.model_counts", sub["trak"]["model_counts"]),
@@ -40,10 +53,6 @@ def check(config: dict) -> None:
         if counts and max(counts) > full:
             raise ConfigError(f"config key subsets.{key}: {max(counts)} full-data models "
                               f"exceed train.seeds={full}; lower it or train more seeds")
-    le = sub["label_errors"]
-    if max(le["model_counts"]) > le["seeds"]:
-        raise ConfigError(f"config key subsets.label_errors.model_counts: {max(le['model_counts'])} "
-                          f"exceeds subsets.label_errors.seeds={le['seeds']}")
 
 
 def split(num_models: int, validation: int, heldout: int) -> dict[str, np.ndarray]:
