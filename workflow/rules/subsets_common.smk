@@ -38,7 +38,8 @@ def subsets_figures():
 
 def full_data_checkpoints(wildcards=None):
     """The main run's shards holding the first max(TRAK counts) seeds (TRAK's ensemble);
-    checks the full-data counts first (an input function: only when subsets are built)."""
+    checks the full-data counts first (an input function: only when subsets are built).
+    """
     subsets_lib.check_full_data(config)
     need = max([*SUB["trak"]["model_counts"], *SUB["trak"]["package_counts"]])
     return [f"{R}/train/shard-{s}.pt" for s, seeds in SHARDS.items() if seeds[0] < need]
