@@ -177,8 +177,9 @@ def model_subsets(num_models: int, sizes: Sequence[int], repeats: int, seed: int
 
 def subset_count(config: Mapping[str, Any]) -> int | None:
     """Model subsets :func:`model_subsets` draws under ``config`` (``kernel.model_counts``,
-    ``kernel.subsets``, ``train.seeds``); None with published logits (the hub sets the count)."""
-    if "published" in config:
+    ``kernel.subsets``, ``train.seeds``); None with published or local logits (their files
+    set the model count)."""
+    if "published" in config or "local_logits" in config:
         return None
     kern, models = config["kernel"], config["train"]["seeds"]
     return sum(1 if size == models else kern["subsets"] for size in kern["model_counts"])
