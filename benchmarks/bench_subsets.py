@@ -63,7 +63,7 @@ def training(alpha: float, seeds: int) -> None:
 
     from multirun import contracts, data, train
     from multirun.config import check
-    from multirun.models import normalize_spec
+    from multirun.model_spec import normalize_spec
     from multirun.recipe import normalize_recipe
 
     ds = data.make_mnist1d(seed=42, num_samples=5000)

@@ -64,7 +64,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from multirun.contracts import pick_device
 from multirun.data import make_mnist1d
-from multirun.models import normalize_spec
+from multirun.model_spec import normalize_spec
 from multirun.programs import pick_program
 from multirun.recipe import normalize_recipe
 from multirun.train import evaluate_shard, init_model, train_one, train_shard

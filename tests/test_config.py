@@ -9,7 +9,7 @@ import yaml
 from conftest import ROOT, TINY_CONFIG
 
 from multirun.config import ConfigError, check, shards
-from multirun.models import normalize_spec
+from multirun.model_spec import normalize_spec
 from multirun.schema import default, load_schema
 from multirun.train import normalize_recipe
 

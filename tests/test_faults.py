@@ -393,7 +393,7 @@ def test_training_a_shard_twice_gives_identical_bytes(tmp_path):
     process: the same checkpoint bytes every time."""
     body = """
         from multirun import data, train
-        from multirun.models import normalize_spec
+        from multirun.model_spec import normalize_spec
         from multirun.recipe import normalize_recipe
         from conftest import tiny_config
         ORDER = THREADS

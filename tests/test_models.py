@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from multirun.contracts import ContractError
-from multirun.models import build_model, count_parameters, meta_model, normalize_spec
+from multirun.model_spec import normalize_spec
+from multirun.models import build_model, count_parameters, meta_model
 
 CASES = [
     ({"name": "mlp", "width": 8, "depth": 2, "batchnorm": False}, (40,), 8),

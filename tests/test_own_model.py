@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT, planned_jobs, snakemake, tiny_config, write_config
 
-from multirun import models
+from multirun import model_spec, models
 from multirun.codehash import file_hash
 from multirun.config import ConfigError, check
 from multirun.contracts import ContractError
@@ -36,7 +36,7 @@ def data():
 def test_resmlp_shard_is_exact_against_the_one_model_loop(data):
     x, y = data
     ckpt = train_shard(x, y, [3, 5], RESMLP, RECIPE, "cpu", progress=False)
-    assert ckpt["model_spec"] == models.normalize_spec(RESMLP)
+    assert ckpt["model_spec"] == model_spec.normalize_spec(RESMLP)
     for i, seed in enumerate(ckpt["seeds"]):
         ref = train_one(x, y, seed, RESMLP, RECIPE)
         assert set(ref) == set(ckpt["state"]) and any("norm" in k for k in ref)  # LayerNorm
@@ -106,7 +106,7 @@ def test_package_module_name_and_builtins_share_the_registry():
     assert isinstance(built, torch.nn.Identity)
     assert models.resolve_model("mlp") is models.REGISTRY["mlp"]
     assert set(models.MODEL_NAMES) == {"mlp", "cnn1d", "airbench", "resnet18"}
-    assert models.model_files({"name": "mlp"}) == []
+    assert model_spec.model_files({"name": "mlp"}) == []
 
 
 BAD = {

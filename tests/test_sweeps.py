@@ -15,7 +15,7 @@ from scipy import stats
 
 from multirun import contracts, sweeps
 from multirun.config import ConfigError, check
-from multirun.models import normalize_spec
+from multirun.model_spec import normalize_spec
 from multirun.plots.sweeps import plot_sweep
 from multirun.recipe import normalize_recipe
 

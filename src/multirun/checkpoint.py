@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from multirun.contracts import ContractError, load_torch, remake, save_csv
-from multirun.models import WithFeatures, build_model, meta_model, normalize_spec
+from multirun.model_spec import normalize_spec
+from multirun.models import WithFeatures, build_model, meta_model
 from multirun.recipe import _check_seeds
 
 CHECKPOINT_FORMAT = 2

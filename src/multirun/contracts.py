@@ -23,9 +23,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+# torch is imported inside the functions that use it: the Snakefile imports this module when
+# it is parsed, and importing torch would cost every snakemake call (and SLURM step) 3-4 s.
+if TYPE_CHECKING:
+    import torch
 
 
 class ContractError(ValueError):
@@ -134,6 +139,8 @@ def sweep_temporaries(path: str | os.PathLike) -> list[Path]:
 
 def pick_device(name: str = "auto") -> torch.device:
     """``auto`` -> CUDA when present, else CPU; ``cpu``/``cuda`` as given."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -317,6 +324,8 @@ def save_torch(path: str | os.PathLike, obj) -> None:
     temporary's random name (``torch.save`` to a path names the zip's records after
     the file): the same object always gives the same bytes.
     """
+    import torch
+
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
 
@@ -405,6 +414,8 @@ def load_torch(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> dict:
     """``torch.load`` a dict on the CPU with ``weights_only=True`` (tensors and plain types
     only: a file that holds other objects is refused unread, so it cannot run code),
     checking that ``keys`` are present."""
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise _fail(path, "file is missing")

@@ -25,9 +25,12 @@ import json
 import mmap
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where used: the Snakefile resolves files without it
+    import torch
 
 from multirun.config import ConfigError
 from multirun.contracts import ContractError, atomic_path, refused_pickle, remake, save_json
@@ -154,6 +157,8 @@ def load_log(path: str | os.PathLike) -> tuple[dict, bool]:
     Returns the dict and whether its tensors are file-backed (mmap) rather than in memory
     (archives in torch's legacy format cannot be mapped and are read whole).
     """
+    import torch
+
     path = Path(path)
     try:
         try:
@@ -180,6 +185,8 @@ def read_log(path: str | os.PathLike, *, test_key: str = "logits", num_train: in
     (memory-mapped when the file allows) plus ``mapped`` (bool). ``test_key``: ``logits``
     (plain test logits) or ``logits_tta`` (test-time-augmented).
     """
+    import torch
+
     if test_key not in TEST_KEYS:
         raise ConfigError(f"config key published.test_logits: {test_key!r} is not one of {TEST_KEYS}")
     obj, mapped = load_log(path)
@@ -221,6 +228,8 @@ def write_shard(path: str | os.PathLike, logits: torch.Tensor, *, mapped: bool, 
     Never holds more than one chunk in memory (file-backed pages are released after each).
     NaN or inf -> :class:`ContractError` naming ``source``.
     """
+    import torch
+
     shape = tuple(int(s) for s in logits.shape)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.lib.format.write_array_header_1_0(

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:  # torch is imported where used: the Snakefile parses recipes without it
+    from torch import Tensor
 
 from multirun.contracts import ContractError
 from multirun.schema import default
@@ -167,6 +168,8 @@ def _schedule(n: int, recipe: Mapping[str, Any]) -> tuple[int, int, int]:
 
 
 def _check_data(x: Tensor, y: Tensor, num_classes: int | None) -> tuple[Tensor, Tensor, int]:
+    import torch
+
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     if not x.is_floating_point() or x.dim() < 2 or y.dim() != 1 or len(x) != len(y):
         raise ContractError(f"training data: expected x (N, ...) float and y (N,) int64, got "

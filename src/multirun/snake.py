@@ -23,8 +23,6 @@ from collections.abc import Callable
 # Read by MKL at its first call, so setting it here (before any work) is in time.
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
-import torch  # noqa: E402
-
 from multirun import gpus  # noqa: E402
 from multirun.contracts import (  # noqa: E402
     NO_SPACE,
@@ -56,7 +54,7 @@ def run(snakemake, main: Callable[[object], None]) -> None:
         _fail(snakemake, no_space(log_path, err) if err.errno in NO_SPACE else err, None)
     if log:
         sys.stdout = sys.stderr = log
-    torch.set_num_threads(max(1, int(snakemake.threads)))
+    _use_threads(max(1, int(snakemake.threads)))
     try:
         with gpus.job_slot(snakemake):
             main(snakemake)
@@ -81,6 +79,14 @@ def run(snakemake, main: Callable[[object], None]) -> None:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
             with contextlib.suppress(OSError):  # a full disk: the log stays as it is
                 log.close()
+
+
+def _use_threads(n: int) -> None:
+    """The job's thread count for torch: now if a script's imports loaded it, else when it
+    loads (torch reads ``OMP_NUM_THREADS``; jobs that never need it never pay its 3-4 s)."""
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
 
 
 def _paths(output) -> list[str]:

@@ -32,7 +32,7 @@ import numpy as np
 
 from multirun.config import ConfigError, shards
 from multirun.contracts import ContractError
-from multirun.models import normalize_spec
+from multirun.model_spec import normalize_spec
 from multirun.recipe import PER_MEMBER_KEYS, normalize_recipe
 
 SAFE = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -48,7 +48,7 @@ class Point:
 
     name: str                      # "batchnorm=true,lr=0.01"
     values: dict[str, Any]         # dotted grid key -> value, in the grid's order
-    model: dict[str, Any]          # canonical model spec (multirun.models.normalize_spec)
+    model: dict[str, Any]          # canonical model spec (multirun.model_spec.normalize_spec)
     recipe: dict[str, Any]         # canonical recipe (multirun.recipe.normalize_recipe)
     pack: str = field(default="")  # the pack it trains in with pack: true
 

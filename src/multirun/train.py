@@ -56,7 +56,8 @@ from multirun.checkpoint import (  # noqa: F401 (re-exported)
 )
 from multirun.contracts import ContractError
 from multirun.early_stopping import EarlyStopping
-from multirun.models import build_model, meta_model, normalize_spec
+from multirun.model_spec import normalize_spec
+from multirun.models import build_model, meta_model
 from multirun.programs import CNN1DProgram, MLPProgram, Program, VmapProgram, pick_program
 from multirun.recipe import (  # noqa: F401 (re-exported)
     AUGMENTS,

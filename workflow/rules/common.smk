@@ -6,7 +6,7 @@ from multirun import published as hub
 from multirun.codehash import code_hashes
 from multirun.config import check, shards
 from multirun.locks import lock_advice
-from multirun.models import model_files, normalize_spec
+from multirun.model_spec import model_files, normalize_spec
 from multirun.recipe import normalize_recipe
 
 # Strings from --config become the schema's types; every absent key takes its default.
