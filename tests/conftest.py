@@ -29,6 +29,13 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("device", ["cpu", *(["cuda"] if torch.cuda.is_available() else [])])
 
 
+def pytest_collection_modifyitems(items):
+    """The SLURM run first: it mostly waits (sbatch, squeue), and started first it overlaps
+    the other workers' tests instead of being the last one left (pytest-xdist hands out the
+    test files in this order)."""
+    items.sort(key=lambda item: item.path.name != "test_slurm.py")  # stable: else as collected
+
+
 def job_env(root: Path = ROOT, env: dict | None = None) -> dict:
     """The environment of a snakemake run: jobs import the library of checkout ``root``."""
     path = os.pathsep.join(p for p in (str(root / "src"), os.environ.get("PYTHONPATH")) if p)

@@ -60,3 +60,35 @@ def test_hash_changes_with_used_code_only(tmp_path):
     assert changed != before
     (pkg / "b.cpp").write_text("int f() { return 1; }\n")
     assert code_hash(script, pkg) == before  # content, not modification time
+
+
+def full_tree_imports(path: Path, module: str) -> set[str]:
+    """The reference: every import node of the file's whole syntax tree, resolved as the
+    scanner resolves them (the scanner parses only the import statements)."""
+    import ast
+
+    is_pkg, names = path.name == "__init__.py", set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = module.split(".") if is_pkg else module.split(".")[:-1]
+            stem = (".".join(base[: len(base) - (node.level - 1)] + ([node.module] if node.module else []))
+                    if node.level else node.module or "")
+            names |= {stem, *(f"{stem}.{a.name}" for a in node.names)}
+    return {n for n in names if n == "multirun" or n.startswith("multirun.")}
+
+
+def test_import_scan_finds_what_the_whole_syntax_tree_finds(tmp_path):
+    from multirun.codehash import _imported
+
+    files = [*SRC.rglob("*.py"), *(ROOT / "scripts").glob("*.py"), *(ROOT / "examples").glob("*.py")]
+    tricky = tmp_path / "tricky.py"
+    tricky.write_text('"""Docs: import statements are read, not run."""\n'
+                      "from multirun.a import (  # a comment (with a parenthesis)\n"
+                      "    x,  # ) another\n    y,\n)\n\n\ndef f():\n    import multirun.b as b\n"
+                      "    from . import c\n    return b\n")
+    for path in [*files, tricky]:
+        assert _imported(path, "multirun.pkg.mod") == full_tree_imports(path, "multirun.pkg.mod"), path
+    assert _imported(tricky, "multirun.pkg.mod") == {
+        "multirun.a", "multirun.a.x", "multirun.a.y", "multirun.b", "multirun.pkg", "multirun.pkg.c"}

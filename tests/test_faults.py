@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -140,10 +141,11 @@ def test_check_lists_damaged_files_and_its_command_repairs_them(tiny_run, tiny_c
     command): check names each, its one command remakes all."""
     workdir, _ = tiny_copy
     res = workdir / "results"
-    damaged = [res / "data" / "dataset.npz", res / "train" / "width-8.pt",
+    # the files are downstream ones, so the repair reruns a third of the run, not all of it
+    damaged = [res / "hessian" / "shard-000-0.npz", res / "train" / "width-8.pt",
                res / "logits" / "shard-001" / "train.npy", res / "knn" / "raw" / "scores.csv"]
     times = {path: path.stat().st_mtime_ns for path in damaged}
-    (res / "data" / "dataset.npz").write_bytes(b"")  # zero bytes
+    (res / "hessian" / "shard-000-0.npz").write_bytes(b"")  # zero bytes
     (res / "train" / "width-8.pt").write_bytes(os.urandom(300))  # garbage checkpoint
     logits = res / "logits" / "shard-001" / "train.npy"
     logits.write_bytes(logits.read_bytes()[:400])  # truncated
@@ -157,7 +159,7 @@ def test_check_lists_damaged_files_and_its_command_repairs_them(tiny_run, tiny_c
     assert proc.returncode != 0
     line = next(x for x in text.splitlines() if x.startswith("multirun error in rule check"))
     assert re.search(r"4 of \d+ files break their contract", line)
-    for path, why in [("data/dataset.npz", "cannot be read"), ("train/width-8.pt", "cannot be loaded"),
+    for path, why in [("hessian/shard-000-0.npz", "cannot be read"), ("train/width-8.pt", "cannot be loaded"),
                       ("logits/shard-001/train.npy", "cannot be read"),
                       ("knn/raw/scores.csv", "the config gives 18")]:
         assert re.search(rf"results/{re.escape(path)}: [^\n]*{why}", text), (path, text[-3000:])
@@ -194,6 +196,10 @@ def test_lock_advice_tells_a_live_run_from_a_dead_one(tiny_copy):
     fake.write_text("import time\ntime.sleep(120)\n")
     live = subprocess.Popen([sys.executable, str(fake)], cwd=workdir)
     try:
+        cmdline = Path(f"/proc/{live.pid}/cmdline")
+        deadline = time.monotonic() + 30  # until the child has exec'd (before: pytest's argv)
+        while str(fake).encode() not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)
         advice = lock_advice(workdir)
         assert f"pid {live.pid}" in advice and "Do NOT use --unlock" in advice
     finally:

@@ -122,6 +122,7 @@ def test_own_dataset_runs_the_workflow_and_editing_it_reruns_what_follows(tmp_pa
     cfg = tiny_config()
     cfg["dataset"] = {**cfg["dataset"], "name": "npz", "path": "mine.npz"}
     cfg["width_sweep"]["default_widths"] = []
+    cfg["hessian"]["models"] = 0  # the Hessian of your model is tests/test_own_model.py's
     write_config(tmp_path, cfg)
     snakemake(tmp_path)
     stored = contracts.load_dataset(tmp_path / "results/data/dataset.npz")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import re
 from pathlib import Path
 
 import multirun
@@ -24,6 +25,7 @@ PACKAGE = "multirun"
 PACKAGE_DIR = Path(multirun.__file__).resolve().parent
 
 
+@functools.lru_cache(maxsize=4096)
 def _module_file(name: str, root: Path) -> Path | None:
     """``multirun.a.b`` -> ``root/a/b.py`` or ``root/a/b/__init__.py`` (None if neither)."""
     parts = name.split(".")[1:]
@@ -32,19 +34,38 @@ def _module_file(name: str, root: Path) -> Path | None:
     return next((p for p in [*candidates, base / "__init__.py"] if p.is_file()), None)
 
 
+def _stamp(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path), st.st_mtime_ns, st.st_size
+
+
 def _imported(path: Path, module: str) -> set[str]:
     """Dotted names of the ``multirun`` modules that ``path`` (module ``module``) may import."""
-    return set(_imports_in(path.read_text(), str(path), module))
+    return set(_imports_in(_stamp(path), module))
+
+
+# An import statement at any indentation, parenthesised lists included: only these lines are
+# parsed (a whole module's syntax tree costs ~10 ms, and a Snakefile asks for ~80 of them).
+_STATEMENT = re.compile(r"^[ \t]*(?:from[ \t]+[\w.]+[ \t]+import[ \t]*(?:\([^)]*\)|[^\n]*)"
+                        r"|import[ \t]+[^\n]*)", re.M)
 
 
 @functools.lru_cache(maxsize=4096)
-def _imports_in(text: str, filename: str, module: str) -> frozenset[str]:
-    """:func:`_imported` of source ``text``, parsed once per process for each content (a
-    Snakefile asks for the closure of every rule's script, and they share most modules)."""
-    tree = ast.parse(text, filename=filename)
+def _imports_in(stamp: tuple[str, int, int], module: str) -> frozenset[str]:
+    """:func:`_imported` of the file ``stamp`` names (path, mtime, size: read once per process
+    while it is unchanged; a Snakefile asks for the closure of every rule's script, and they
+    share most modules)."""
+    filename = stamp[0]
+    statements = []
+    code = re.sub(r"#[^\n]*", "", Path(filename).read_text())  # a comment may hold a ")"
+    for match in _STATEMENT.finditer(code):
+        try:  # a line of a docstring that reads like an import is not code
+            statements += ast.parse(match.group().strip()).body
+        except SyntaxError:
+            continue
     is_pkg = Path(filename).name == "__init__.py"
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in statements:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -78,11 +99,19 @@ def module_files(script: str | Path, root: Path = PACKAGE_DIR) -> list[Path]:
         todo += sorted(_imported(path, name) - set(seen))
     files = set(seen.values())
     for path in list(files):
-        if path.name == "__init__.py":
-            files |= {p for p in path.parent.iterdir() if p.is_file() and p.suffix not in (".py", ".pyc")}
-        else:
-            files |= {p for p in path.parent.glob(path.stem + ".*") if p.suffix not in (".py", ".pyc")}
+        files |= _companions(path)
     return sorted(files)
+
+
+@functools.lru_cache(maxsize=4096)
+def _companions(path: Path) -> frozenset[Path]:
+    """Non-Python files that belong to module ``path``: beside it with its name (``kernel.cpp``
+    beside ``kernel.py``), or anywhere in its folder for a package's ``__init__.py``."""
+    if path.name == "__init__.py":
+        found = (p for p in path.parent.iterdir() if p.is_file())
+    else:
+        found = path.parent.glob(path.stem + ".*")
+    return frozenset(p for p in found if p.suffix not in (".py", ".pyc"))
 
 
 def file_hash(path: str | Path, length: int = 8) -> str:

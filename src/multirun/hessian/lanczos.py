@@ -317,22 +317,3 @@ def slq(
         "num_hvps": np.int64(operator.num_matvecs - start),
         "num_params": np.int64(P),
     }
-
-
-def spectral_density(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian-broadened SLQ density on ``grid``.
-
-    ``phi(t) = mean_probe sum_i w_i N(t; theta_i, sigma^2)``; integrates to 1 over the real
-    line (each probe's weights sum to 1). Args: ``nodes``, ``weights`` (probes, m) or (m,);
-    ``grid`` (G,); ``sigma`` > 0 in eigenvalue units. Returns (G,) float64.
-    """
-    if not sigma > 0:
-        raise ContractError(f"hessian.slq.sigma must be > 0, got {sigma}")
-    nodes = np.atleast_2d(np.asarray(nodes, dtype=np.float64))
-    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    grid = np.asarray(grid, dtype=np.float64)
-    out = np.zeros(grid.shape)
-    norm = 1.0 / (sigma * math.sqrt(2 * math.pi))
-    for th, w in zip(nodes, weights, strict=True):
-        out += (w[None, :] * np.exp(-0.5 * ((grid[:, None] - th[None, :]) / sigma) ** 2)).sum(axis=1)
-    return out * norm / len(nodes)
