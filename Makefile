@@ -55,8 +55,9 @@ run: setup            ## the default workflow (MNIST-1D, offline, CPU)
 # Two tiers, both in `make test`: the unit tier (library against references, seconds each)
 # and the workflow tier (pytest -m workflow: the tiny workflow end to end, every README
 # command, the report in Chromium, a local SLURM). One worker per core (pytest-xdist); a
-# test file stays on one worker, and the tiny run is made once and shared (tests/conftest.py).
-PYTEST := $(BIN)/python -m pytest -n auto --dist loadfile
+# test file stays on one worker, files are handed out in tests/conftest.py's order (slowest
+# first), and the tiny run is made once and shared (tests/conftest.py).
+PYTEST := $(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 test: setup system-deps ## both tiers: unit tests, the tiny workflow end to end (also on SLURM), lint
 	$(PYTEST)
 

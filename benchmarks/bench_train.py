@@ -192,6 +192,75 @@ def report(name: str, r: dict, full_epochs: int) -> None:
               f"{loop / best:.2f}x the loop")
 
 
+def mlp_gemm_seconds(spec: dict, in_features: int, classes: int, seeds: int, batch: int,
+                     repeats: int = 5, calls: int = 20) -> float:
+    """Seconds of one step's matrix products alone, as :class:`multirun.programs.MLPProgram`
+    calls them (``torch.bmm`` with ``out=``, the same shapes, layouts and transposes):
+    forward ``M_l @ a_l``, backward ``dz @ a_l^T`` and ``M_l[..., :-1]^T @ dz``. Best of
+    ``repeats`` runs of ``calls`` steps' products: the reference the program is a fraction of."""
+    dims = [in_features] + [spec["width"]] * spec["depth"] + [classes]
+    s, b, dev = seeds, batch, DEVICE["device"]
+    M = [torch.randn(s, o, i + 1, device=dev) for i, o in zip(dims, dims[1:], strict=False)]
+    acts = [torch.randn(s, b, dims[0] + 1, device=dev).transpose(1, 2)]
+    acts += [torch.randn(s, d + 1, b, device=dev) for d in dims[1:-1]]
+    z = [torch.empty(s, o, b, device=dev) for o in dims[1:]]
+    grads = [torch.empty_like(m) for m in M]
+    dh = [torch.empty(s, d, b, device=dev) for d in dims[1:-1]]
+
+    def step_products():
+        for i, m in enumerate(M):
+            torch.bmm(m, acts[i], out=z[i])
+        for i in range(len(M) - 1, -1, -1):
+            torch.bmm(z[i], acts[i].transpose(1, 2), out=grads[i])
+            if i:
+                torch.bmm(M[i][..., :-1].transpose(1, 2), z[i], out=dh[i - 1])
+
+    step_products()
+    best = float("inf")
+    for _ in range(repeats):
+        best = min(best, _seconds(lambda: [step_products() for _ in range(calls)]) / calls)
+    return best
+
+
+STEP_PHASES = ("forward GEMM", "backward GEMM", "elementwise", "optimiser", "data gather")
+
+
+def breakdown(data, spec, recipe, *, shard_size, epochs, repeats) -> None:
+    """The ``mlp`` program's time per phase, against its own GEMMs timed alone (interleaved)."""
+    x, y = data["x"], data["y"]
+    rec = {**recipe, "epochs": epochs}
+    batch = min(recipe["batch_size"], len(x))
+    steps = len(x) // batch * epochs
+    classes = int(y.max()) + 1
+    seeds = list(range(shard_size))
+    train_shard(x, y, seeds, spec, {**rec, "epochs": 1}, DEVICE["device"], progress=False,
+                program="mlp")  # warm-up
+    runs, refs = [], []
+    for _ in range(repeats):
+        refs.append(mlp_gemm_seconds(spec, x[0].numel(), classes, shard_size, batch))
+        phases: dict = {}
+        total = _seconds(lambda phases=phases: train_shard(
+            x, y, seeds, spec, rec, DEVICE["device"], progress=False, program="mlp",
+            phases=phases))
+        runs.append((total, phases))
+        refs.append(mlp_gemm_seconds(spec, x[0].numel(), classes, shard_size, batch))
+    gemm_step = min(refs)
+    total, phases = sorted(runs, key=lambda run: run[0])[len(runs) // 2]  # the median run
+    ratio = [steps * gemm_step / t for t, _ in runs]
+    print(f"mlp program, {shard_size} seeds x {epochs} epochs ({steps} steps of batch {batch}), "
+          f"the median of {repeats} runs: {total:.2f} s")
+    print(f"  GEMM reference: the step's {3 * (spec['depth'] + 1) - 1} torch.bmm alone at their "
+          f"shapes, {gemm_step * 1e6:.0f} us/step (best of the {len(refs)} measured around the "
+          f"runs), {steps * gemm_step:.2f} s for the run")
+    for name in STEP_PHASES:
+        sec = phases.get(name, 0.0)
+        print(f"  {name:42s}: {sec:6.2f} s  {sec / total:6.1%}")
+    other = total - sum(phases.values())
+    print(f"  {'other (loop, schedule, history, set-up)':42s}: {other:6.2f} s  {other / total:6.1%}")
+    print(f"RATIO mlp program / its GEMMs alone: {statistics.median(ratio):.2f} (target >= 0.5; "
+          f"per run {', '.join(f'{r:.2f}' for r in ratio)}; the timers add a little)")
+
+
 def airbench(args) -> None:
     """The airbench net at CIFAR-10 size on fabricated data: shard vs loop, steps only."""
     b, steps, s = args.airbench_batch, args.airbench_steps, args.airbench_seeds
@@ -306,6 +375,8 @@ def main() -> None:
                              "the per-epoch evaluation overhead")
     parser.add_argument("--sweep-rates", type=int, default=8)
     parser.add_argument("--sweep-seeds", type=int, default=4)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="only the mlp program's per-phase times against its own GEMMs")
     parser.add_argument("--accuracy", action="store_true")
     parser.add_argument("--acc-seeds", type=int, default=8)
     parser.add_argument("--cnn-lr", type=float, default=0.2)
@@ -346,6 +417,10 @@ def main() -> None:
         return
     timing = {"shard_size": shard, "epochs": args.epochs, "loop_seeds": args.loop_seeds,
               "repeats": args.repeats}
+    if spec["name"] == "mlp" and not spec.get("batchnorm"):
+        breakdown(data, spec, recipe, shard_size=shard, epochs=args.epochs, repeats=args.repeats)
+        if args.breakdown:
+            return
     programs = _programs(spec, recipe)
     r = compare(data, spec, recipe, programs=programs, **timing)
     report(f"{spec['name']} width {spec['width']}", r, full_epochs)

@@ -30,10 +30,12 @@ def pytest_generate_tests(metafunc):
 
 
 def pytest_collection_modifyitems(items):
-    """The SLURM run first: it mostly waits (sbatch, squeue), and started first it overlaps
-    the other workers' tests instead of being the last one left (pytest-xdist hands out the
-    test files in this order)."""
-    items.sort(key=lambda item: item.path.name != "test_slurm.py")  # stable: else as collected
+    """The order in which pytest-xdist hands out test files (make test: --dist loadfile
+    --no-loadscope-reorder): the SLURM run first (it mostly waits on sbatch and squeue, so
+    the other worker's tests fill that time), then the files that run workflows (minutes
+    each), then the unit tests (seconds), which even out the workers at the end."""
+    heavy = {item.path for item in items if item.get_closest_marker("workflow")}
+    items.sort(key=lambda item: (item.path.name != "test_slurm.py", item.path not in heavy))
 
 
 def job_env(root: Path = ROOT, env: dict | None = None) -> dict:

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from multirun.models import meta_model
+from multirun.timing import timed_phase
 
 PROGRAMS = ("auto", "vmap", "mlp", "cnn1d")
 
@@ -328,6 +329,8 @@ class _FlatLayers:
     layer with per-member (S,) hyperparameters.
     """
 
+    phases: dict | None = None  # benchmarks: seconds per part of step() (multirun.timing)
+
     def __init__(self, models: list[nn.Module], kinds: tuple[type, ...],
                  recipe: Mapping[str, Any], device: torch.device, dtype: torch.dtype,
                  per_member: Mapping[str, list[Any]] | None = None):
@@ -425,22 +428,34 @@ class MLPProgram(_FlatLayers):
         return loss / max(1, len(x)), correct / max(1, len(x))
 
     def step(self, xb: Tensor, yb: Tensor, lr: float) -> tuple[Tensor, Tensor]:
-        """One step on ``xb`` (S, B, D + 1), ``yb`` (S, B): per-seed loss (S,), correct (S,)."""
+        """One step on ``xb`` (S, B, D + 1), ``yb`` (S, B): per-seed loss (S,), correct (S,).
+
+        With a ``phases`` dict set (benchmarks), each part's seconds are added to it:
+        ``forward GEMM``, ``backward GEMM``, ``elementwise`` (ReLU, its backward, the
+        loss and its gradient) and ``optimiser``."""
+        ph, dev = self.phases, self.flat.device
         acts = [xb.transpose(1, 2)]  # (S, d + 1, B) each
         for i, m in enumerate(self.M):
-            z = torch.bmm(m, acts[-1], out=self.z[i])
+            with timed_phase(ph, "forward GEMM", dev):
+                z = torch.bmm(m, acts[-1], out=self.z[i])
             if i < len(self.h):
-                torch.clamp_min(z, 0, out=self.h[i][:, :-1])  # ReLU
+                with timed_phase(ph, "elementwise", dev):
+                    torch.clamp_min(z, 0, out=self.h[i][:, :-1])  # ReLU
                 acts.append(self.h[i])
         logits = self.z[-1]  # (S, C, B)
-        loss, correct, dz = _cross_entropy(logits, yb, self.smoothing)
+        with timed_phase(ph, "elementwise", dev):
+            loss, correct, dz = _cross_entropy(logits, yb, self.smoothing)
         for i in range(len(self.M) - 1, -1, -1):
-            torch.bmm(dz, acts[i].transpose(1, 2), out=self.G[i])
+            with timed_phase(ph, "backward GEMM", dev):
+                torch.bmm(dz, acts[i].transpose(1, 2), out=self.G[i])
+                if i:
+                    dh = torch.bmm(self.M[i][..., :-1].transpose(1, 2), dz, out=self.dh[i - 1])
             if i:
-                dh = torch.bmm(self.M[i][..., :-1].transpose(1, 2), dz, out=self.dh[i - 1])
-                dz = torch.ops.aten.threshold_backward.grad_input(
-                    dh, self.h[i - 1][:, :-1], 0, grad_input=dh)  # ReLU backward
-        self.opt.step(lr, self.G)
+                with timed_phase(ph, "elementwise", dev):
+                    dz = torch.ops.aten.threshold_backward.grad_input(
+                        dh, self.h[i - 1][:, :-1], 0, grad_input=dh)  # ReLU backward
+        with timed_phase(ph, "optimiser", dev):
+            self.opt.step(lr, self.G)
         return loss, correct
 
 

@@ -72,6 +72,7 @@ from multirun.recipe import (  # noqa: F401 (re-exported)
     normalize_recipe,
     split_members,
 )
+from multirun.timing import timed_phase
 
 STREAMS = {"init": 0, "order": 1, "noise": 2, "augment": 3, "subset": 4}
 DIVERGE_FACTOR = 10.0  # on_diverge="record": an epoch loss above 10x the first epoch's diverged
@@ -261,7 +262,7 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
                 validation: tuple[Tensor, Tensor] | None = None,
                 masks: Tensor | None = None,
                 evaluation: tuple[Tensor, Tensor] | None = None,
-                on_diverge: str = "raise") -> dict:
+                on_diverge: str = "raise", phases: dict | None = None) -> dict:
     """Train the S members ``seeds`` as one vectorised program; return the checkpoint.
 
     ``x`` (N, ...) float32 (float64 trains in float64, for exactness checks) and
@@ -290,6 +291,10 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     (S,) int64 (0-based, -1: never); it keeps its last finite epoch-end state and
     stops training (learning rate 0, optimiser state cleared), its history is NaN
     after that epoch, and the other members train exactly as without it.
+
+    ``phases`` (benchmarks): a dict to which the run adds the seconds of ``data gather``
+    (the batch's rows and labels) and, in the ``mlp`` program, of each part of a step
+    (:meth:`multirun.programs.MLPProgram.step`).
 
     ``num_classes`` defaults to ``max(y) + 1``. A tqdm bar over steps goes to stderr
     when ``progress``. ``program``: how a step runs (:mod:`multirun.programs`):
@@ -330,6 +335,8 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
         prog = VmapProgram(models, spec, input_shape, num_classes, recipe, probe, device,
                            x.dtype, per_member)
     del models
+    if phases is not None:  # benchmarks: seconds per phase (multirun.timing)
+        prog.phases = phases
     xd = prog.prepare(x.to(device))
     stopper = None
     if recipe["patience"]:
@@ -382,12 +389,14 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
         for idx in order:
             row = lrs[step]
             lr = row[0] if all(v == row[0] for v in row) else row
-            xb = xd.index_select(0, idx.flatten()).view(*idx.shape, *xd.shape[1:])  # (S, B, ...)
-            if recipe["augment"] != "none":
-                drawn = [draw_augment(recipe["augment"], idx.shape[1], g) for g in aug_gs]
-                stacked = {k: torch.cat([d[k] for d in drawn]) for k in drawn[0]}
-                xb = apply_augment(xb.flatten(0, 1), stacked).view_as(xb)
-            loss, correct = prog.step(xb, torch.gather(labels, 1, idx), lr)
+            with timed_phase(phases, "data gather", device):
+                xb = xd.index_select(0, idx.flatten()).view(*idx.shape, *xd.shape[1:])  # (S, B, ...)
+                if recipe["augment"] != "none":
+                    drawn = [draw_augment(recipe["augment"], idx.shape[1], g) for g in aug_gs]
+                    stacked = {k: torch.cat([d[k] for d in drawn]) for k in drawn[0]}
+                    xb = apply_augment(xb.flatten(0, 1), stacked).view_as(xb)
+                yb = torch.gather(labels, 1, idx)
+            loss, correct = prog.step(xb, yb, lr)
             loss_hist[:, epoch] += loss
             correct_hist[:, epoch] += correct
             step += 1

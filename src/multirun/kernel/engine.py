@@ -41,6 +41,7 @@ from multirun.kernel.reference import (
     log_probabilities,
 )
 from multirun.kernel.shards import ShardedLogits
+from multirun.timing import timed_phase
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -54,7 +55,10 @@ class KernelOptions:
     the accumulators and chunk buffers may use (None: half the free memory of the device,
     on a CPU at most 3/4 of ``job_memory_gb``, the job's memory request).
     ``precision``: fp32 | tf32 (CUDA only; fp32 elsewhere) | bf16 (GEMM inputs in bfloat16,
-    fp32 accumulation). ``device``: auto | cpu | cuda.
+    fp32 accumulation). ``device``: auto | cpu | cuda. ``phases``: a dict to which the run
+    adds the seconds of each phase (``read``: the chunks from the shards; ``moments``: the
+    statistics pass's arithmetic; ``transform``: fp16 -> fp32, log_softmax and z-score into
+    the GEMM layout; ``gemm``; ``topk``: the merge of each finished block), for benchmarks.
     """
 
     log_softmax: bool = True
@@ -65,6 +69,7 @@ class KernelOptions:
     device: str = "auto"
     progress: bool = True
     job_memory_gb: float | None = None
+    phases: dict | None = None
 
     @classmethod
     def from_params(cls, params, device: str = "auto", job_memory_mb: float | None = None,
@@ -96,6 +101,7 @@ class _Pass:
     gemm_dtype: torch.dtype
     fused: object | None
     bar: object
+    phases: dict | None = None
 
 
 # --------------------------------------------------------------------------- planning
@@ -184,10 +190,10 @@ def _raise_nonfinite(logits: ShardedLogits, idx: np.ndarray) -> None:
     raise AssertionError("non-finite chunk without a non-finite model")
 
 
-def _read(logits: ShardedLogits, idx: np.ndarray, rows: slice | None, device: torch.device
-          ) -> Tensor:
+def _read(p: _Pass, logits: ShardedLogits, idx: np.ndarray, rows: slice | None) -> Tensor:
     """Models ``idx`` (examples ``rows``) as a (m, n, C) tensor in the shards' dtype."""
-    return torch.from_numpy(logits.models(idx, rows)).to(device)
+    with timed_phase(p.phases, "read", p.device):
+        return torch.from_numpy(logits.models(idx, rows)).to(p.device)
 
 
 def _moments(p: _Pass, side: _Side, chunks: list[np.ndarray], selections: list[np.ndarray]
@@ -209,41 +215,48 @@ def _moments(p: _Pass, side: _Side, chunks: list[np.ndarray], selections: list[n
     m2_tiny = [torch.zeros_like(a) for a in mean]
     count = [0] * len(selections)
     for idx in chunks:
-        x_all = _read(logits, idx, None, p.device)
+        x_all = _read(p, logits, idx, None)
         for s, sel in enumerate(selections):
             mask = np.isin(idx, sel)
             if not mask.any():
                 continue
             x = x_all if mask.all() else x_all[torch.from_numpy(mask).to(p.device)]
             n = int(mask.sum())
-            if p.fused is not None:  # merges into mean, m2, m2_tiny in place
-                if p.fused.moments(x.contiguous(), mean[s], m2[s], m2_tiny[s], count[s],
-                                   p.log_softmax):
-                    _raise_nonfinite(logits, idx[mask])
-            else:
-                x = x.float().double()
-                x = (log_probabilities(x) if p.log_softmax else x).permute(0, 2, 1)
-                cmean = x.mean(0)
-                dev = x - cmean
-                cm2 = dev.square().sum(0)
-                if not (bool(torch.isfinite(cmean).all()) and bool(torch.isfinite(cm2).all())):
-                    _raise_nonfinite(logits, idx[mask])
-                delta = cmean - mean[s]
-                w = count[s] * n / (count[s] + n)
-                mean[s] += delta * (n / (count[s] + n))
-                m2[s] += cm2 + delta.square() * w
-                tiny = (x.abs() < TINY_VALUE).all(0)  # else the scaled squares may overflow
-                if bool(tiny.any()):
-                    cm2_tiny = (dev * TINY_SCALE).square_().sum(0)
-                    if count[s]:
-                        cm2_tiny += (delta * TINY_SCALE).square_() * w
-                    m2_tiny[s] = torch.where(tiny, m2_tiny[s] + cm2_tiny, math.nan)
-                else:
-                    m2_tiny[s].fill_(math.nan)
+            with timed_phase(p.phases, "moments", p.device):
+                _merge(p, logits, idx[mask], x, mean, m2, m2_tiny, count, s, n)
             count[s] += n
         p.bar.update(1)
     for s in range(len(selections)):
         side.stats.append(_finish(mean[s], m2[s], m2_tiny[s], count[s]))
+
+
+def _merge(p: _Pass, logits: ShardedLogits, idx: np.ndarray, x: Tensor, mean: list[Tensor],
+           m2: list[Tensor], m2_tiny: list[Tensor], count: list[int], s: int, n: int) -> None:
+    """Merge the n models ``x`` (n, N, C) into subset s's running statistics, in place."""
+    if p.fused is not None:  # merges into mean, m2, m2_tiny in place
+        if p.fused.moments(x.contiguous(), mean[s], m2[s], m2_tiny[s], count[s],
+                           p.log_softmax):
+            _raise_nonfinite(logits, idx)
+    else:
+        x = x.float().double()
+        x = (log_probabilities(x) if p.log_softmax else x).permute(0, 2, 1)
+        cmean = x.mean(0)
+        dev = x - cmean
+        cm2 = dev.square().sum(0)
+        if not (bool(torch.isfinite(cmean).all()) and bool(torch.isfinite(cm2).all())):
+            _raise_nonfinite(logits, idx)
+        delta = cmean - mean[s]
+        w = count[s] * n / (count[s] + n)
+        mean[s] += delta * (n / (count[s] + n))
+        m2[s] += cm2 + delta.square() * w
+        tiny = (x.abs() < TINY_VALUE).all(0)  # else the scaled squares may overflow
+        if bool(tiny.any()):
+            cm2_tiny = (dev * TINY_SCALE).square_().sum(0)
+            if count[s]:
+                cm2_tiny += (delta * TINY_SCALE).square_() * w
+            m2_tiny[s] = torch.where(tiny, m2_tiny[s] + cm2_tiny, math.nan)
+        else:
+            m2_tiny[s].fill_(math.nan)
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -283,6 +296,11 @@ def _normalised(p: _Pass, side: _Side, x: Tensor, rows: slice, subset: int) -> T
     Row ``model * len(classes) + k`` holds class ``classes[k]`` of that model, so a query
     block times a key chunk is ``Zq.T @ Zk`` over the stacked (model, class) dimension.
     """
+    with timed_phase(p.phases, "transform", p.device):
+        return _transform(p, side, x, rows, subset)
+
+
+def _transform(p: _Pass, side: _Side, x: Tensor, rows: slice, subset: int) -> Tensor:
     inv, mean64, inv64 = (t[:, rows].contiguous() for t in side.stats[subset])
     m, n, c = x.shape
     if p.fused is not None:
@@ -302,6 +320,11 @@ def _normalised(p: _Pass, side: _Side, x: Tensor, rows: slice, subset: int) -> T
 def _accumulate(p: _Pass, acc: Tensor, zq: Tensor, zk: Tensor, alpha: float, first: bool
                 ) -> None:
     """acc (=|+=) alpha * zq.T @ zk in float32 (the first product overwrites)."""
+    with timed_phase(p.phases, "gemm", p.device):
+        _product(p, acc, zq, zk, alpha, first)
+
+
+def _product(p: _Pass, acc: Tensor, zq: Tensor, zk: Tensor, alpha: float, first: bool) -> None:
     if p.gemm_dtype == torch.float32:
         acc.addmm_(zq.T, zk, beta=0.0 if first else 1.0, alpha=alpha)
         return
@@ -368,7 +391,7 @@ def kernel_blocks(queries: ShardedLogits, keys: ShardedLogits, models: Sequence[
     passes = len(groups) * ((1 if same else 2) + math.ceil(nq / block))
     p = _Pass(dev, o.log_softmax, cls, torch.bfloat16 if o.precision == "bf16" else torch.float32,
               build.fused() if dev.type == "cpu" else None,
-              _progress(len(chunks) * passes, o.progress, "kernel"))
+              _progress(len(chunks) * passes, o.progress, "kernel"), o.phases)
     def bytes_read() -> int:
         return keys.bytes_read + (0 if queries is keys else queries.bytes_read)
 
@@ -401,8 +424,8 @@ def _products(p: _Pass, q_side: _Side, k_side: _Side, chunks: list[np.ndarray],
         acc = [torch.empty(stop - start, nt, dtype=torch.float32, device=p.device) for _ in sels]
         started = [False] * len(sels)
         for idx in chunks:
-            xk = _read(k_side.logits, idx, None, p.device)
-            xq = None if same else _read(q_side.logits, idx, rows, p.device)
+            xk = _read(p, k_side.logits, idx, None)
+            xq = None if same else _read(p, q_side.logits, idx, rows)
             for s, sel in enumerate(sels):
                 mask = np.isin(idx, sel)
                 if not mask.any():

@@ -13,6 +13,7 @@ import torch
 from multirun.contracts import ContractError, load_npz, remake, save_npz
 from multirun.kernel.engine import KernelOptions, kernel_blocks
 from multirun.kernel.shards import ShardedLogits
+from multirun.timing import timed_phase
 
 
 def _options(options: KernelOptions | None, overrides: dict) -> KernelOptions:
@@ -49,13 +50,14 @@ def subset_neighbours(queries: ShardedLogits, keys: ShardedLogits,
     nq = queries.num_examples
     index = np.empty((len(subsets), nq, k), dtype=np.int32)
     similarity = np.empty((len(subsets), nq, k), dtype=np.float32)
-    for s, start, stop, acc in kernel_blocks(queries, keys, subsets, _options(options, overrides),
-                                             classes):
-        if exclude_self:
-            acc.diagonal(offset=start).fill_(-math.inf)
-        top = torch.topk(acc, k, dim=1, largest=True, sorted=True)
-        index[s, start:stop] = top.indices.cpu().numpy()
-        similarity[s, start:stop] = top.values.cpu().numpy()
+    options = _options(options, overrides)
+    for s, start, stop, acc in kernel_blocks(queries, keys, subsets, options, classes):
+        with timed_phase(options.phases, "topk", acc.device):
+            if exclude_self:
+                acc.diagonal(offset=start).fill_(-math.inf)
+            top = torch.topk(acc, k, dim=1, largest=True, sorted=True)
+            index[s, start:stop] = top.indices.cpu().numpy()
+            similarity[s, start:stop] = top.values.cpu().numpy()
     return index, similarity
 
 
