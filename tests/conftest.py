@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 import os
 import re
 import shutil
@@ -119,10 +120,22 @@ def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
     return shared_run(tmp_path_factory, "tiny_run")
 
 
-@pytest.fixture
-def tiny_copy(tiny_run, tmp_path) -> tuple[Path, dict]:
-    """A private copy of the finished tiny run (results and Snakemake metadata), to modify."""
-    src, cfg = tiny_run
+def private_copy(run: tuple[Path, dict], tmp_path: Path) -> tuple[Path, dict]:
+    """A copy of a finished shared run (results and Snakemake metadata, modification times
+    kept) in ``tmp_path / "run"``, and of its config, for a test to modify."""
+    src, cfg = run
     dst = tmp_path / "run"
     subprocess.run(["cp", "-a", str(src), str(dst)], check=True)
     return dst, copy.deepcopy(cfg)
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header, as dicts of strings."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def tiny_copy(tiny_run, tmp_path) -> tuple[Path, dict]:
+    """A private copy of the finished tiny run (results and Snakemake metadata), to modify."""
+    return private_copy(tiny_run, tmp_path)

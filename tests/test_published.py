@@ -8,7 +8,6 @@ have the published keys and dtypes at a small size; logits.npy is the 60k set's 
 
 from __future__ import annotations
 
-import csv
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -16,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import numpy as np
 import pytest
 import torch
-from conftest import snakemake, tiny_config, write_config
+from conftest import csv_rows, snakemake, tiny_config, write_config
 
 from multirun import data, knn, published
 from multirun.config import ConfigError
@@ -75,11 +74,6 @@ def _hub_cache(root, files, labels_train, labels_test, models=3):
 def _tiny_labels(cfg):
     ds = data.make_mnist1d(seed=cfg["dataset"]["seed"], num_samples=cfg["dataset"]["num_samples"])
     return ds["y_train"], ds["y_test"]
-
-
-def _rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 # --------------------------------------------------------------------------- names and listing
@@ -365,7 +359,7 @@ def test_published_runs_reproduce_the_writeup_code_to_the_last_digit(tmp_path):
     assert np.load(res / "logits" / "shard-001" / "seeds.npy").tolist() == list(range(41, 82))
     np.testing.assert_array_equal(np.load(res / "logits" / "shard-000" / "test.npy"),
                                   first["logits"].numpy())
-    rows = _rows(res / "knn" / "logsoftmax" / "scores.csv")
+    rows = csv_rows(res / "knn" / "logsoftmax" / "scores.csv")
     assert {int(r["n_models"]) for r in rows} == {2, 8, 41, 82}
     assert sum(r["method"] == "ensemble" and r["n_models"] == "8" for r in rows) == 3
     for r in rows:
@@ -457,7 +451,7 @@ def test_60k_set_is_streamed_in_place(tmp_path):
     pointer = json.loads((res / "published" / "arrays.json").read_text())
     assert pointer["shape"] == [models, len(y_test), 10]
     assert not list(res.rglob("*.npy"))  # read in place from the hub cache
-    rows = _rows(res / "knn" / "logsoftmax" / "scores.csv")
+    rows = csv_rows(res / "knn" / "logsoftmax" / "scores.csv")
     full = {r["method"]: r["accuracy"] for r in rows if r["n_models"] == str(models)}
     # the 60k README's evaluation: per-model accuracy; the ensemble of all models
     labels = torch.as_tensor(y_test)

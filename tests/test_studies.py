@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-import csv
-import subprocess
-
 import numpy as np
 import pytest
 import torch
-from conftest import planned_jobs, shared_run, write_config
+from conftest import csv_rows, planned_jobs, private_copy, shared_run, write_config
 
 from multirun import train
 from multirun.contracts import ContractError
@@ -197,15 +193,7 @@ def studies_run(tmp_path_factory):
 
 @pytest.fixture
 def studies_copy(studies_run, tmp_path):
-    src, cfg = studies_run
-    dst = tmp_path / "run"
-    subprocess.run(["cp", "-a", str(src), str(dst)], check=True)
-    return dst, copy.deepcopy(cfg)
-
-
-def _rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return private_copy(studies_run, tmp_path)
 
 
 @pytest.mark.workflow
@@ -217,14 +205,14 @@ def test_study_targets_produce_their_figures_and_tables(studies_run):
         assert (res / "figures" / f"{name}.png").stat().st_size > 10_000
     p = np.load(res / "studies" / "memorization" / "pcorrect.npz")
     assert p["p_real_e1"].shape == (240,) and set(p["epochs"].tolist()) == {1, 2}
-    mem = _rows(res / "studies" / "memorization" / "summary.csv")
+    mem = csv_rows(res / "studies" / "memorization" / "summary.csv")
     assert {(r["variant"], r["epochs"]) for r in mem} == {
         (v, e) for v in ("real", "randx", "randy") for e in ("1", "2")}
     assert all(float(r["seeds_per_second"]) > 0 and r["models"] == "2" for r in mem)
-    noise = _rows(res / "studies" / "label_noise" / "accuracy.csv")
+    noise = csv_rows(res / "studies" / "label_noise" / "accuracy.csv")
     assert len(noise) == 2 * 2 * 2  # architectures x alphas x seeds
     assert all(1 <= int(r["best_epoch"]) <= int(r["epochs_run"]) <= 4 for r in noise)
-    err = _rows(res / "studies" / "label_errors" / "scores.csv")
+    err = csv_rows(res / "studies" / "label_errors" / "scores.csv")
     assert {r["method"] for r in err} == {"kernel", "margin", "loss"}
     assert all(0 <= float(r["average_precision"]) <= 1 for r in err)
     nb = np.load(res / "studies" / "label_errors" / "kernel" / "neighbours.npz")

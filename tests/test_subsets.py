@@ -1,13 +1,10 @@
 """Subset training in the workflow (target subsets): masks, config checks, outputs, caching."""
 
-import copy
-import csv
-import subprocess
 
 import numpy as np
 import pytest
 import torch
-from conftest import planned_jobs, snakemake, tiny_config, write_config
+from conftest import csv_rows, planned_jobs, private_copy, shared_run, write_config
 
 from multirun import kernel, train
 from multirun.attribution import memorization, outcomes
@@ -53,16 +50,9 @@ def test_split_is_seed_order_training_validation_heldout():
 
 @pytest.fixture(scope="module")
 def subsets_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("subsets_run")
-    cfg = tiny_config()
-    write_config(workdir, cfg)
-    snakemake(workdir, "subsets")
-    return workdir, cfg
+    return shared_run(tmp_path_factory, "subsets_run", "subsets")
 
 
-def _rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.mark.workflow
@@ -84,34 +74,34 @@ def test_subsets_target_writes_masks_logits_tables_and_figures(subsets_run):
     # memorization.csv is the estimator on those masks and logits
     correct, _ = outcomes.outcomes(logits, data["y_train"])
     mem = memorization.memorization(masks, correct)
-    rows = _rows(root / "memorization.csv")
+    rows = csv_rows(root / "memorization.csv")
     assert list(rows[0]) == ["index", "label", "mem", "se", "n_in", "n_out"] and len(rows) == n
     got = np.array([float(r["mem"]) for r in rows])
     np.testing.assert_allclose(got, mem["mem"], atol=1e-12, equal_nan=True)
     assert [int(r["n_in"]) for r in rows] == mem["n_in"].tolist()
-    pairs = _rows(root / "influence_pairs.csv")
+    pairs = csv_rows(root / "influence_pairs.csv")
     assert len(pairs) == sub["top_pairs"]
     infl = [float(r["influence"]) for r in pairs]
     assert infl == sorted(infl, reverse=True)
-    prec = _rows(root / "kernel_precision.csv")
+    prec = csv_rows(root / "kernel_precision.csv")
     assert {(r["ranking"], int(r["k"])) for r in prec} == {
         (m, k) for m in ("kernel", "random") for k in sub["precision_at"]}
-    lds = _rows(root / "attribution" / "lds.csv")
+    lds = csv_rows(root / "attribution" / "lds.csv")
     methods = {(r["method"], int(r["n_models"])) for r in lds}
     assert {("datamodels", c) for c in sub["model_counts"]} <= methods
     assert {("trak", c) for c in sub["trak"]["model_counts"]} <= methods
     assert {("traker", c) for c in sub["trak"]["package_counts"]} <= methods
     assert {("kernel", c) for c in sub["kernel_counts"]} <= methods
     assert all(-1 <= float(r["lds"]) <= 1 for r in lds)
-    agree = _rows(root / "attribution" / "agreement.csv")
+    agree = csv_rows(root / "attribution" / "agreement.csv")
     assert {"correlation", f"overlap_top{sub['overlap_k'][0]}"} <= set(agree[0])
-    errors = _rows(root / "label_errors" / "scores.csv")
+    errors = csv_rows(root / "label_errors" / "scores.csv")
     got_methods = {r["method"] for r in errors}
     assert {"cleanlab", "oos_self_confidence", "subset_kernel", "in_sample_kernel",
             "in_sample_margin", "in_sample_loss"} <= got_methods
     assert {int(r["n_models"]) for r in errors if r["method"] == "cleanlab"} == set(
         sub["label_errors"]["model_counts"])
-    timing = _rows(root / "timing.csv")
+    timing = csv_rows(root / "timing.csv")
     assert [r["program"] for r in timing] == ["subsets", "full_data"]
     for name in ("subsets_memorization", "subsets_influence", "subsets_label_errors",
                  "subsets_attribution"):
@@ -126,10 +116,7 @@ def test_subsets_are_not_in_the_default_run(subsets_run):
 
 @pytest.mark.workflow
 def test_more_seeds_train_only_the_new_shard(subsets_run, tmp_path):
-    src, cfg = subsets_run
-    workdir = tmp_path / "run"
-    subprocess.run(["cp", "-a", str(src), str(workdir)], check=True)
-    cfg = copy.deepcopy(cfg)
+    workdir, cfg = private_copy(subsets_run, tmp_path)
     cfg["subsets"]["seeds"] += cfg["subsets"]["shard_size"]
     write_config(workdir, cfg)
     jobs = planned_jobs(workdir, "subsets")
