@@ -4,8 +4,9 @@ Default (a few minutes on a 2-core CPU): synthetic fp16 logits (512 models, 10,0
 2,000 test, 10 classes) written as two .npy shards per split, then, in this one process:
 
 * ``GEMM reference``: ``torch.addmm`` at the engine's own shape (a query block of every test
-  row times a chunk of 64 models x classes against every key), best of 5, measured right
-  before and after every engine run;
+  row times a chunk of models x classes against every key; the chunk that
+  ``chunk_models: auto`` measured for this machine), best of 5, measured right before and
+  after every engine run;
 * ``reference``: the write-up's ``compute_kernel`` (adapted from .cuda() to CPU, below) + top-k;
 * ``engine``: :func:`multirun.kernel.neighbours` (fused CPU kernels), with the seconds and
   share of each phase (read, statistics, transform, GEMM, top-k), and the same with plain
@@ -50,7 +51,7 @@ from benchlib import cpu_name, device_name, sync
 
 import multirun.kernel as K
 from multirun.contracts import pick_device
-from multirun.kernel import ShardedLogits, neighbours
+from multirun.kernel import ShardedLogits, neighbours, tune
 
 TOPK = 20
 
@@ -225,8 +226,11 @@ def bench_default(models: int, train: int, test: int, classes: int, repeats: int
             return neighbours(q, t, k=TOPK, progress=False, device="cpu", phases=phases)
 
         # The engine's own GEMM: a query block of all test rows (the plan when the
-        # accumulator fits) times a chunk of 64 models x classes stacked, against all keys.
-        shape = (test, min(64, models) * classes, train)
+        # accumulator fits) times a chunk of models x classes stacked, against all keys; the
+        # chunk is kernel.chunk_models: auto, measured here on first use (multirun.kernel.tune).
+        chunk = tune.chunk_models(torch.device("cpu"), classes)
+        print(f"chunk_models auto: {chunk} on this machine (cache: {tune.cache_dir() / tune.FILE})")
+        shape = (test, min(chunk, models) * classes, train)
         # The machine may be shared: measure the reference right before and after every
         # engine run and pair each write-up run with an engine run; report medians of ratios.
         peaks, engine_s, reference_s, of_peak, speedup, runs = [], [], [], [], [], []

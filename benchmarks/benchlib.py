@@ -5,25 +5,19 @@ The scripts run as ``python benchmarks/<name>.py``, so this folder is on ``sys.p
 
 from __future__ import annotations
 
-import platform
-from pathlib import Path
-
 import torch
+
+from multirun import timing
 
 
 def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
+    """The CPU's model name, family, model and vector width (``multirun.timing``)."""
+    return timing.device_name()
 
 
 def device_name(device: torch.device) -> str:
     """The GPU's name for a CUDA device, else the CPU's."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return timing.device_name(device)
 
 
 def sync(device: torch.device) -> None:

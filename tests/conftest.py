@@ -114,6 +114,16 @@ def shared_run(tmp_path_factory, name: str, *targets: str) -> tuple[Path, dict]:
     return workdir, cfg
 
 
+@pytest.fixture(scope="session", autouse=True)
+def measured_settings(tmp_path_factory) -> Path:
+    """``kernel.chunk_models: auto`` caches its measurement per machine: for the suite in the
+    session's temporary folder (shared by the xdist workers), never in the user's cache."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "multirun-cache"
+    os.environ["MULTIRUN_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
     """A finished run of the whole workflow on the tiny config (shared, do not modify)."""

@@ -69,6 +69,8 @@ def test_library_defaults_are_the_schemas():
         ({"train": {"recipe": {"lr": "5e-4"}}}, ("train", "recipe", "lr"), 5e-4),
         ({"train": {"recipe": {"momentum": "0.5"}}}, ("train", "recipe", "momentum"), 0.5),
         ({"knn": {"k": ["1", "3"]}}, ("knn", "k"), [1, 3]),
+        ({"kernel": {"chunk_models": "128"}}, ("kernel", "chunk_models"), 128),  # anyOf
+        ({"kernel": {"chunk_models": "auto"}}, ("kernel", "chunk_models"), "auto"),
         ({"kernel": {"dense": "true"}}, ("kernel", "dense"), True),
         ({"hessian": {"z": "[0.5, 2]"}}, ("hessian", "z"), [0.5, 2]),
         ({"train": {"model": {"name": "cnn1d", "width": "25"}}}, ("train", "model", "width"), 25),
@@ -99,6 +101,8 @@ def test_rules_and_scripts_repeat_no_default():
         (lambda c: c.update(extra=1), "config key extra: unknown key"),
         (lambda c: c["train"].update(seeds="many"), "train.seeds: 'many' is not of type 'integer'"),
         (lambda c: c["train"].update(seeds=1), "config key train.seeds: 1 is less than the minimum of 2"),
+        (lambda c: c["kernel"].update(chunk_models="big"),
+         "config key kernel.chunk_models: 'big' is not an integer >= 1 or 'auto'"),
         (lambda c: c["train"]["model"].update(name="vgg"), "config key train.model.name"),
         (lambda c: c["train"]["model"].update(width=0), "config key train.model.width"),
         (lambda c: c["train"]["recipe"].update(optimizer="lamb"), "train.recipe.optimizer"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import decimal
 import functools
+import json
 
 import numpy as np
 import pytest
@@ -562,3 +563,63 @@ def test_fused_loops_are_built_at_setup_and_loaded_without_compiling(monkeypatch
     monkeypatch.setattr(build, "compile_extension", compile_extension)
     module = build.fused()
     assert module is not None and callable(module.transform) and callable(module.moments)
+
+
+# ----------------------------------------------------------------------------- chunk_models: auto
+
+
+def test_auto_chunk_is_measured_once_per_machine_and_cached(data, tmp_path, monkeypatch, capsys):
+    from multirun.kernel import tune
+
+    monkeypatch.setenv("MULTIRUN_CACHE", str(tmp_path / "cache"))
+    cpu = torch.device("cpu")
+    calls, real = [], tune.measure
+
+    def small_measure(device, classes, precision, log_softmax):  # the real engine, small
+        calls.append(classes)
+        return real(device, classes, precision, log_softmax, candidates=(2, 4, 8),
+                            models=16, examples=48, repeats=1)
+
+    monkeypatch.setattr(tune, "measure", small_measure)
+    chosen = tune.chunk_models(cpu, 5)
+    assert chosen in (2, 4, 8) and calls == [5]
+    assert f"chunk_models auto -> {chosen}" in capsys.readouterr().out
+    entry = json.loads((tmp_path / "cache" / tune.FILE).read_text())[tune.key(cpu, 5, "fp32", True)]
+    assert entry["chunk_models"] == chosen and set(entry["seconds"]) == {"2", "4", "8"}
+    assert all(s > 0 for s in entry["seconds"].values())
+    assert tune.chunk_models(cpu, 5) == chosen and calls == [5]  # read back, not measured
+    assert "AVX-512 " in tune.key(cpu, 5, "fp32", True).replace(")", " ")  # the CPU, named
+    tune.chunk_models(cpu, 7)  # another problem: its own entry
+    assert calls == [5, 7]
+    (tmp_path / "cache" / tune.FILE).write_text("{not json")  # a damaged cache is measured again
+    assert tune.chunk_models(cpu, 5) in (2, 4, 8) and calls == [5, 7, 5]
+
+
+def test_auto_uses_the_cached_chunk_and_agrees_with_an_explicit_one(tmp_path, monkeypatch, capsys):
+    from multirun.kernel import tune
+
+    monkeypatch.setenv("MULTIRUN_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(3)
+    test, train = random_logits(rng, 40, 13, 5), random_logits(rng, 40, 17, 5)
+    q = ShardedLogits(write_shards(tmp_path, "q", test, [25]))
+    t = ShardedLogits(write_shards(tmp_path, "t", train, [25]))
+    cache = tmp_path / "cache" / tune.FILE
+    cache.parent.mkdir()
+    cache.write_text(json.dumps({tune.key(torch.device("cpu"), 5, "fp32", True):
+                                 {"chunk_models": 16}}))
+    monkeypatch.setattr(tune, "measure", lambda *a, **k: pytest.fail("measured despite the cache"))
+    auto = dense_kernel(q, t, device="cpu", progress=False)
+    assert "40 models in 1 group(s) and chunks of 16" in capsys.readouterr().out
+    np.testing.assert_allclose(auto, dense_kernel(q, t, chunk_models=64, device="cpu",
+                                                  progress=False), atol=1e-6)
+    small = ShardedLogits(write_shards(tmp_path, "s", test[:30], [10]))  # <= 32 models: one chunk
+    dense_kernel(small, small, device="cpu", classes=[0, 1], progress=False)
+    assert "chunks of 30" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", [0, "big", True, 2.5])
+def test_a_bad_chunk_size_names_the_key(data, bad):
+    tmp_path, test, train = data
+    q = ShardedLogits(write_shards(tmp_path, "q", test, [10]))
+    with pytest.raises(ContractError, match=r"kernel.chunk_models must be an integer >= 1 or 'auto'"):
+        dense_kernel(q, q, chunk_models=bad, progress=False)

@@ -1,10 +1,10 @@
-"""Your own dataset (docs/datasets.md): the .npz checks, scikit-learn's digits, the workflow."""
+"""Your own dataset (docs/datasets.md): the .npz checks and scikit-learn's digits. The workflow
+on your own .npz runs in tests/test_own_model.py, with the own-model door, as one run."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import planned_jobs, snakemake, tiny_config, write_config
 
 from multirun import contracts
 from multirun.config import ConfigError, check
@@ -112,25 +112,3 @@ def test_digits_are_scikit_learns_images_split_by_the_seed():
     other = make_digits(seed=1)
     assert not np.array_equal(other["y_test"], ds["y_test"])
     np.testing.assert_array_equal(make_digits(seed=42)["x_test"], ds["x_test"])
-
-
-@pytest.mark.workflow
-def test_own_dataset_runs_the_workflow_and_editing_it_reruns_what_follows(tmp_path):
-    """The tiny config on your own .npz (digits written out, pictures included)."""
-    arrays = make_digits(seed=0)
-    np.savez(tmp_path / "mine.npz", **arrays)
-    cfg = tiny_config()
-    cfg["dataset"] = {**cfg["dataset"], "name": "npz", "path": "mine.npz"}
-    cfg["width_sweep"]["default_widths"] = []
-    cfg["hessian"]["models"] = 0  # the Hessian of your model is tests/test_own_model.py's
-    write_config(tmp_path, cfg)
-    snakemake(tmp_path)
-    stored = contracts.load_dataset(tmp_path / "results/data/dataset.npz")
-    np.testing.assert_array_equal(stored["images_train"], arrays["images_train"])
-    assert (tmp_path / "results/figures/neighbour_pairs.png").is_file()
-    assert planned_jobs(tmp_path) == {}
-    arrays["y_train"][:5] = (arrays["y_train"][:5] + 1) % 10
-    np.savez(tmp_path / "mine.npz", **arrays)
-    jobs = planned_jobs(tmp_path)
-    assert jobs["dataset"] == 1 and jobs["train_shard"] == 2 and jobs["kernel"] >= 1
-    assert jobs["figure_neighbours"] == 1

@@ -1,5 +1,5 @@
-"""Your own model (docs/models.md): examples/resmlp.py end to end, the bad-input messages,
-and the rerun promises of its code hash."""
+"""Your own model (docs/models.md): examples/resmlp.py end to end (on your own dataset, the
+other door, in the same run), the bad-input messages, and the rerun promises of its code hash."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT, planned_jobs, snakemake, tiny_config, write_config
 
-from multirun import model_spec, models
+from multirun import contracts, model_spec, models
 from multirun.codehash import file_hash
 from multirun.config import ConfigError, check
 from multirun.contracts import ContractError
+from multirun.data import make_digits
 from multirun.hessian import HessianOperator
 from multirun.schema import default
 from multirun.train import evaluate_shard, load_member, train_one, train_shard
@@ -170,12 +171,16 @@ def test_schema_allows_extra_keys_only_for_user_models():
 
 @pytest.fixture(scope="module")
 def resmlp_run(tmp_path_factory):
-    """The tiny config with train.model = examples/resmlp.py:ResMLP, run to the end."""
+    """Both doors in one run (one workflow run fewer in the suite): the tiny config with
+    train.model = examples/resmlp.py:ResMLP on your own dataset, scikit-learn's digits
+    written to ``mine.npz`` (pictures included; docs/datasets.md), run to the end."""
     workdir = tmp_path_factory.mktemp("resmlp_run")
     (workdir / "examples").mkdir()
     shutil.copy(EXAMPLE, workdir / "examples" / "resmlp.py")
     (workdir / "other.py").write_text("x = 1\n")
+    np.savez(workdir / "mine.npz", **make_digits(seed=0))
     cfg = tiny_config()
+    cfg["dataset"] = {**cfg["dataset"], "name": "npz", "path": "mine.npz"}
     cfg["train"]["model"] = {"name": "examples/resmlp.py:ResMLP", "width": 8, "depth": 1,
                              "batchnorm": False, "expansion": 2}
     cfg["width_sweep"]["default_widths"] = []  # the sweep trains the built-in MLP: not this test's
@@ -205,6 +210,27 @@ def test_own_model_runs_the_workflow_and_its_file_is_in_the_code_hash(resmlp_run
         assert jobs["figure_neighbours"] == 1 and "dataset" not in jobs
     finally:
         source.write_text(original)
+
+
+@pytest.mark.workflow
+def test_own_dataset_runs_the_workflow_and_editing_it_reruns_what_follows(resmlp_run):
+    """The same run's dataset door: the stored dataset is the file's, and an edit of the
+    file reruns the dataset and what follows."""
+    workdir = resmlp_run
+    arrays = make_digits(seed=0)
+    stored = contracts.load_dataset(workdir / "results/data/dataset.npz")
+    np.testing.assert_array_equal(stored["images_train"], arrays["images_train"])
+    assert (workdir / "results/figures/neighbour_pairs.png").is_file()
+    assert planned_jobs(workdir) == {}
+    original = (workdir / "mine.npz").read_bytes()
+    try:
+        arrays["y_train"][:5] = (arrays["y_train"][:5] + 1) % 10
+        np.savez(workdir / "mine.npz", **arrays)
+        jobs = planned_jobs(workdir)
+        assert jobs["dataset"] == 1 and jobs["train_shard"] == 2 and jobs["kernel"] >= 1
+        assert jobs["figure_neighbours"] == 1
+    finally:
+        (workdir / "mine.npz").write_bytes(original)
 
 
 def test_the_feature_figure_says_why_it_has_no_feature_neighbours():

@@ -50,7 +50,22 @@ def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
             f"config key {key}: unknown model {err.instance!r}; choose one of "
             f"{', '.join(builtins)}, or your own as FILE.py:Name or package.module:Name "
             "(docs/models.md)")
+    if err.validator == "anyOf":  # e.g. kernel.chunk_models: an integer >= 1 or 'auto'
+        choices = " or ".join(_describe(option) for option in err.schema["anyOf"])
+        return ConfigError(f"config key {key}: {err.instance!r} is not {choices} "
+                           "(see docs/config.md)")
     return ConfigError(f"config key {key}: {err.message} (see docs/config.md)")
+
+
+def _describe(option: dict) -> str:
+    """One alternative of an ``anyOf`` in words: ``'auto'``, ``an integer >= 1``, ..."""
+    if "const" in option:
+        return repr(option["const"])
+    if "enum" in option:
+        return "one of " + ", ".join(map(repr, option["enum"]))
+    kind = {"integer": "an integer", "number": "a number", "string": "a string"}.get(
+        option.get("type"), f"of type {option.get('type')}")
+    return kind + (f" >= {option['minimum']}" if "minimum" in option else "")
 
 
 def _parse(text: str, types: list[str]) -> Any:
@@ -75,8 +90,12 @@ def coerce(instance: Any, node: dict, root: dict) -> Any:
     what a YAML config file would have given.
     """
     node = resolve(node, root)
-    types = node.get("type", [])
-    types = [types] if isinstance(types, str) else types
+    def types_of(schema: dict) -> list[str]:
+        given = schema.get("type", [])
+        return [given] if isinstance(given, str) else list(given)
+
+    # an anyOf of an integer and a word ('auto'): the types of its alternatives
+    types = types_of(node) or [t for option in node.get("anyOf", []) for t in types_of(option)]
     if isinstance(instance, str) and types and "string" not in types:
         instance = _parse(instance, types)
     if isinstance(instance, dict):

@@ -51,9 +51,11 @@ class KernelOptions:
     """How the engine runs (never what it computes, up to float rounding and precision).
 
     ``log_softmax``: the variant (False: raw logits). ``chunk_models``: models per GEMM
-    chunk. ``block``: query rows per pass (None: from ``memory_gb``). ``memory_gb``: memory
-    the accumulators and chunk buffers may use (None: half the free memory of the device,
-    on a CPU at most 3/4 of ``job_memory_gb``, the job's memory request).
+    chunk, or ``auto``: measured on first use and cached per machine
+    (:mod:`multirun.kernel.tune`). ``block``: query rows per pass (None: from
+    ``memory_gb``). ``memory_gb``: memory the accumulators and chunk buffers may use
+    (None: half the free memory of the device, on a CPU at most 3/4 of ``job_memory_gb``,
+    the job's memory request).
     ``precision``: fp32 | tf32 (CUDA only; fp32 elsewhere) | bf16 (GEMM inputs in bfloat16,
     fp32 accumulation). ``device``: auto | cpu | cuda. ``phases``: a dict to which the run
     adds the seconds of each phase (``read``: the chunks from the shards; ``moments``: the
@@ -62,7 +64,7 @@ class KernelOptions:
     """
 
     log_softmax: bool = True
-    chunk_models: int = 64
+    chunk_models: int | str = "auto"
     block: int | None = None
     memory_gb: float | None = None
     precision: str = "fp32"
@@ -122,9 +124,21 @@ def _model_selection(models: np.ndarray | None, num_models: int) -> np.ndarray:
     return sel
 
 
+def _chunk_size(o: KernelOptions, dev: torch.device, models: int, classes: int) -> int:
+    """Models per chunk: ``o.chunk_models``, or for ``auto`` the machine's measured best."""
+    chunk = o.chunk_models
+    if chunk == "auto":
+        from multirun.kernel import tune
+
+        if models <= min(tune.CANDIDATES):  # one chunk whichever is chosen
+            return models
+        return tune.chunk_models(dev, classes, o.precision, o.log_softmax)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ContractError(f"kernel.chunk_models must be an integer >= 1 or 'auto', got {chunk!r}")
+    return chunk
+
+
 def _chunks(sel: np.ndarray, chunk_models: int) -> list[np.ndarray]:
-    if chunk_models < 1:
-        raise ContractError(f"kernel.chunk_models must be >= 1, got {chunk_models}")
     return [sel[i : i + chunk_models] for i in range(0, len(sel), chunk_models)]
 
 
@@ -380,11 +394,12 @@ def kernel_blocks(queries: ShardedLogits, keys: ShardedLogits, models: Sequence[
     selections = [_model_selection(m, queries.num_models) for m in models]
     cls = class_index(classes, queries.num_classes)
     union = np.unique(np.concatenate(selections))
-    chunks = _chunks(union, o.chunk_models)
+    chunk = _chunk_size(o, dev, len(union), len(cls))
+    chunks = _chunks(union, chunk)
     same = queries is keys or queries.paths == keys.paths
     nq, nt = queries.num_examples, keys.num_examples
     budget = memory_budget(dev, o.memory_gb, o.job_memory_gb)
-    group, block = plan(nq, nt, len(selections), min(o.chunk_models, len(union)) * len(cls),
+    group, block = plan(nq, nt, len(selections), min(chunk, len(union)) * len(cls),
                         budget, o.block)
     groups = [list(range(g, min(g + group, len(selections))))
               for g in range(0, len(selections), group)]
@@ -407,7 +422,8 @@ def kernel_blocks(queries: ShardedLogits, keys: ShardedLogits, models: Sequence[
             yield from _products(p, q_side, k_side, chunks, sels, members, block, same)
     read = bytes_read() - read_before
     data = len(union) * (nt + (0 if same else nq)) * keys.num_classes * keys.dtype.itemsize
-    print(f"kernel: {len(selections)} subset(s) of {len(union)} models in {len(groups)} group(s), "
+    print(f"kernel: {len(selections)} subset(s) of {len(union)} models in {len(groups)} group(s) "
+          f"and chunks of {chunk}, "
           f"query block {block} of {nq} rows (budget {budget / 2**30:.2f} GiB): {passes} "
           f"pass(es) over the data, {read / 2**20:.1f} MiB read = {read / data:.2f} x the "
           "logits used", flush=True)
