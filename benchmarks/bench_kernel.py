@@ -228,7 +228,7 @@ def bench_default(models: int, train: int, test: int, classes: int, repeats: int
         # The engine's own GEMM: a query block of all test rows (the plan when the
         # accumulator fits) times a chunk of models x classes stacked, against all keys; the
         # chunk is kernel.chunk_models: auto, measured here on first use (multirun.kernel.tune).
-        chunk = tune.chunk_models(torch.device("cpu"), classes)
+        chunk = tune.chunk_models(torch.device("cpu"), classes, test, train)
         print(f"chunk_models auto: {chunk} on this machine (cache: {tune.cache_dir() / tune.FILE})")
         shape = (test, min(chunk, models) * classes, train)
         # The machine may be shared: measure the reference right before and after every

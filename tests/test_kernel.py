@@ -575,24 +575,35 @@ def test_auto_chunk_is_measured_once_per_machine_and_cached(data, tmp_path, monk
     cpu = torch.device("cpu")
     calls, real = [], tune.measure
 
-    def small_measure(device, classes, precision, log_softmax):  # the real engine, small
+    def small_measure(device, classes, queries, keys, precision, log_softmax):  # the engine
         calls.append(classes)
-        return real(device, classes, precision, log_softmax, candidates=(2, 4, 8),
-                            models=16, examples=48, repeats=1)
+        return real(device, classes, queries, keys, precision, log_softmax,
+                    candidates=(2, 4, 8), models=16, repeats=1)
 
     monkeypatch.setattr(tune, "measure", small_measure)
-    chosen = tune.chunk_models(cpu, 5)
+    chosen = tune.chunk_models(cpu, 5, 30, 50)
     assert chosen in (2, 4, 8) and calls == [5]
     assert f"chunk_models auto -> {chosen}" in capsys.readouterr().out
-    entry = json.loads((tmp_path / "cache" / tune.FILE).read_text())[tune.key(cpu, 5, "fp32", True)]
+    entries = json.loads((tmp_path / "cache" / tune.FILE).read_text())
+    entry = entries[tune.key(cpu, 5, 30, 50, "fp32", True)]
+    assert "| 32 x 64 examples |" in tune.key(cpu, 5, 30, 50, "fp32", True)  # the shape bucket
     assert entry["chunk_models"] == chosen and set(entry["seconds"]) == {"2", "4", "8"}
     assert all(s > 0 for s in entry["seconds"].values())
-    assert tune.chunk_models(cpu, 5) == chosen and calls == [5]  # read back, not measured
-    assert "AVX-512 " in tune.key(cpu, 5, "fp32", True).replace(")", " ")  # the CPU, named
-    tune.chunk_models(cpu, 7)  # another problem: its own entry
+    assert tune.chunk_models(cpu, 5, 20, 40) == chosen and calls == [5]  # same bucket: cached
+    assert "AVX-512 " in tune.key(cpu, 5, 30, 50, "fp32", True).replace(")", " ")  # the CPU
+    tune.chunk_models(cpu, 7, 30, 50)  # another problem: its own entry
     assert calls == [5, 7]
+    assert tune.bucket(1000, 4000) == (1024, 4096) and tune.bucket(10_000, 50_000) == (1024, 4096)
     (tmp_path / "cache" / tune.FILE).write_text("{not json")  # a damaged cache is measured again
-    assert tune.chunk_models(cpu, 5) in (2, 4, 8) and calls == [5, 7, 5]
+    assert tune.chunk_models(cpu, 5, 30, 50) in (2, 4, 8) and calls == [5, 7, 5]
+
+
+def test_auto_keeps_64_unless_another_chunk_is_clearly_faster():
+    from multirun.kernel import tune
+
+    assert tune.pick({32: 0.93, 64: 1.0, 128: 0.99}) == 64  # 7%: within the noise
+    assert tune.pick({32: 1.2, 64: 1.0, 128: 0.9, 256: 0.93}) == 128
+    assert tune.pick({2: 0.5, 4: 0.4}) == 4  # no 64 among them: the fastest
 
 
 def test_auto_uses_the_cached_chunk_and_agrees_with_an_explicit_one(tmp_path, monkeypatch, capsys):
@@ -605,7 +616,7 @@ def test_auto_uses_the_cached_chunk_and_agrees_with_an_explicit_one(tmp_path, mo
     t = ShardedLogits(write_shards(tmp_path, "t", train, [25]))
     cache = tmp_path / "cache" / tune.FILE
     cache.parent.mkdir()
-    cache.write_text(json.dumps({tune.key(torch.device("cpu"), 5, "fp32", True):
+    cache.write_text(json.dumps({tune.key(torch.device("cpu"), 5, 13, 17, "fp32", True):
                                  {"chunk_models": 16}}))
     monkeypatch.setattr(tune, "measure", lambda *a, **k: pytest.fail("measured despite the cache"))
     auto = dense_kernel(q, t, device="cpu", progress=False)

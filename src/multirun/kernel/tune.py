@@ -3,17 +3,19 @@
 A larger chunk makes each product ``(block, m*C) @ (m*C, Nt)`` deeper, so the float32
 accumulator is read and written fewer times per FLOP; past some depth the chunk's
 normalised copies fall out of cache. Where that balance lies depends on the CPU (cache
-sizes, vector width) or GPU, so it is measured, not fixed: the engine itself runs on
-synthetic fp16 logits (:data:`MODELS` models x :data:`EXAMPLES` examples x the problem's
-classes, kernel of the examples with themselves) with each of :data:`CANDIDATES`, best of
-:data:`REPEATS` interleaved runs (a few seconds), and the fastest is kept.
+sizes, vector width) or GPU and on the problem's shape, so it is measured, not fixed: the
+engine itself runs on synthetic fp16 logits of :data:`MODELS` models and the problem's
+classes, with the problem's query and key counts rounded up to a power of two and capped at
+:data:`MAX_QUERIES` x :data:`MAX_KEYS`, for each chunk of :data:`CANDIDATES`, best of
+:data:`REPEATS` interleaved runs (a few seconds), and the fastest is kept if it beats
+64 (the former fixed value) by more than 10%.
 
 The choice is stored in ``$MULTIRUN_CACHE`` (default ``$XDG_CACHE_HOME/multirun``, else
 ``~/.cache/multirun``) as ``kernel-chunks.json``, one entry per (device name, torch version,
-threads, classes, precision, variant); a file lock makes concurrent jobs measure once.
-The chunk changes only the float32 summation order (results agree to ~1e-7, not bit for
-bit across choices): pin an integer ``kernel.chunk_models`` for bit-identical kernels on
-machines whose measurements differ.
+threads, classes, shape bucket, precision, variant); a file lock makes concurrent jobs
+measure once. The chunk changes only the float32 summation order (results agree to ~1e-7,
+not bit for bit across choices): pin an integer ``kernel.chunk_models`` for bit-identical
+kernels on machines whose measurements differ.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from multirun import timing
 from multirun.contracts import atomic_path
 
 CANDIDATES = (32, 64, 128, 256)
+DEFAULT = 64  # kept unless another candidate is faster by more than MARGIN
+MARGIN = 0.10
 MODELS = 256
-EXAMPLES = 2048
-REPEATS = 2
+MAX_QUERIES, MAX_KEYS = 1024, 4096
+REPEATS = 3
 FILE = "kernel-chunks.json"
 
 
@@ -46,39 +50,61 @@ def cache_dir() -> Path:
     return Path(base) / "multirun"
 
 
-def key(device, classes: int, precision: str, log_softmax: bool) -> str:
+def bucket(queries: int, keys: int) -> tuple[int, int]:
+    """The measured shape of a (queries, keys) problem: each rounded up to a power of two,
+    capped at (:data:`MAX_QUERIES`, :data:`MAX_KEYS`)."""
+    def up(n: int, cap: int) -> int:
+        return min(cap, 1 << max(0, int(n) - 1).bit_length())
+
+    return up(queries, MAX_QUERIES), up(keys, MAX_KEYS)
+
+
+def key(device, classes: int, queries: int, keys: int, precision: str, log_softmax: bool) -> str:
     """The cache entry's name: what the best chunk depends on."""
     import torch
 
-    return (f"{timing.device_name(device)} | torch {torch.__version__} | {torch.get_num_threads()} "
-            f"threads | {classes} classes | {precision} | "
-            f"{'log_softmax' if log_softmax else 'raw'}")
+    nq, nt = bucket(queries, keys)
+    return (f"{timing.device_name(device)} | torch {torch.__version__} | "
+            f"{torch.get_num_threads()} threads | {classes} classes | {nq} x {nt} examples | "
+            f"{precision} | {'log_softmax' if log_softmax else 'raw'}")
 
 
-def measure(device, classes: int, precision: str = "fp32", log_softmax: bool = True,
-            candidates=CANDIDATES, models: int = MODELS, examples: int = EXAMPLES,
+def measure(device, classes: int, queries: int, keys: int, precision: str = "fp32",
+            log_softmax: bool = True, candidates=CANDIDATES, models: int = MODELS,
             repeats: int = REPEATS) -> dict[int, float]:
-    """{chunk: best seconds} of the engine on synthetic (models, examples, classes) fp16 logits."""
+    """{chunk: best seconds} of the engine on synthetic fp16 logits, ``models`` x the
+    :func:`bucket` of (``queries``, ``keys``) x ``classes``."""
     from multirun.kernel.engine import KernelOptions, kernel_blocks
     from multirun.kernel.shards import ShardedLogits
 
     rng = np.random.default_rng(0)
-    logits = (rng.standard_normal((models, examples, classes)) * 3).astype(np.float16)
     best = dict.fromkeys(candidates, float("inf"))
     with tempfile.TemporaryDirectory(prefix="multirun-tune-") as tmp:
-        path = Path(tmp) / "logits.npy"
-        np.save(path, logits)
-        shards = ShardedLogits([path])
+        sides = []
+        for name, n in zip(("queries", "keys"), bucket(queries, keys), strict=True):
+            path = Path(tmp) / f"{name}.npy"
+            np.save(path, (rng.standard_normal((models, n, classes)) * 3).astype(np.float16))
+            sides.append(ShardedLogits([path]))
         for _ in range(repeats):
             for chunk in candidates:  # interleaved: a load change hits every candidate
                 options = KernelOptions(log_softmax=log_softmax, chunk_models=chunk,
                                         precision=precision, device=device.type, progress=False)
                 start = time.perf_counter()
                 with contextlib.redirect_stdout(None):
-                    for *_, block in kernel_blocks(shards, shards, [None], options):
+                    for *_, block in kernel_blocks(*sides, [None], options):
                         block.sum().item()  # waits for a GPU's queued work
                 best[chunk] = min(best[chunk], time.perf_counter() - start)
     return best
+
+
+def pick(seconds: dict[int, float]) -> int:
+    """The fastest chunk, but :data:`DEFAULT` unless the fastest beats it by more than
+    :data:`MARGIN` (a few percent is within a shared machine's noise: the choice should
+    not flip from one measurement to the next)."""
+    fastest = min(seconds, key=seconds.get)
+    if DEFAULT in seconds and seconds[fastest] > (1 - MARGIN) * seconds[DEFAULT]:
+        return DEFAULT
+    return fastest
 
 
 @contextlib.contextmanager
@@ -100,23 +126,26 @@ def _read(path: Path) -> dict:
     return entries if isinstance(entries, dict) else {}
 
 
-def chunk_models(device, classes: int, precision: str = "fp32", log_softmax: bool = True) -> int:
+def chunk_models(device, classes: int, queries: int, keys: int, precision: str = "fp32",
+                 log_softmax: bool = True) -> int:
     """The cached best chunk for this machine and problem; measured (and stored) if absent."""
     path = cache_dir() / FILE
-    name = key(device, classes, precision, log_softmax)
+    name = key(device, classes, queries, keys, precision, log_softmax)
     with _locked(path):
         entries = _read(path)
-        chosen = entries.get(name, {}).get("chunk_models")
+        entry = entries.get(name)
+        chosen = entry.get("chunk_models") if isinstance(entry, dict) else None
         if isinstance(chosen, int) and chosen >= 1:
             return chosen
-        seconds = measure(device, classes, precision, log_softmax)
-        chosen = min(seconds, key=seconds.get)
-        entries[name] = {"chunk_models": chosen, "seconds": {str(c): round(s, 4) for c, s in
-                                                             seconds.items()},
+        seconds = measure(device, classes, queries, keys, precision, log_softmax)
+        chosen = pick(seconds)
+        entries[name] = {"chunk_models": chosen,
+                         "seconds": {str(c): round(s, 4) for c, s in seconds.items()},
                          "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
         timings = ", ".join(f"{c}: {s:.3f} s" for c, s in seconds.items())
-        print(f"kernel: chunk_models auto -> {chosen} (measured now: {timings}; stored in "
-              f"{path})", flush=True)
+        shape = " x ".join(map(str, bucket(queries, keys)))
+        print(f"kernel: chunk_models auto -> {chosen} (measured now at {shape} examples: "
+              f"{timings}; stored in {path})", flush=True)
         return chosen
