@@ -575,9 +575,9 @@ def test_auto_chunk_is_measured_once_per_machine_and_cached(data, tmp_path, monk
     cpu = torch.device("cpu")
     calls, real = [], tune.measure
 
-    def small_measure(device, classes, queries, keys, precision, log_softmax):  # the engine
-        calls.append(classes)
-        return real(device, classes, queries, keys, precision, log_softmax,
+    def small_measure(device, classes, queries, keys, precision, log_softmax, used):
+        calls.append(classes)  # the engine itself, small
+        return real(device, classes, queries, keys, precision, log_softmax, used,
                     candidates=(2, 4, 8), models=16, repeats=1)
 
     monkeypatch.setattr(tune, "measure", small_measure)
@@ -593,9 +593,23 @@ def test_auto_chunk_is_measured_once_per_machine_and_cached(data, tmp_path, monk
     assert "AVX-512 " in tune.key(cpu, 5, 30, 50, "fp32", True).replace(")", " ")  # the CPU
     tune.chunk_models(cpu, 7, 30, 50)  # another problem: its own entry
     assert calls == [5, 7]
+    tune.chunk_models(cpu, 7, 30, 50, used=1)  # one class of 7 kept (a per-class kernel)
+    assert calls == [5, 7, 7] and "| 1 of 7 classes |" in tune.key(cpu, 7, 30, 50, "fp32", True, 1)
     assert tune.bucket(1000, 4000) == (1024, 4096) and tune.bucket(10_000, 50_000) == (1024, 4096)
     (tmp_path / "cache" / tune.FILE).write_text("{not json")  # a damaged cache is measured again
-    assert tune.chunk_models(cpu, 5, 30, 50) in (2, 4, 8) and calls == [5, 7, 5]
+    assert tune.chunk_models(cpu, 5, 30, 50) in (2, 4, 8) and calls == [5, 7, 7, 5]
+
+
+def test_an_unwritable_cache_warns_and_measures_for_the_job(tmp_path, monkeypatch, capsys):
+    from multirun.kernel import tune
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # MULTIRUN_CACHE below a file: the folder cannot be made
+    monkeypatch.setenv("MULTIRUN_CACHE", str(blocker / "cache"))
+    monkeypatch.setattr(tune, "measure", lambda *a: {32: 2.0, 64: 1.0})
+    with pytest.warns(UserWarning, match=r"cannot write the measured-settings cache .*MULTIRUN_CACHE"):
+        assert tune.chunk_models(torch.device("cpu"), 5, 30, 50) == 64
+    assert "not stored" in capsys.readouterr().out
 
 
 def test_auto_keeps_64_unless_another_chunk_is_clearly_faster():

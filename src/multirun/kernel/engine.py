@@ -124,17 +124,18 @@ def _model_selection(models: np.ndarray | None, num_models: int) -> np.ndarray:
     return sel
 
 
-def _chunk_size(o: KernelOptions, dev: torch.device, models: int, classes: int, nq: int,
-                nt: int) -> int:
+def _chunk_size(o: KernelOptions, dev: torch.device, models: int, classes: int, used: int,
+                nq: int, nt: int) -> int:
     """Models per chunk: ``o.chunk_models``, or for ``auto`` the machine's measured best for
-    ``classes`` and ``nq`` queries x ``nt`` keys."""
+    ``used`` of ``classes`` classes and ``nq`` queries x ``nt`` keys."""
     chunk = o.chunk_models
     if chunk == "auto":
         from multirun.kernel import tune
 
         if models <= min(tune.CANDIDATES):  # one chunk whichever is chosen
             return models
-        return tune.chunk_models(dev, classes, nq, nt, o.precision, o.log_softmax)
+        return tune.chunk_models(dev, classes, nq, nt, o.precision, o.log_softmax,
+                                 None if used == classes else used)
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ContractError(f"kernel.chunk_models must be an integer >= 1 or 'auto', got {chunk!r}")
     return chunk
@@ -397,7 +398,7 @@ def kernel_blocks(queries: ShardedLogits, keys: ShardedLogits, models: Sequence[
     cls = class_index(classes, queries.num_classes)
     union = np.unique(np.concatenate(selections))
     nq, nt = queries.num_examples, keys.num_examples
-    chunk = _chunk_size(o, dev, len(union), len(cls), nq, nt)
+    chunk = _chunk_size(o, dev, len(union), queries.num_classes, len(cls), nq, nt)
     chunks = _chunks(union, chunk)
     same = queries is keys or queries.paths == keys.paths
     budget = memory_budget(dev, o.memory_gb, o.job_memory_gb)

@@ -12,7 +12,7 @@ classes, with the problem's query and key counts rounded up to a power of two an
 
 The choice is stored in ``$MULTIRUN_CACHE`` (default ``$XDG_CACHE_HOME/multirun``, else
 ``~/.cache/multirun``) as ``kernel-chunks.json``, one entry per (device name, torch version,
-threads, classes, shape bucket, precision, variant); a file lock makes concurrent jobs
+threads, classes kept and in the logits, shape bucket, precision, variant); a file lock makes concurrent jobs
 measure once. The chunk changes only the float32 summation order (results agree to ~1e-7,
 not bit for bit across choices): pin an integer ``kernel.chunk_models`` for bit-identical
 kernels on machines whose measurements differ.
@@ -26,6 +26,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,21 +60,25 @@ def bucket(queries: int, keys: int) -> tuple[int, int]:
     return up(queries, MAX_QUERIES), up(keys, MAX_KEYS)
 
 
-def key(device, classes: int, queries: int, keys: int, precision: str, log_softmax: bool) -> str:
-    """The cache entry's name: what the best chunk depends on."""
+def key(device, classes: int, queries: int, keys: int, precision: str, log_softmax: bool,
+        used: int | None = None) -> str:
+    """The cache entry's name: what the best chunk depends on (``used``: the classes the
+    kernel keeps, of ``classes``; None: all)."""
     import torch
 
     nq, nt = bucket(queries, keys)
     return (f"{timing.device_name(device)} | torch {torch.__version__} | "
-            f"{torch.get_num_threads()} threads | {classes} classes | {nq} x {nt} examples | "
+            f"{torch.get_num_threads()} threads | {used or classes} of {classes} classes | "
+            f"{nq} x {nt} examples | "
             f"{precision} | {'log_softmax' if log_softmax else 'raw'}")
 
 
 def measure(device, classes: int, queries: int, keys: int, precision: str = "fp32",
-            log_softmax: bool = True, candidates=CANDIDATES, models: int = MODELS,
-            repeats: int = REPEATS) -> dict[int, float]:
+            log_softmax: bool = True, used: int | None = None, candidates=CANDIDATES,
+            models: int = MODELS, repeats: int = REPEATS) -> dict[int, float]:
     """{chunk: best seconds} of the engine on synthetic fp16 logits, ``models`` x the
-    :func:`bucket` of (``queries``, ``keys``) x ``classes``."""
+    :func:`bucket` of (``queries``, ``keys``) x ``classes``, keeping the first ``used``
+    classes (None: all; a per-class kernel keeps one)."""
     from multirun.kernel.engine import KernelOptions, kernel_blocks
     from multirun.kernel.shards import ShardedLogits
 
@@ -91,7 +96,8 @@ def measure(device, classes: int, queries: int, keys: int, precision: str = "fp3
                                         precision=precision, device=device.type, progress=False)
                 start = time.perf_counter()
                 with contextlib.redirect_stdout(None):
-                    for *_, block in kernel_blocks(*sides, [None], options):
+                    kept = None if used is None else list(range(used))
+                    for *_, block in kernel_blocks(*sides, [None], options, kept):
                         block.sum().item()  # waits for a GPU's queued work
                 best[chunk] = min(best[chunk], time.perf_counter() - start)
     return best
@@ -109,11 +115,20 @@ def pick(seconds: dict[int, float]) -> int:
 
 @contextlib.contextmanager
 def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
+    """Hold ``path``'s lock file; yield False (and hold nothing) where it cannot be made."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_suffix(".lock"), "w")  # noqa: SIM115 (released below)
+    except OSError as err:
+        warnings.warn(f"{path.parent}: cannot write the measured-settings cache ({err}); "
+                      "measuring for this job only. Set MULTIRUN_CACHE to a writable folder, "
+                      "or pin kernel.chunk_models to an integer", stacklevel=3)
+        yield False
+        return
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -127,25 +142,28 @@ def _read(path: Path) -> dict:
 
 
 def chunk_models(device, classes: int, queries: int, keys: int, precision: str = "fp32",
-                 log_softmax: bool = True) -> int:
-    """The cached best chunk for this machine and problem; measured (and stored) if absent."""
+                 log_softmax: bool = True, used: int | None = None) -> int:
+    """The cached best chunk for this machine and problem (``classes`` in the logits,
+    ``used`` of them kept, None: all); measured (and stored) if absent."""
     path = cache_dir() / FILE
-    name = key(device, classes, queries, keys, precision, log_softmax)
-    with _locked(path):
+    name = key(device, classes, queries, keys, precision, log_softmax, used)
+    with _locked(path) as writable:
         entries = _read(path)
         entry = entries.get(name)
         chosen = entry.get("chunk_models") if isinstance(entry, dict) else None
         if isinstance(chosen, int) and chosen >= 1:
             return chosen
-        seconds = measure(device, classes, queries, keys, precision, log_softmax)
+        seconds = measure(device, classes, queries, keys, precision, log_softmax, used)
         chosen = pick(seconds)
         entries[name] = {"chunk_models": chosen,
                          "seconds": {str(c): round(s, 4) for c, s in seconds.items()},
                          "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
+        if writable:
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
         timings = ", ".join(f"{c}: {s:.3f} s" for c, s in seconds.items())
         shape = " x ".join(map(str, bucket(queries, keys)))
         print(f"kernel: chunk_models auto -> {chosen} (measured now at {shape} examples: "
-              f"{timings}; stored in {path})", flush=True)
+              f"{timings}; {'stored in ' + str(path) if writable else 'not stored'})",
+              flush=True)
         return chosen
