@@ -7,17 +7,12 @@ from __future__ import annotations
 
 import torch
 
-from multirun import timing
+from multirun.timing import device_name  # the GPU's name, else the CPU's (and its vector width)
 
 
 def cpu_name() -> str:
-    """The CPU's model name, family, model and vector width (``multirun.timing``)."""
-    return timing.device_name()
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name for a CUDA device, else the CPU's."""
-    return timing.device_name(device)
+    """The CPU's model name, family, model and vector width."""
+    return device_name()
 
 
 def sync(device: torch.device) -> None:

@@ -82,6 +82,12 @@ def _parse(text: str, types: list[str]) -> Any:
     return value
 
 
+def _types(schema: dict) -> list[str]:
+    """A schema node's ``type`` as a list (``[]`` where it gives none)."""
+    given = schema.get("type", [])
+    return [given] if isinstance(given, str) else list(given)
+
+
 def coerce(instance: Any, node: dict, root: dict) -> Any:
     """``instance`` with strings parsed where schema ``node`` wants another type (in place).
 
@@ -90,12 +96,8 @@ def coerce(instance: Any, node: dict, root: dict) -> Any:
     what a YAML config file would have given.
     """
     node = resolve(node, root)
-    def types_of(schema: dict) -> list[str]:
-        given = schema.get("type", [])
-        return [given] if isinstance(given, str) else list(given)
-
     # an anyOf of an integer and a word ('auto'): the types of its alternatives
-    types = types_of(node) or [t for option in node.get("anyOf", []) for t in types_of(option)]
+    types = _types(node) or [t for option in node.get("anyOf", []) for t in _types(option)]
     if isinstance(instance, str) and types and "string" not in types:
         instance = _parse(instance, types)
     if isinstance(instance, dict):

@@ -134,8 +134,7 @@ def _chunk_size(o: KernelOptions, dev: torch.device, models: int, classes: int, 
 
         if models <= min(tune.CANDIDATES):  # one chunk whichever is chosen
             return models
-        return tune.chunk_models(dev, classes, nq, nt, o.precision, o.log_softmax,
-                                 None if used == classes else used)
+        return tune.chunk_models(dev, classes, nq, nt, o.precision, o.log_softmax, used)
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ContractError(f"kernel.chunk_models must be an integer >= 1 or 'auto', got {chunk!r}")
     return chunk

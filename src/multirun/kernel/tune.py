@@ -63,7 +63,7 @@ def bucket(queries: int, keys: int) -> tuple[int, int]:
 def key(device, classes: int, queries: int, keys: int, precision: str, log_softmax: bool,
         used: int | None = None) -> str:
     """The cache entry's name: what the best chunk depends on (``used``: the classes the
-    kernel keeps, of ``classes``; None: all)."""
+    kernel keeps, of ``classes``; None: all of them)."""
     import torch
 
     nq, nt = bucket(queries, keys)
@@ -84,6 +84,7 @@ def measure(device, classes: int, queries: int, keys: int, precision: str = "fp3
 
     rng = np.random.default_rng(0)
     best = dict.fromkeys(candidates, float("inf"))
+    kept = None if used in (None, classes) else list(range(used))
     with tempfile.TemporaryDirectory(prefix="multirun-tune-") as tmp:
         sides = []
         for name, n in zip(("queries", "keys"), bucket(queries, keys), strict=True):
@@ -96,7 +97,6 @@ def measure(device, classes: int, queries: int, keys: int, precision: str = "fp3
                                         precision=precision, device=device.type, progress=False)
                 start = time.perf_counter()
                 with contextlib.redirect_stdout(None):
-                    kept = None if used is None else list(range(used))
                     for *_, block in kernel_blocks(*sides, [None], options, kept):
                         block.sum().item()  # waits for a GPU's queued work
                 best[chunk] = min(best[chunk], time.perf_counter() - start)
