@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from multirun.contracts import ContractError, load_npz, remake, save_npz
+from multirun.contracts import ContractError
 from multirun.kernel.engine import KernelOptions, kernel_blocks
 from multirun.kernel.shards import ShardedLogits
 from multirun.timing import timed_phase
@@ -83,38 +82,3 @@ def dense_kernel(queries: ShardedLogits, keys: ShardedLogits, *, models: np.ndar
                                              _options(options, overrides), classes):
         out[start:stop] = acc.cpu().numpy()
     return out
-
-
-# --------------------------------------------------------------------------- files
-
-
-def save_neighbours(path: str | os.PathLike, index: np.ndarray, similarity: np.ndarray,
-                    **extra: np.ndarray) -> None:
-    """Write the neighbour contract: ``index`` (..., Nq, k) int32, ``similarity`` float32.
-
-    The workflow stacks one (Nq, k) pair per model subset: (subsets, Nq, k), with ``models``
-    (subsets, max size) int64 (-1 padded) and ``sizes`` (subsets,) as ``extra`` arrays.
-    """
-    save_npz(path, index=np.asarray(index, dtype=np.int32),
-             similarity=np.asarray(similarity, dtype=np.float32), **extra)
-
-
-def load_neighbours(path: str | os.PathLike, num_keys: int | None = None,
-                    extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """Read and check a neighbour file written by :func:`save_neighbours`: all its arrays.
-
-    ``extra``: further arrays that must be present (the workflow's ``models``, ``sizes``).
-    """
-    data = load_npz(path, ("index", "similarity", *extra))
-    index, similarity = data["index"], data["similarity"]
-    if index.ndim < 2 or index.shape != similarity.shape or index.dtype != np.int32 \
-            or similarity.dtype != np.float32:
-        raise ContractError(f"{path}: expected index (..., Nq, k) int32 and similarity "
-                            f"float32, got {index.shape} {index.dtype} and {similarity.shape} "
-                            f"{similarity.dtype}; {remake(path)}")
-    if not np.isfinite(similarity).all():
-        raise ContractError(f"{path}: similarity holds NaN or inf; {remake(path)}")
-    if num_keys is not None and index.size and (index.min() < 0 or index.max() >= num_keys):
-        raise ContractError(f"{path}: neighbour indices outside [0, {num_keys}); the kernel was "
-                            f"computed on another dataset: {remake(path)}")
-    return data
