@@ -33,8 +33,11 @@ the process's CPU clock, so time spent descheduled on a loaded machine does not 
 recipe, ``--sweep-rates`` (8) rates (the recipe's lr times 2^-4 .. 2^3) x ``--sweep-seeds``
 (4) seeds, trained as ONE program of 32 members with per-member learning rates against
 8 separate 4-seed shard programs, interleaved ``--repeats`` times in units of ``--epochs``
-epochs; and the cost of per-epoch test evaluation (``evaluation=(x_test, y_test)``) on a
-shard of ``train.shard_size`` seeds of the default recipe, with against without.
+epochs, for the config's model (the hand-written program where one applies) and for the
+same model with BatchNorm (the ``vmap`` program, as the BatchNorm study trains it); and
+the cost of per-epoch test evaluation (``evaluation=(x_test, y_test)``) on a shard of
+``train.shard_size`` seeds of the default recipe: the seconds spent evaluating inside each
+run (``phases["evaluation"]``) against the rest of that run.
 
 ``--device cuda`` (or ``auto``) trains on the GPU, every time synchronised, the floor at the
 GPU's fp32 GEMM rate (``--cpu-clock`` is CPU only).
@@ -300,7 +303,9 @@ def accuracy(data, spec, recipe, seeds: int) -> tuple[float, float, float]:
 
 
 def sweep(data, spec, recipe, args) -> None:
-    """``--sweep``: a packed lr sweep vs separate shards; the per-epoch evaluation overhead."""
+    """``--sweep``: a packed lr sweep vs separate shards, for the config's model (its own
+    program) and for the same model with BatchNorm (the ``vmap`` program); the per-epoch
+    evaluation overhead."""
     dev, x, y = DEVICE["device"], data["x"], data["y"]
     epochs, full = args.epochs, recipe["epochs"]
     rates = [recipe["lr"] * 2.0 ** k for k in range(-4, args.sweep_rates - 4)]
@@ -312,43 +317,61 @@ def sweep(data, spec, recipe, args) -> None:
     n = len(packed_seeds)
     shard = list(range(args.shard_size))
     evaluation = (data["x_test"], data["y_test"])
+    specs = {pick_program("auto", spec, recipe): spec}
+    if "batchnorm" in spec:  # the same model with BatchNorm: the generic program
+        specs.setdefault("vmap", {**spec, "batchnorm": True})
 
-    def packed():
-        return train_shard(x, y, packed_seeds, spec, packed_recipes, dev, progress=False,
+    def packed(s):
+        return train_shard(x, y, packed_seeds, s, packed_recipes, dev, progress=False,
                            on_diverge="record")
 
-    def separate():
-        return [train_shard(x, y, seeds, spec, p, dev, progress=False, on_diverge="record")
+    def separate(s):
+        return [train_shard(x, y, seeds, s, p, dev, progress=False, on_diverge="record")
                 for p in points]
 
-    def plain():
-        return train_shard(x, y, shard, spec, unit, dev, progress=False)
+    fractions: list[float] = []  # each evaluated run: evaluation / the rest of the run
 
     def evaluated():
-        return train_shard(x, y, shard, spec, unit, dev, progress=False, evaluation=evaluation)
+        phases: dict = {}
+        start = CLOCK["now"]()
+        train_shard(x, y, shard, spec, unit, dev, progress=False, evaluation=evaluation,
+                    phases=phases)
+        fractions.append(phases["evaluation"] / (CLOCK["now"]() - start - phases["evaluation"]))
 
-    runs = {"packed": packed, "separate": separate, "plain": plain, "evaluated": evaluated}
-    train_shard(x[:512], y[:512], seeds, spec, {**unit, "epochs": 1}, dev, progress=False)
-    times: dict[str, list[float]] = {k: [] for k in runs}
+    runs = {(k, prog): (lambda fn=fn, s=s: fn(s)) for prog, s in specs.items()
+            for k, fn in (("packed", packed), ("separate", separate))}
+    runs["evaluated", ""] = evaluated
+    for s in specs.values():  # warm-up
+        train_shard(x[:512], y[:512], seeds, s, {**unit, "epochs": 1}, dev, progress=False)
+    times: dict = {k: [] for k in runs}
     for _ in range(args.repeats):
         for k, fn in runs.items():
             times[k].append(_seconds(fn))
-    best = {k: min(v) for k, v in times.items()}
-    med = {k: statistics.median(v) for k, v in times.items()}
     scale = full / epochs  # seeds/s of the whole recipe
     print(f"sweep: {len(rates)} rates {[f'{r:.4g}' for r in rates]} x {len(seeds)} seeds "
           f"= {n} members, units of {epochs} epochs, {args.repeats} repeats")
-    for k in ("packed", "separate"):
-        print(f"    {k:>8}: best {best[k]:.2f} s (median {med[k]:.2f} s) per unit, "
-              f"{n / (best[k] * scale):.2f} seeds/s")
-    print(f"    packed / separate speed-up: {best['separate'] / best['packed']:.2f}x best, "
-          f"{med['separate'] / med['packed']:.2f}x median; per repeat "
-          f"{[round(a / b, 2) for a, b in zip(times['separate'], times['packed'], strict=True)]}")
-    over = [e / p - 1 for e, p in zip(times["evaluated"], times["plain"], strict=True)]
+    for prog, s in specs.items():
+        t_pack, t_sep = times["packed", prog], times["separate", prog]
+        print(f"  {prog} program ({s})")
+        for k, t in (("packed", t_pack), ("separate", t_sep)):
+            print(f"    {k:>8}: best {min(t):.2f} s (median {statistics.median(t):.2f} s) per "
+                  f"unit, {n / (min(t) * scale):.2f} seeds/s")
+        print(f"    packed / separate speed-up: {min(t_sep) / min(t_pack):.2f}x best, "
+              f"{statistics.median(t_sep) / statistics.median(t_pack):.2f}x median; per repeat "
+              f"{[round(a / b, 2) for a, b in zip(t_sep, t_pack, strict=True)]}")
+        if prog == "mlp":  # the same comparison, the products alone
+            batch, classes = min(recipe["batch_size"], len(x)), int(y.max()) + 1
+            gemm = {m: min(mlp_gemm_seconds(s, x[0].numel(), classes, m, batch)
+                           for _ in range(args.repeats)) for m in (len(seeds), n)}
+            print(f"    the step's products alone (torch.bmm at the program's shapes): "
+                  f"{len(points)} x {1e3 * gemm[len(seeds)]:.2f} ms for {len(seeds)} members "
+                  f"against {1e3 * gemm[n]:.2f} ms for {n}: "
+                  f"{len(points) * gemm[len(seeds)] / gemm[n]:.2f}x, the part of the speed-up "
+                  "the matrix products allow; the rest is per-step and per-program overhead")
     print(f"evaluation: shard of {len(shard)} seeds, {len(data['x_test'])} test examples per "
-          f"epoch: best {best['plain']:.2f} s plain vs {best['evaluated']:.2f} s evaluated "
-          f"({100 * (best['evaluated'] / best['plain'] - 1):+.1f} % best-to-best, median "
-          f"{100 * statistics.median(over):+.1f} % per repeat)")
+          f"epoch: {100 * statistics.median(fractions):.1f} % of the training time (the median "
+          f"run; per run {', '.join(f'{100 * f:.1f}' for f in fractions)} %; timed inside "
+          "each run, so the machine's drift between runs does not enter)")
 
 
 def main() -> None:

@@ -293,8 +293,8 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     after that epoch, and the other members train exactly as without it.
 
     ``phases`` (benchmarks): a dict to which the run adds the seconds of ``data gather``
-    (the batch's rows and labels) and, in the ``mlp`` program, of each part of a step
-    (:meth:`multirun.programs.MLPProgram.step`).
+    (the batch's rows and labels), of ``evaluation`` (with ``evaluation``) and, in the
+    ``mlp`` program, of each part of a step (:meth:`multirun.programs.MLPProgram.step`).
 
     ``num_classes`` defaults to ``max(y) + 1``. A tqdm bar over steps goes to stderr
     when ``progress``. ``program``: how a step runs (:mod:`multirun.programs`):
@@ -404,7 +404,8 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
         if progress:
             bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss_hist[:, epoch].mean()) / steps:.4f}")
         if evaluator is not None:
-            test_hist[:, :, epoch] = torch.stack(evaluator(prog.state())).cpu()
+            with timed_phase(phases, "evaluation", device):
+                test_hist[:, :, epoch] = torch.stack(evaluator(prog.state())).cpu()
         if record:
             epoch_loss = (loss_hist[:, epoch] / steps).cpu()
             first = (loss_hist[:, 0] / steps).cpu()
