@@ -44,7 +44,7 @@ import numpy as np
 import scipy.linalg
 import torch
 import torch.nn.functional as F
-from benchlib import cpu_name, device_name, sync
+from benchlib import device_name, sync
 from torch import nn
 
 from multirun.contracts import pick_device
@@ -194,7 +194,7 @@ def main() -> None:
     if args.resnet18:
         bench_resnet18(args)
         return
-    print(f"machine: {cpu_name()}, torch {torch.__version__}, "
+    print(f"machine: {device_name()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads (shared machine: seconds are noisy)")
 
     t0 = time.perf_counter()

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchlib import cpu_name, device_name, sync
+from benchlib import device_name, sync
 
 import multirun.kernel as K
 from multirun.contracts import pick_device
@@ -193,7 +193,7 @@ def peak_rss_mib() -> float:
 
 
 def machine() -> str:
-    return (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+    return (f"{device_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads")
 
 

@@ -21,7 +21,7 @@ import time
 import tracemalloc
 
 import numpy as np
-from benchlib import cpu_name
+from benchlib import device_name
 
 from multirun.attribution import datamodels, lds, memorization
 
@@ -93,7 +93,7 @@ def main() -> None:
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--seeds", type=int, default=256, help="seeds of the --training shard")
     args = p.parse_args()
-    print(f"CPU: {cpu_name()}", flush=True)
+    print(f"CPU: {device_name()}", flush=True)
     if args.training:
         training(args.alpha, args.seeds)
     else:

@@ -62,7 +62,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
-from benchlib import cpu_name, device_name, sync
+from benchlib import device_name, sync
 from torch.utils.flop_counter import FlopCounterMode
 
 from multirun.contracts import pick_device
@@ -425,7 +425,7 @@ def main() -> None:
     peak = gemm_rate()
     dev = DEVICE["device"]
     gpu = f", device {device_name(dev)}" if dev.type == "cuda" else ""
-    print(f"machine: {cpu_name()}{gpu}, torch "
+    print(f"machine: {device_name()}{gpu}, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads, fp32 GEMM "
           f"{peak / 1e9:.0f} GFLOP/s, load average {os.getloadavg()[0]:.1f}, "
           f"{'CPU' if args.cpu_clock else 'wall'} clock; MNIST-1D "

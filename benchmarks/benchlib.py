@@ -9,10 +9,7 @@ import torch
 
 from multirun.timing import device_name  # the GPU's name, else the CPU's (and its vector width)
 
-
-def cpu_name() -> str:
-    """The CPU's model name, family, model and vector width."""
-    return device_name()
+__all__ = ["device_name", "sync"]
 
 
 def sync(device: torch.device) -> None:

@@ -28,7 +28,7 @@ def _load(path: Path) -> dict:
     # libyaml's loader (PyYAML's wheels carry it): the schema is read by every snakemake
     # start, and the pure-Python loader took 0.3 s of it
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return _expand_grids(yaml.load(path.read_text(), Loader=loader))  # noqa: S506 (a safe loader)
+    return _expand_grids(yaml.load(path.read_text(), Loader=loader))  # a safe loader
 
 
 def _expand_grids(root: dict) -> dict:

@@ -30,6 +30,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from multirun import timing
 from multirun.contracts import atomic_path
@@ -64,8 +65,6 @@ def key(device, classes: int, queries: int, keys: int, precision: str, log_softm
         used: int | None = None) -> str:
     """The cache entry's name: what the best chunk depends on (``used``: the classes the
     kernel keeps, of ``classes``; None: all of them)."""
-    import torch
-
     nq, nt = bucket(queries, keys)
     return (f"{timing.device_name(device)} | torch {torch.__version__} | "
             f"{torch.get_num_threads()} threads | {used or classes} of {classes} classes | "
@@ -118,7 +117,7 @@ def _locked(path: Path):
     """Hold ``path``'s lock file; yield False (and hold nothing) where it cannot be made."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(path.with_suffix(".lock"), "w")  # noqa: SIM115 (released below)
+        lock = open(path.with_suffix(".lock"), "w")  # released below
     except OSError as err:
         warnings.warn(f"{path.parent}: cannot write the measured-settings cache ({err}); "
                       "measuring for this job only. Set MULTIRUN_CACHE to a writable folder, "
