@@ -310,6 +310,20 @@ def test_shares_in_a_job_log(env, monkeypatch, tmp_path):
     held.release()
 
 
+def test_meet_waits_for_slots_held_at_once(env, monkeypatch):
+    """The tests' rendezvous: False when the wait runs out with one slot held, True once two
+    are, and at once for every later job (the ``met`` file)."""
+    monkeypatch.setenv(gpus.FAKE_ENV, "2")
+    folder = gpus.lock_folder()
+    first = gpus.acquire(2, folder=folder)
+    assert not gpus._meet(folder, 2, timeout=0.2)
+    second = gpus.acquire(2, folder=folder)
+    assert gpus._meet(folder, 2, timeout=0.2)
+    second.release()
+    first.release()
+    assert gpus._meet(folder, 2, timeout=0)
+
+
 def _slot_intervals(logs: Path) -> list[tuple[str, datetime, datetime, str]]:
     """(device, taken, released, log name) of every job log under ``logs`` that took a slot."""
     spans = []
@@ -328,19 +342,16 @@ def _slot_intervals(logs: Path) -> list[tuple[str, datetime, datetime, str]]:
 def test_workflow_with_two_gpus_puts_concurrent_jobs_on_different_devices(env, tmp_path):
     """The tiny config with gpu: 1 under --resources gpu=2 on 2 fake devices: every GPU job
     (training shards, logits, width sweep) takes a slot, and jobs that ran at the same time
-    held different devices."""
+    held different devices. Each job holds its slot a fraction of a second, less than the
+    spread of two jobs' start-up times on busy cores, so the first job to take a slot waits
+    until a second one holds one too (MULTIRUN_FAKE_GPUS_MEET): Snakemake must have started
+    both, or the wait runs out and nothing overlaps."""
     cfg = tiny_config() | {"gpu": 1}
-    # Each job is seconds of imports and, at 2 epochs, a tenth of a second in its slot: two
-    # jobs started together would rarely hold their slots at the same moment. 500 epochs keep
-    # each training job (2 shards, 2 widths; they start two at a time) in its slot for about 4 s,
-    # longer than the spread of two jobs' start-up times (up to 1.6 s seen on 2 busy cores).
-    for section in ("train", "width_sweep"):
-        cfg[section]["recipe"]["epochs"] = 500
     write_config(tmp_path, cfg)
     targets = [f"results/logits/shard-{s}/test.npy" for s in ("000", "001")]
     targets += [f"results/train/width-{w}.pt" for w in cfg["width_sweep"]["widths"]]
     proc = snakemake(tmp_path, *targets, "--cores", "4", "--resources", "gpu=2",  # targets first
-                     env={gpus.FAKE_ENV: "2"})
+                     env={gpus.FAKE_ENV: "2", gpus.MEET_ENV: "2"})
     spans = _slot_intervals(tmp_path / "results" / "logs")
     assert len(spans) == 6, (spans, proc.stderr[-3000:])  # 2 train, 2 logits, 2 widths
     assert {d for d, *_ in spans} <= {"0", "1"}

@@ -18,8 +18,11 @@ however it ends, so a killed job frees its slot. The job then sees only its devi
   jobs on one node may both see their own GPU as device 0.
 
 For tests, ``MULTIRUN_FAKE_GPUS=N`` makes the allocator believe CUDA sees N devices (no
-CUDA is touched; the job still runs where its ``device`` setting says), and
-``MULTIRUN_GPU_LOCKS=FOLDER`` moves the lock folder. Nothing else reads them.
+CUDA is touched; the job still runs where its ``device`` setting says),
+``MULTIRUN_GPU_LOCKS=FOLDER`` moves the lock folder, and, on fake devices only,
+``MULTIRUN_FAKE_GPUS_MEET=M`` makes a job that has taken its slot wait until M slots are
+held at once (the first time only), so that a test sees concurrent jobs without depending
+on how fast they start. Nothing else reads them.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import IO
 
 FAKE_ENV = "MULTIRUN_FAKE_GPUS"
 LOCKS_ENV = "MULTIRUN_GPU_LOCKS"
+MEET_ENV = "MULTIRUN_FAKE_GPUS_MEET"
 
 
 def _error(message: str) -> Exception:
@@ -181,6 +185,31 @@ def acquire(devices: int | Sequence[str], count: int = 1, per_device: int = 1, *
         time.sleep(poll)
 
 
+def _meet(folder: Path, count: int, timeout: float = 120.0, poll: float = 0.05) -> bool:
+    """Wait until ``count`` slots in ``folder`` are held at once (this process's among them),
+    or until ``timeout`` seconds have passed; True if they were. Once they have been, a
+    ``met`` file in ``folder`` lets every later job go on at once. Fake devices only."""
+    marker = folder / "met"
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        with open(folder / "allocate.lock", "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            held = 0
+            for path in folder.glob("gpu-*.lock"):
+                handle = _try_lock(path)  # a second open file conflicts with our own lock too
+                if handle:
+                    handle.close()
+                else:
+                    held += 1
+            if held >= count:
+                marker.touch()
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
+    return True
+
+
 def _bind(slot: Slot, fake: bool) -> str:
     """Make the job use the slot's devices; returns what to say about it in the log.
 
@@ -237,6 +266,11 @@ def job_slot(snakemake, environ: Mapping[str, str] = os.environ) -> Iterator[Slo
         print(f"gpu slot taken at {_stamp()}: CUDA_VISIBLE_DEVICES={','.join(slot.devices)} "
               f"(entries {','.join(map(str, slot.positions))} of visible {','.join(devices)}; "
               f"share {shares} of {per_device}; {where}; locks in {slot.folder})")
+        meet = environ.get(MEET_ENV)
+        if meet and _fake_count(environ) is not None:
+            met = _meet(slot.folder, int(meet))
+            print(f"gpu slot: {meet} slots held at once {'seen' if met else 'not seen in 120 s'} "
+                  f"({MEET_ENV})")
         yield slot
     finally:
         slot.release()
