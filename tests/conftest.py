@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,10 +40,42 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: (item.path.name != "test_slurm.py", item.path not in heavy))
 
 
+WARM = ROOT / "tests" / "warm"
+
+
 def job_env(root: Path = ROOT, env: dict | None = None) -> dict:
-    """The environment of a snakemake run: jobs import the library of checkout ``root``."""
-    path = os.pathsep.join(p for p in (str(root / "src"), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path, **(env or {})}
+    """The environment of a snakemake run: jobs import the library of checkout ``root``
+    (and, while the suite's warm interpreter runs, start as its forks: ``warm_interpreter``)."""
+    warm = [str(WARM)] if os.environ.get("MULTIRUN_WARM") else []
+    path = os.pathsep.join([*warm, str(root / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "MKL_CBWR": "AUTO,STRICT",
+            "PYTHONPATH": path, **(env or {})}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_interpreter():
+    """One warm interpreter per pytest process (tests/warm/warmstart.py): the Snakemake runs
+    and jobs that the tests start run as forks of a process that has imported torch and
+    Snakemake, instead of spending 3-5 s of CPU each on those imports. Processes started
+    before it is ready start cold. ``MULTIRUN_TEST_COLD=1`` turns it off."""
+    if os.environ.get("MULTIRUN_TEST_COLD"):
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="multirun-warm-"))  # short: a socket path < 108 bytes
+    env = {k: v for k, v in job_env().items() if k != "MULTIRUN_WARM"} | {
+        "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in env["PYTHONPATH"].split(os.pathsep)
+                                        if p != str(WARM))
+    with open(folder / "server.log", "w") as log:
+        server = subprocess.Popen([sys.executable, str(WARM / "warmstart.py"),
+                                   str(folder / "socket"), str(os.getpid())], env=env,
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    os.environ["MULTIRUN_WARM"] = str(folder / "socket")
+    yield folder / "socket"
+    del os.environ["MULTIRUN_WARM"]
+    server.terminate()
+    server.wait()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def tiny_config() -> dict:
