@@ -71,10 +71,12 @@ def warm_interpreter():
                                    str(folder / "socket"), str(os.getpid())], env=env,
                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     os.environ["MULTIRUN_WARM"] = str(folder / "socket")
+    os.environ["MULTIRUN_WARM_PID"] = str(server.pid)  # for benchmarks/pytest_cost.py
     yield folder / "socket"
     del os.environ["MULTIRUN_WARM"]
     server.terminate()
     server.wait()
+    del os.environ["MULTIRUN_WARM_PID"]  # reaped: its CPU is now in RUSAGE_CHILDREN
     shutil.rmtree(folder, ignore_errors=True)
 
 

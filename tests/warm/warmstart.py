@@ -120,16 +120,19 @@ def _supervise(conn: socket.socket) -> dict:
     for fd in fds:
         os.close(fd)
     send(conn, pid)
-    done = os.pidfd_open(pid)
+    try:
+        watch, poll = [conn, os.pidfd_open(pid)], None  # readable when the worker ends
+    except (AttributeError, OSError):  # a kernel before 5.3: look every 0.1 s
+        watch, poll = [conn], 0.1
     while True:
-        ready, _, _ = select.select([conn, done], [], [])
-        if done in ready:
-            _, status = os.waitpid(pid, 0)
-            send(conn, status)
-            os._exit(0)
-        if not conn.recv(1):  # the client died: so does its worker
+        ready, _, _ = select.select(watch, [], [], poll)
+        if conn in ready and not conn.recv(1):  # the client died: so does its worker
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+            os._exit(0)
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            send(conn, status)
             os._exit(0)
 
 
