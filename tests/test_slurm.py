@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ONE_THREAD, ROOT, tiny_config, write_config
+from conftest import ONE_THREAD, ROOT, job_env, tiny_config, write_config
 from services import slurm_unavailable, start_slurm
 
 pytestmark = pytest.mark.workflow
@@ -62,9 +62,14 @@ def slurm_run(slurm, tmp_path_factory):
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
            "--directory", str(workdir), "--workflow-profile", str(PROFILE),
            *ONE_THREAD,  # as the local tiny run (tests/conftest.py), so results are bitwise equal
-           # test only: poll squeue every few seconds instead of the plugin's 40 s
-           "--slurm-init-seconds-before-status-checks", "3", *TARGETS]
-    env = {**slurm.env, "SBATCH_ACCOUNT": "multirun-test", "PYTHONWARNINGS": "ignore"}
+           # test only: the first squeue 8 s after a submission instead of the plugin's 40 s.
+           # A job here takes 5-6 s (two warm `snakemake` starts, then the script); a check
+           # that finds none finished makes the plugin wait 10 s longer than the last one, so
+           # 3 s cost 16 s per stage and 8 s costs 8 (the run: 117 s, then 73 s, quiet).
+           "--slurm-init-seconds-before-status-checks", "8", *TARGETS]
+    # job_env: this checkout's library, and the suite's warm interpreter for the job steps'
+    # `python -m snakemake` and their scripts (docs/testing.md)
+    env = job_env(env={"SLURM_CONF": slurm.env["SLURM_CONF"], "SBATCH_ACCOUNT": "multirun-test"})
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
     except subprocess.TimeoutExpired as err:

@@ -98,11 +98,27 @@ def test_signals_reach_the_worker_and_a_killed_client_takes_it_along(served, tmp
             time.sleep(0.05)
 
 
+def test_a_job_of_two_threads_gets_the_thread_pools_a_fresh_one_gets(served):
+    """The server's torch and numpy loaded with one thread each; a two-thread job (Snakemake
+    sets OMP_NUM_THREADS etc. to its threads) must see two, as a cold process does."""
+    folder, env = served
+    script = folder / "tmp5.threads.py"
+    script.write_text("import json, sys\nserved = 'torch' in sys.modules\nimport numpy, torch\n"
+                      "from threadpoolctl import threadpool_info\n"
+                      "pools = sorted((p['user_api'], p['num_threads']) for p in threadpool_info())\n"
+                      "print(json.dumps([served, torch.get_num_threads(), pools]))\n")
+    two = {k: "2" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    warm = json.loads(_run(script, {**env, **two}).stdout)
+    cold = json.loads(_run(script, {**env, **two, "MULTIRUN_WARM": ""}).stdout)
+    assert warm[0] and not cold[0]
+    assert warm[1:] == cold[1:] and warm[1] == 2, (warm, cold)
+
+
 def test_a_process_started_otherwise_starts_cold(served):
     folder, env = served
     script = folder / "tmp4.view.py"
     script.write_text(SCRIPT)
-    for other in ({"PYTHONHASHSEED": "1"}, {"OMP_NUM_THREADS": "2"}):
+    for other in ({"PYTHONHASHSEED": "1"}, {"PYTHONWARNINGS": "default"}):
         seen = json.loads(_run(script, {**env, **other}).stdout)
         assert not seen["served"], other
     outside = folder.parents[1] / "plain.py"  # not a Snakemake script job

@@ -43,8 +43,9 @@ STARTUP_ENV = ("PYTHONWARNINGS", "PYTHONHASHSEED", "PYTHONOPTIMIZE", "PYTHONDONT
                "PYTHONUTF8", "PYTHONIOENCODING", "PYTHONUNBUFFERED", "PYTHONDEVMODE",
                "PYTHONFAULTHANDLER", "PYTHONTRACEMALLOC", "PYTHONSAFEPATH", "LANG", "LC_ALL",
                "LC_CTYPE", "MKL_CBWR")
-# Read by OpenMP and OpenBLAS when torch and numpy load: a job (Snakemake sets them to its
-# threads) is served only with the server's values, 1 (the suite runs jobs at one thread).
+# Read by OpenMP and OpenBLAS when torch and numpy load (the server starts with 1): a worker
+# whose values differ (Snakemake sets them to each job's threads) sets those pools' sizes as
+# its own start would have (threadpoolctl; torch.set_num_threads).
 THREADS_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
@@ -105,9 +106,7 @@ def _supervise(conn: socket.socket) -> dict:
     it or for the client to go, and send the client the worker's wait status."""
     request, fds = receive(conn, max_fds=3)
     if (request is None or len(fds) != 3 or request["executable"] != sys.executable
-            or any(request["env"].get(k) != os.environ.get(k) for k in STARTUP_ENV)
-            or (request["argv"][0] != "-m"
-                and any(request["env"].get(k) != v for k, v in THREADS_ENV.items()))):
+            or any(request["env"].get(k) != os.environ.get(k) for k in STARTUP_ENV)):
         send(conn, 0)  # not ours to serve: the client starts cold
         os._exit(0)
     pid = os.fork()
@@ -146,6 +145,7 @@ def run(request: dict) -> None:
         resource.setrlimit(getattr(resource, name), limits)
     for number in request["ignored"]:
         signal.signal(number, signal.SIG_IGN)
+    _thread_pools(request["env"])
     argv = request["argv"]
     sys.orig_argv = [sys.executable, *argv]
     first = request["cwd"] if argv[0] == "-m" else os.path.dirname(os.path.abspath(argv[0]))
@@ -164,6 +164,22 @@ def run(request: dict) -> None:
     with open(argv[0], "rb") as f:
         code = compile(f.read(), argv[0], "exec")
     exec(code, vars(main))  # noqa: S102 (the script the client was started to run)
+
+
+def _thread_pools(env: dict) -> None:
+    """Size OpenBLAS's and OpenMP's pools (torch's too) as a process started with ``env``
+    would: a variable's value, or one thread per core where it is unset."""
+    if all(env.get(k) == v for k, v in THREADS_ENV.items()):
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    def count(*names: str) -> int:
+        return next((int(env[n]) for n in names if env.get(n)), os.cpu_count() or 1)
+
+    threadpool_limits(count("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"), user_api="blas")
+    threadpool_limits(count("OMP_NUM_THREADS"), user_api="openmp")
+    torch.set_num_threads(count("OMP_NUM_THREADS"))
 
 
 def finish(request: dict) -> int:
