@@ -231,7 +231,11 @@ def test_write_shard_streams_chunks_and_names_bad_values(tmp_path):
 
 
 def test_download_names_the_file_and_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read when huggingface_hub is imported, and an
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # earlier test may
+    # have imported it: without this, the missing file below was asked of the network (20 s)
     snap = _snapshot(tmp_path, published.REPO)
     (snap / "a").mkdir(parents=True)
     torch.save(_log(np.arange(4), np.arange(2), 2, 0), snap / "a" / "log.pt")
