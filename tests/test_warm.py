@@ -100,12 +100,13 @@ def test_signals_reach_the_worker_and_a_killed_client_takes_it_along(served, tmp
 
 def test_a_job_of_two_threads_gets_the_thread_pools_a_fresh_one_gets(served):
     """The server's torch and numpy loaded with one thread each; a two-thread job (Snakemake
-    sets OMP_NUM_THREADS etc. to its threads) must see two, as a cold process does."""
+    sets OMP_NUM_THREADS etc. to its threads) must see two, as a cold process does (in every
+    pool: the server has also loaded scipy's OpenBLAS and scikit-learn's OpenMP)."""
     folder, env = served
     script = folder / "tmp5.threads.py"
     script.write_text("import json, sys\nserved = 'torch' in sys.modules\nimport numpy, torch\n"
                       "from threadpoolctl import threadpool_info\n"
-                      "pools = sorted((p['user_api'], p['num_threads']) for p in threadpool_info())\n"
+                      "pools = sorted({(p['user_api'], p['num_threads']) for p in threadpool_info()})\n"
                       "print(json.dumps([served, torch.get_num_threads(), pools]))\n")
     two = {k: "2" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     warm = json.loads(_run(script, {**env, **two}).stdout)
