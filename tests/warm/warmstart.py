@@ -37,10 +37,15 @@ import types
 
 # What the jobs import that costs most (CPU s on the 2-core Zen 3): torch 3.5-5, Snakemake
 # 2.6, torch._dynamo 3.2 (every forward-over-reverse HVP), scipy.stats 1.2, matplotlib.pyplot
-# 0.8 (every figure), scikit-learn 0.7, scipy.sparse.linalg 0.4.
+# 0.8 (every figure), scikit-learn 0.7, scipy.sparse.linalg 0.4; then what a `snakemake` run
+# imports past its command line (0.25 s of the 1.0-1.2 s of a served dry run of the tiny config).
 PRELOAD = ("numpy", "torch", "yaml", "matplotlib", "snakemake.cli", "snakemake.script",
            "matplotlib.pyplot", "torch._dynamo", "scipy.stats", "scipy.sparse.linalg",
-           "sklearn.linear_model")
+           "sklearn.linear_model", "snakemake.api", "snakemake.workflow", "snakemake.dag",
+           "snakemake.parser", "snakemake.report", "snakemake.profiles", "snakemake.storage",
+           "smart_open", "requests", "nbformat", "docutils.core", "jinja2", "jsonschema",
+           "fastjsonschema", "pygments", "yte", "dpath", "platformdirs",
+           "snakemake_executor_plugin_slurm")
 LIMITS = ("RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_CPU",
           "RLIMIT_CORE", "RLIMIT_STACK")
 # Read once when an interpreter starts: a process whose values differ starts cold.
