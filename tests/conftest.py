@@ -46,8 +46,8 @@ WARM = ROOT / "tests" / "warm"
 def job_env(root: Path = ROOT, env: dict | None = None) -> dict:
     """The environment of a snakemake run: jobs import the library of checkout ``root``
     (and, while the suite's warm interpreter runs, start as its forks: ``warm_interpreter``)."""
-    warm = [str(WARM)] if os.environ.get("MULTIRUN_WARM") else []
-    path = os.pathsep.join([*warm, str(root / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
+    warm = str(WARM) if os.environ.get("MULTIRUN_WARM") else None
+    path = os.pathsep.join(p for p in (warm, str(root / "src"), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONWARNINGS": "ignore", "MKL_CBWR": "AUTO,STRICT",
             "PYTHONPATH": path, **(env or {})}
 
@@ -62,13 +62,9 @@ def warm_interpreter():
         yield None
         return
     folder = Path(tempfile.mkdtemp(prefix="multirun-warm-"))  # short: a socket path < 108 bytes
-    env = {k: v for k, v in job_env().items() if k != "MULTIRUN_WARM"} | {
-        "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in env["PYTHONPATH"].split(os.pathsep)
-                                        if p != str(WARM))
-    with open(folder / "server.log", "w") as log:
+    with open(folder / "server.log", "w") as log:  # job_env: MULTIRUN_WARM is not set yet
         server = subprocess.Popen([sys.executable, str(WARM / "warmstart.py"),
-                                   str(folder / "socket"), str(os.getpid())], env=env,
+                                   str(folder / "socket"), str(os.getpid())], env=job_env(),
                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     os.environ["MULTIRUN_WARM"] = str(folder / "socket")
     os.environ["MULTIRUN_WARM_PID"] = str(server.pid)  # for benchmarks/pytest_cost.py

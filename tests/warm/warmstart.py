@@ -53,7 +53,7 @@ STARTUP_ENV = ("PYTHONWARNINGS", "PYTHONHASHSEED", "PYTHONOPTIMIZE", "PYTHONDONT
                "PYTHONUTF8", "PYTHONIOENCODING", "PYTHONUNBUFFERED", "PYTHONDEVMODE",
                "PYTHONFAULTHANDLER", "PYTHONTRACEMALLOC", "PYTHONSAFEPATH", "LANG", "LC_ALL",
                "LC_CTYPE", "MKL_CBWR")
-# Read by OpenMP and OpenBLAS when torch and numpy load (the server starts with 1): a worker
+# Read by OpenMP and OpenBLAS when torch and numpy load (the server sets 1): a worker
 # whose values differ (Snakemake sets them to each job's threads) sets those pools' sizes as
 # its own start would have (threadpoolctl; torch.set_num_threads).
 THREADS_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -84,6 +84,7 @@ def receive(conn: socket.socket, max_fds: int = 0):
 
 def serve(path: str, parent: int) -> dict:
     """Accept requests until the parent exits; returns only in a worker, with its request."""
+    os.environ.update(THREADS_ENV)  # before numpy and torch load their thread pools
     for name in PRELOAD:
         __import__(name)
     sys.stdout.flush()
@@ -192,16 +193,16 @@ def _thread_pools(env: dict) -> None:
     torch.set_num_threads(count("OMP_NUM_THREADS"))
 
 
-def finish(request: dict) -> int:
+def finish(request: dict) -> None:
     """Run the request and end as the interpreter would (atexit handlers, threads joined,
     the output flushed, the exit code of SystemExit or 1 after a traceback), but with
     ``os._exit``: tearing down torch's modules in a fork costs 2 s, copying every page."""
     try:
         run(request)
         code = 0
-    except SystemExit as err:
-        code = err.code if isinstance(err.code, int) else (err.code is not None)
-        if not isinstance(err.code, int | None):
+    except SystemExit as err:  # as the interpreter reads it: None 0, a number, else 1
+        code = 0 if err.code is None else err.code if isinstance(err.code, int) else 1
+        if code == 1 and not isinstance(err.code, int):
             print(err.code, file=sys.stderr)
     except BaseException as err:
         sys.excepthook(type(err), err, err.__traceback__)
@@ -260,6 +261,4 @@ def client(path: str) -> None:
 
 
 if __name__ == "__main__":
-    if any(os.environ.get(k) != v for k, v in THREADS_ENV.items()):
-        sys.exit(f"warmstart: start the server with {THREADS_ENV}")
     finish(serve(sys.argv[1], int(sys.argv[2])))
