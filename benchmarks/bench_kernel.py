@@ -9,8 +9,9 @@ Default (a few minutes on a 2-core CPU): synthetic fp16 logits (512 models, 10,0
   after every engine run;
 * ``reference``: the write-up's ``compute_kernel`` (adapted from .cuda() to CPU, below) + top-k;
 * ``engine``: :func:`multirun.kernel.neighbours` (fused CPU kernels), with the seconds and
-  share of each phase (read, statistics, transform, GEMM, top-k), and the same with plain
-  torch ops (the fallback without a C++ compiler);
+  share of each phase (read, statistics, transform, GEMM, top-k), each product inside the
+  engine against the same product repeated at once, and the same run with plain torch ops
+  (the fallback without a C++ compiler);
 * ``precision``: error of bf16 (run) and TF32 (emulated: inputs rounded to 10 mantissa bits)
   against float64, on a smaller problem.
 
@@ -52,6 +53,7 @@ from benchlib import device_name, sync
 import multirun.kernel as K
 from multirun.contracts import pick_device
 from multirun.kernel import ShardedLogits, neighbours, tune
+from multirun.kernel import engine as kernel_engine
 
 TOPK = 20
 
@@ -141,6 +143,30 @@ def gemm_at_shape(rows: int, inner: int, cols: int, repeats: int = 5) -> float:
         acc.addmm_(zq.T, zk, beta=1.0, alpha=0.5)
         best = min(best, time.perf_counter() - t)
     return 2.0 * rows * inner * cols / best
+
+
+def paired_gemm(run) -> tuple[float, float]:
+    """Each product of one engine ``run()``, timed as it runs inside the engine and then
+    repeated at once on the same operands into a scratch accumulator (the same moment of a
+    shared machine, the engine's own operands): median seconds of (inside, repeated)."""
+    inside, repeated, scratch = [], [], {}
+    product = kernel_engine._product
+
+    def timed_product(p, acc, zq, zk, alpha, first):
+        t = time.perf_counter()
+        product(p, acc, zq, zk, alpha, first)
+        inside.append(time.perf_counter() - t)
+        spare = scratch.setdefault(acc.shape, torch.empty_like(acc))
+        t = time.perf_counter()
+        product(p, spare, zq, zk, alpha, first)
+        repeated.append(time.perf_counter() - t)
+
+    kernel_engine._product = timed_product
+    try:
+        run()
+    finally:
+        kernel_engine._product = product
+    return float(np.median(inside)), float(np.median(repeated))
 
 
 PHASES = {"read": "read the chunks (memory-mapped fp16)",
@@ -260,6 +286,10 @@ def bench_default(models: int, train: int, test: int, classes: int, repeats: int
         median_run = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
         print(f"engine phases (the median run, {median_run[0]:.2f} s):")
         print_phases(median_run[1], median_run[0], flops)
+        inside, repeated = paired_gemm(engine)
+        print(f"GEMM inside the engine / the same product repeated at once: {repeated / inside:.2f} "
+              f"(median per product {inside * 1e3:.0f} ms against {repeated * 1e3:.0f} ms: whether "
+              "the phases around it slow the GEMM down)")
         saved = K._fused_module
         K._fused_module = False
         try:
