@@ -52,16 +52,16 @@ system-deps:          ## apt-get install $(DEB_PACKAGES) when missing (quiet; lo
 run: setup            ## the default workflow (MNIST-1D, offline, CPU)
 	$(BIN)/snakemake --cores 2
 
-# Two tiers, both in `make test`: the unit tier (library against references, seconds each)
-# and the workflow tier (pytest -m workflow: the tiny workflow end to end, every README
-# command, the report in Chromium, a local SLURM). One worker per core (pytest-xdist); a
-# test file stays on one worker, files are handed out in tests/conftest.py's order (slowest
-# first), and the tiny run is made once and shared (tests/conftest.py).
 # What the tests need, side by side: apt-get runs while pip installs (about 25 s saved on a
 # fresh machine; GNU make 4.3 takes -j only from the command line, hence the sub-make).
 test-deps:
 	@$(MAKE) --no-print-directory -j2 setup system-deps
 
+# Two tiers, both in `make test`: the unit tier (library against references, seconds each)
+# and the workflow tier (pytest -m workflow: the tiny workflow end to end, every README
+# command, the report in Chromium, a local SLURM). One worker per core (pytest-xdist); a
+# test file stays on one worker, files are handed out in tests/conftest.py's order (slowest
+# first), and the tiny run is made once and shared (tests/conftest.py).
 PYTEST := $(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 test: test-deps       ## both tiers: unit tests, the tiny workflow end to end (also on SLURM), lint
 	$(PYTEST)
