@@ -176,6 +176,23 @@ def test_constant_column_gives_zero_not_nan(tmp_path):
     assert np.isfinite(k).all() and (k[2] == 0).all()
 
 
+def test_chunk_views_are_the_mapped_file_and_copies_elsewhere(tmp_path):
+    rng = np.random.default_rng(4)
+    x = random_logits(rng, 7, 5, 3)
+    s = ShardedLogits(write_shards(tmp_path, "v", x, [4]))
+    run = s.models(np.arange(1, 4), view=True)  # consecutive models of shard 0: no copy
+    assert isinstance(run, np.memmap) and not run.flags.writeable
+    np.testing.assert_array_equal(run, x[1:4])
+    assert s.bytes_read == run.nbytes
+    for idx, rows in ((np.arange(3, 6), None), (np.array([0, 2]), None),
+                      (np.arange(2), slice(1, 3))):  # across shards, gaps, a row block
+        got = s.models(idx, rows, view=True)
+        assert not isinstance(got, np.memmap) and got.flags.writeable
+        np.testing.assert_array_equal(got, x[idx][:, rows or slice(None)])
+    s.release()  # the pages go; the view still reads the file
+    np.testing.assert_array_equal(run, x[1:4])
+
+
 def test_cosine_neighbours():
     rng = np.random.default_rng(2)
     qf, kf = rng.standard_normal((20, 7)), rng.standard_normal((50, 7)).astype(np.float16)

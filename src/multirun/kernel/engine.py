@@ -207,9 +207,14 @@ def _raise_nonfinite(logits: ShardedLogits, idx: np.ndarray) -> None:
 
 
 def _read(p: _Pass, logits: ShardedLogits, idx: np.ndarray, rows: slice | None) -> Tensor:
-    """Models ``idx`` (examples ``rows``) as a (m, n, C) tensor in the shards' dtype."""
-    with timed_phase(p.phases, "read", p.device):
-        return torch.from_numpy(logits.models(idx, rows)).to(p.device)
+    """Models ``idx`` (examples ``rows``) as a (m, n, C) tensor in the shards' dtype.
+
+    A chunk of consecutive models of one shard, every example, is the memory-mapped slice
+    itself (no copy; the fused loops read the page cache; never written to), valid until
+    ``logits.release()``, which the passes call after each chunk."""
+    with timed_phase(p.phases, "read", p.device), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        return torch.from_numpy(logits.models(idx, rows, view=True)).to(p.device)
 
 
 def _moments(p: _Pass, side: _Side, chunks: list[np.ndarray], selections: list[np.ndarray]
@@ -241,6 +246,7 @@ def _moments(p: _Pass, side: _Side, chunks: list[np.ndarray], selections: list[n
             with timed_phase(p.phases, "moments", p.device):
                 _merge(p, logits, idx[mask], x, mean, m2, m2_tiny, count, s, n)
             count[s] += n
+        logits.release()
         p.bar.update(1)
     for s in range(len(selections)):
         side.stats.append(_finish(mean[s], m2[s], m2_tiny[s], count[s]))
@@ -456,6 +462,8 @@ def _products(p: _Pass, q_side: _Side, k_side: _Side, chunks: list[np.ndarray],
                     zq = _normalised(p, q_side, xq if pick is None else xq[pick], rows, s)
                 _accumulate(p, acc[s], zq, zk, 1.0 / (len(sel) * len(p.classes)), not started[s])
                 started[s] = True
+            k_side.logits.release()
+            q_side.logits.release()
             p.bar.update(1)
         for s in range(len(sels)):
             yield members[s], start, stop, acc[s]

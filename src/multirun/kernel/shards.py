@@ -48,6 +48,7 @@ class ShardedLogits:
         self.num_classes = int(first.shape[2])
         self.dtype = first.dtype
         self.bytes_read = 0  # bytes gathered by models() so far (the engine logs it)
+        self._viewed: set[int] = set()  # shards with views handed out (release() unmaps)
         if self.num_models < 2:
             raise ContractError(f"{', '.join(map(str, self.paths))}: {self.num_models} model(s) in "
                                 "all; the kernel's std across models needs at least 2")
@@ -61,20 +62,32 @@ class ShardedLogits:
         s = int(np.searchsorted(self.offsets, model, side="right") - 1)
         return self.paths[s], int(model - self.offsets[s])
 
-    def models(self, index: np.ndarray, rows: slice | None = None) -> np.ndarray:
+    def models(self, index: np.ndarray, rows: slice | None = None, *,
+               view: bool = False) -> np.ndarray:
         """Gather models ``index`` across shards: (len(index), N, C) in the shards' dtype.
 
-        ``rows`` restricts the examples read (e.g. one query block).
+        ``rows`` restricts the examples read (e.g. one query block). ``view``: where the
+        models are one run of consecutive models of one shard and every example is wanted,
+        the memory-mapped slice itself (read-only, no copy: the consumer reads the page
+        cache directly), valid until :meth:`release`; otherwise, and by default, a copy.
         """
         index = np.asarray(index, dtype=np.int64).reshape(-1)
         if index.size and (index.min() < 0 or index.max() >= self.num_models):
             raise ContractError(f"model index out of range [0, {self.num_models}) for shards "
                                 f"{[str(p) for p in self.paths]}")
         rows = rows if rows is not None else slice(None)
+        shard = np.searchsorted(self.offsets, index, side="right") - 1
+        if view and rows == slice(None) and index.size and shard[0] == shard[-1] and \
+                np.all(np.diff(index) == 1):
+            s = int(shard[0])
+            first = int(index[0] - self.offsets[s])
+            block = self._arrays[s][first : first + len(index)]
+            self.bytes_read += block.nbytes
+            self._viewed.add(s)
+            return block
         n = len(range(*rows.indices(self.num_examples)))
         out = np.empty((len(index), n, self.num_classes), dtype=self.dtype)
         self.bytes_read += out.nbytes
-        shard = np.searchsorted(self.offsets, index, side="right") - 1
         for s in np.unique(shard):
             where = np.flatnonzero(shard == s)
             local = index[where] - self.offsets[s]
@@ -88,6 +101,12 @@ class ShardedLogits:
                 out[where] = block
             self._release(s)
         return out
+
+    def release(self) -> None:
+        """Unmap the pages of the shards that :meth:`models` handed out as views."""
+        for s in self._viewed:
+            self._release(s)
+        self._viewed.clear()
 
     def _release(self, s: int) -> None:
         """Unmap the pages of shard ``s`` read so far (they stay in the page cache).
