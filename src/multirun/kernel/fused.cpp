@@ -45,11 +45,25 @@ constexpr float SMALL_S = 7.88860905e-31f;
 constexpr double TINY_SCALE = 1.3407807929942597e+154;  // 2^512
 
 
-// Load one (example tile, model) slab into class-major buf[c * TILE + j], log_softmax over c.
-// Contiguous conversion to float32 (F16C/AVX-512 when compiled for it); true if NaN/inf seen.
-inline bool to_float(const at::Half* s, int64_t k, float* out) {
+// True if any of the k values is NaN/inf (read on the raw bits).
+inline bool any_nonfinite(const at::Half* s, int64_t k) {
   const uint16_t* b = reinterpret_cast<const uint16_t*>(s);
   uint16_t any = 0;
+  for (int64_t j = 0; j < k; ++j) any |= static_cast<uint16_t>((b[j] & 0x7C00u) == 0x7C00u);
+  return any != 0;
+}
+inline bool any_nonfinite(const float* s, int64_t k) {
+  uint32_t any = 0;
+  for (int64_t j = 0; j < k; ++j) {
+    uint32_t b; std::memcpy(&b, s + j, 4);
+    any |= static_cast<uint32_t>((b & 0x7F800000u) == 0x7F800000u);
+  }
+  return any != 0;
+}
+
+// Contiguous conversion to float32 (F16C/AVX-512 when compiled for it).
+inline void to_float(const at::Half* s, int64_t k, float* out) {
+  const uint16_t* b = reinterpret_cast<const uint16_t*>(s);
   int64_t i = 0;
 #if defined(__AVX512F__)
   for (; i + 16 <= k; i += 16) {
@@ -63,17 +77,30 @@ inline bool to_float(const at::Half* s, int64_t k, float* out) {
   }
 #endif
   for (; i < k; ++i) out[i] = static_cast<float>(s[i]);
-  for (int64_t j = 0; j < k; ++j) any |= static_cast<uint16_t>((b[j] & 0x7C00u) == 0x7C00u);
-  return any != 0;
 }
-inline bool to_float(const float* s, int64_t k, float* out) {
-  uint32_t any = 0;
-  for (int64_t j = 0; j < k; ++j) {
-    uint32_t b; std::memcpy(&b, s + j, 4);
-    any |= static_cast<uint32_t>((b & 0x7F800000u) == 0x7F800000u);
-    out[j] = s[j];
-  }
-  return any != 0;
+inline void to_float(const float* s, int64_t k, float* out) { std::memcpy(out, s, k * 4); }
+
+// One (example tile, model) slab s (len, C) into class-major float32 buf[c * TILE + j]: a
+// contiguous conversion into raw (len, C), then (with AVX-512) gathers of 16 examples per
+// class, else a scalar transpose. True if NaN/inf seen.
+template <typename T>
+inline bool class_major(const T* s, int64_t len, int64_t C, float* raw, float* buf) {
+  const bool bad = any_nonfinite(s, len * C);
+  to_float(s, len * C, raw);
+  int64_t j0 = 0;
+#if defined(__AVX512F__)
+  const __m512i lanes = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      _mm512_set1_epi32(static_cast<int>(C)));
+  for (; j0 + 16 <= len; j0 += 16)
+    for (int64_t c = 0; c < C; ++c) {
+      const __m512i at = _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int>(c)));
+      _mm512_storeu_ps(buf + c * TILE + j0, _mm512_i32gather_ps(at, raw + j0 * C, 4));
+    }
+#endif
+  for (int64_t j = j0; j < len; ++j)
+    for (int64_t c = 0; c < C; ++c) buf[c * TILE + j] = raw[j * C + c];
+  return bad;
 }
 
 // exp(x) for x <= 0 by Cody-Waite reduction and the Cephes expf polynomial (about 1 ulp),
@@ -143,10 +170,8 @@ inline bool load_tile(const T* s, int64_t len, int64_t C, bool lsm, float* raw, 
   // small[0..nsmall) lists the j and tv[j] holds the top class's log-probability -log1p(s)
   // with s summed in double (elsewhere tv is not written). Without log_softmax mx = lg = 0,
   // top = -1 and nsmall = 0.
-  const bool bad = to_float(s, len * C, raw);
+  const bool bad = class_major(s, len, C, raw, buf);
   nsmall = 0;
-  for (int64_t j = 0; j < len; ++j)
-    for (int64_t c = 0; c < C; ++c) buf[c * TILE + j] = raw[j * C + c];
   if (!lsm) {
     for (int64_t j = 0; j < len; ++j) {
       mx[j] = lg[j] = 0.f;
