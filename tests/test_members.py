@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from multirun import programs
 from multirun.checkpoint import upgrade, write_metrics
 from multirun.contracts import ContractError, save_torch
 from multirun.recipe import PER_MEMBER_KEYS, normalize_recipe, split_members
@@ -170,24 +171,42 @@ def test_masked_float32_vmap_with_adam(vectors):
     assert_members_match(ckpt, x, y, SPECS["vmap"], recipes, atol=1e-5, masks=masks)
 
 
-def test_uniform_members_take_the_fused_path(vectors, monkeypatch):
-    # members that agree on every number run today's single fused SGD pass; members that
-    # differ never call it
+def test_members_take_one_fused_pass_per_run_of_equal_numbers(vectors, monkeypatch):
+    # members that agree on every number: one fused SGD pass per step; members in runs of
+    # equal numbers: one per run (here [a, a, b]: two); beyond FUSED_RUNS runs: none
     calls = []
     fused = torch._fused_sgd_
 
     def spy(*args, **kwargs):
-        calls.append(1)
+        calls.append(len(args[0]))  # tensors in the pass
         return fused(*args, **kwargs)
 
     monkeypatch.setattr(torch, "_fused_sgd_", spy)
     x, y = vectors
-    train_shard(x, y, [0, 1], MLP, BASE, "cpu", progress=False)
     steps = BASE["epochs"] * (len(x) // BASE["batch_size"])
-    assert len(calls) == steps
+    train_shard(x, y, [0, 1], MLP, BASE, "cpu", progress=False)
+    assert calls == [1] * steps  # the flat buffer
     calls.clear()
-    train_shard(x, y, [0, 1], MLP, members(BASE, SGD_MEMBERS[:2]), "cpu", progress=False)
+    recipes = members(BASE, [SGD_MEMBERS[0], SGD_MEMBERS[0], SGD_MEMBERS[2]])
+    train_shard(x, y, [0, 1, 2], MLP, recipes, "cpu", progress=False)
+    assert calls == [3, 3] * steps  # two runs, each over the rows of the 3 layers
+    calls.clear()
+    monkeypatch.setattr(programs, "FUSED_RUNS", 1)
+    train_shard(x, y, [0, 1, 2], MLP, recipes, "cpu", progress=False)
     assert not calls
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "nesterov"])
+def test_many_runs_take_the_per_layer_update_fp64(vectors, optimizer, monkeypatch):
+    # beyond FUSED_RUNS runs the update is per layer with (S,) numbers: exact too
+    monkeypatch.setattr(programs, "FUSED_RUNS", 1)
+    x, y = vectors
+    changes = SGD_MEMBERS
+    if optimizer == "nesterov":  # nesterov needs momentum > 0
+        changes = [{**c, "momentum": c["momentum"] or 0.3} for c in changes]
+    recipes = members({**BASE, "optimizer": optimizer}, changes)
+    ckpt = train_shard(x.double(), y, [0, 3, 7], MLP, recipes, "cpu", progress=False)
+    assert_members_match(ckpt, x.double(), y, MLP, recipes, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- subsets

@@ -62,6 +62,7 @@ def pick_program(name: str, spec: Mapping[str, Any], recipe: Mapping[str, Any]) 
 
 
 Value = float | Tensor  # one number for every member, or (S,) per member
+FUSED_RUNS = 16  # at most this many runs of members with equal SGD numbers: fused per run
 
 
 def _axpy(y: Tensor, x: Tensor, a: Value) -> Tensor:
@@ -113,13 +114,18 @@ class MemberOptimizer:
         self.first = True
         self.t = 0  # Adam's step count (shared: every member takes every step)
 
+        def like_params(buf: Tensor) -> list[Tensor]:  # views of a flat buffer, as params
+            base = flat[0].storage_offset()
+            return [buf.as_strided(p.shape, p.stride(), p.storage_offset() - base)
+                    for p in params]
+
         def zeros() -> list[Tensor]:  # state buffers, views of one flat buffer with ``flat``
             if flat is None:
                 return [torch.zeros_like(p) for p in params]
             buf = torch.zeros_like(flat[0])
-            base = flat[0].storage_offset()
-            return [buf.as_strided(p.shape, p.stride(), p.storage_offset() - base)
-                    for p in params] + [buf]
+            return like_params(buf) + [buf]
+        self._grads = like_params(flat[1]) if flat is not None else None
+        self._runs: dict[tuple[int, int], tuple[list[Tensor], ...]] = {}
         if self.kind in ("sgd", "nesterov"):
             self.momentum = any(self.values["momentum"])
             self.state = {"momentum": zeros()} if self.momentum else {}
@@ -156,16 +162,38 @@ class MemberOptimizer:
             self._adam(lrs, grads)
         self.first = False
 
+    def _member_runs(self, start: int, stop: int) -> tuple[list[Tensor], ...]:
+        """(params, grads, momentum buffers) of members ``start:stop``: the flat buffers for
+        all members, else views of every layer's rows (made once)."""
+        if (start, stop) not in self._runs:
+            n, mom = len(self.params), self.state.get("momentum", [])
+            if (start, stop) == (0, self.s):
+                views = ([self.flat[0]], [self.flat[1]], mom[-1:])
+            else:
+                views = ([p[start:stop] for p in self.params],
+                         [g[start:stop] for g in self._grads], [b[start:stop] for b in mom[:n]])
+            self._runs[start, stop] = views
+        return self._runs[start, stop]
+
     def _sgd(self, lrs: list[float], grads: list[Tensor]) -> None:
-        lr, m, wd = self._value(lrs), self.h["momentum"], self.h["weight_decay"]
         nesterov = self.kind == "nesterov"
+        if self.flat is not None and hasattr(torch, "_fused_sgd_"):
+            # members in runs of equal numbers (one run: every member; a sweep: one per
+            # point): torch's fused SGD pass over each run, the very update of one
+            # torch.optim.SGD per point, where the runs are few
+            numbers = list(zip(lrs, self.values["momentum"], self.values["weight_decay"],
+                               strict=True))
+            starts = [i for i in range(self.s) if i == 0 or numbers[i] != numbers[i - 1]]
+            if len(starts) <= FUSED_RUNS:
+                for start, stop in zip(starts, [*starts[1:], self.s], strict=True):
+                    lr, m, wd = (float(v) for v in numbers[start])
+                    p, g, buf = self._member_runs(start, stop)
+                    torch._fused_sgd_(p, g, buf if m else [], weight_decay=wd, momentum=m, lr=lr,
+                                      dampening=0.0, nesterov=nesterov, maximize=False,
+                                      is_first_step=self.first)
+                return
+        lr, m, wd = self._value(lrs), self.h["momentum"], self.h["weight_decay"]
         uniform = all(isinstance(v, float) for v in (lr, m, wd))
-        if uniform and self.flat is not None and hasattr(torch, "_fused_sgd_"):
-            torch._fused_sgd_([self.flat[0]], [self.flat[1]],
-                              [self.state["momentum"][-1]] if self.momentum else [],
-                              weight_decay=wd, momentum=m, lr=lr, dampening=0.0,
-                              nesterov=nesterov, maximize=False, is_first_step=self.first)
-            return
         neg_lr = -lr
         for p, g, *buf in self._pieces(grads, uniform):
             if not isinstance(wd, float) or wd:
