@@ -80,9 +80,11 @@ class MemberOptimizer:
 
     ``params``: tensors (S, ...), member ``s`` in row ``s``, updated in place.
     ``flat``: optionally one buffer pair (parameters, gradients) of which every
-    ``params[i]`` (and its gradient) is a view; where all members agree on every
-    number the update then runs once over the flat buffer (``torch._fused_sgd_``
-    for SGD). ``recipe`` is the shared recipe and ``per_member`` the S values of
+    ``params[i]`` (and its gradient) is a view; the SGD update then runs as
+    ``torch._fused_sgd_`` passes: once over the flat buffer where all members agree on
+    every number, else once per run of consecutive members with equal numbers (a
+    sweep's points), up to ``FUSED_RUNS`` runs. ``recipe`` is the shared recipe and
+    ``per_member`` the S values of
     :data:`multirun.recipe.PER_MEMBER_KEYS` (:func:`multirun.recipe.split_members`).
 
     Arithmetic, per element, with member ``s``'s numbers: ``sgd``/``nesterov``:
@@ -352,9 +354,10 @@ class _FlatLayers:
 
     ``kinds`` selects the layers (in module order; every one has a bias). Layer ``l``'s
     matrix ``M[l]`` is (S, out, fan_in + 1), a view of ``flat``; its gradient ``G[l]`` a
-    view of ``grad``. ``opt`` (:class:`MemberOptimizer`) updates all of them: in one
-    fused pass over ``flat`` where the members agree on every number, else layer by
-    layer with per-member (S,) hyperparameters.
+    view of ``grad``. ``opt`` (:class:`MemberOptimizer`) updates all of them: for SGD in
+    one fused pass over ``flat`` where the members agree on every number, one per run of
+    members with equal numbers, else (and for Adam) layer by layer with per-member (S,)
+    hyperparameters.
     """
 
     phases: dict | None = None  # benchmarks: seconds per part of step() (multirun.timing)
