@@ -463,7 +463,8 @@ def _products(p: _Pass, q_side: _Side, k_side: _Side, chunks: list[np.ndarray],
                 _accumulate(p, acc[s], zq, zk, 1.0 / (len(sel) * len(p.classes)), not started[s])
                 started[s] = True
             k_side.logits.release()
-            q_side.logits.release()
+            if not same:
+                q_side.logits.release()
             p.bar.update(1)
         for s in range(len(sels)):
             yield members[s], start, stop, acc[s]

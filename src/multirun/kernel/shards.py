@@ -77,7 +77,8 @@ class ShardedLogits:
                                 f"{[str(p) for p in self.paths]}")
         rows = rows if rows is not None else slice(None)
         shard = np.searchsorted(self.offsets, index, side="right") - 1
-        if view and rows == slice(None) and index.size and shard[0] == shard[-1] and \
+        every_row = rows.indices(self.num_examples) == (0, self.num_examples, 1)
+        if view and every_row and index.size and shard[0] == shard[-1] and \
                 np.all(np.diff(index) == 1):
             s = int(shard[0])
             first = int(index[0] - self.offsets[s])
