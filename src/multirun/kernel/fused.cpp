@@ -82,7 +82,8 @@ inline void to_float(const float* s, int64_t k, float* out) { std::memcpy(out, s
 
 // One (example tile, model) slab s (len, C) into class-major float32 buf[c * TILE + j]: a
 // contiguous conversion into raw (len, C), then (with AVX-512) gathers of 16 examples per
-// class, else a scalar transpose. True if NaN/inf seen.
+// class, (with AVX2) 8 x 8 register transposes (AVX2 gathers were no faster than scalar code
+// on a Zen 3), else a scalar transpose. raw holds C * TILE + 8 floats. True if NaN/inf seen.
 template <typename T>
 inline bool class_major(const T* s, int64_t len, int64_t C, float* raw, float* buf) {
   const bool bad = any_nonfinite(s, len * C);
@@ -96,6 +97,35 @@ inline bool class_major(const T* s, int64_t len, int64_t C, float* raw, float* b
     for (int64_t c = 0; c < C; ++c) {
       const __m512i at = _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int>(c)));
       _mm512_storeu_ps(buf + c * TILE + j0, _mm512_i32gather_ps(at, raw + j0 * C, 4));
+    }
+#elif defined(__AVX2__)
+  // 8 examples x 8 classes at a time: eight row loads, an 8 x 8 register transpose, the
+  // columns of the classes that exist stored (raw holds 8 floats of slack past len * C).
+  for (; j0 + 8 <= len; j0 += 8)
+    for (int64_t c0 = 0; c0 < C; c0 += 8) {
+      const float* r = raw + j0 * C + c0;
+      __m256 a0 = _mm256_loadu_ps(r), a1 = _mm256_loadu_ps(r + C),
+             a2 = _mm256_loadu_ps(r + 2 * C), a3 = _mm256_loadu_ps(r + 3 * C),
+             a4 = _mm256_loadu_ps(r + 4 * C), a5 = _mm256_loadu_ps(r + 5 * C),
+             a6 = _mm256_loadu_ps(r + 6 * C), a7 = _mm256_loadu_ps(r + 7 * C);
+      const __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1),
+                   t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3),
+                   t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5),
+                   t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
+      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+                   u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+                   u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+                   u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      const __m256 col[8] = {_mm256_permute2f128_ps(u0, u4, 0x20),
+                             _mm256_permute2f128_ps(u1, u5, 0x20),
+                             _mm256_permute2f128_ps(u2, u6, 0x20),
+                             _mm256_permute2f128_ps(u3, u7, 0x20),
+                             _mm256_permute2f128_ps(u0, u4, 0x31),
+                             _mm256_permute2f128_ps(u1, u5, 0x31),
+                             _mm256_permute2f128_ps(u2, u6, 0x31),
+                             _mm256_permute2f128_ps(u3, u7, 0x31)};
+      const int64_t k = std::min<int64_t>(8, C - c0);
+      for (int64_t c = 0; c < k; ++c) _mm256_storeu_ps(buf + (c0 + c) * TILE + j0, col[c]);
     }
 #endif
   for (int64_t j = j0; j < len; ++j)
@@ -186,10 +216,10 @@ inline bool load_tile(const T* s, int64_t len, int64_t C, bool lsm, float* raw, 
   for (int64_t c = 1; c < C; ++c) {
     const float fc = static_cast<float>(c);
     for (int64_t j = 0; j < len; ++j) {
-      const float v = buf[c * TILE + j];
+      const float v = buf[c * TILE + j], t = top[j];
       const bool gt = v > mx[j];
-      top[j] = gt ? fc : top[j];
-      mx[j] = gt ? v : mx[j];
+      top[j] = t + (gt ? fc - t : 0.f);  // not a select of top[j]: GCC makes that a masked
+      mx[j] = gt ? v : mx[j];            // store, microcoded and slow on AMD CPUs
     }
   }
   for (int64_t j = 0; j < len; ++j) lg[j] = 0.f;
@@ -197,7 +227,7 @@ inline bool load_tile(const T* s, int64_t len, int64_t C, bool lsm, float* raw, 
     const float* b = buf + c * TILE;
     const float fc = static_cast<float>(c);
     for (int64_t j = 0; j < len; ++j)
-      lg[j] += top[j] == fc ? 0.f : exp_nonpositive(b[j] - mx[j]);
+      lg[j] += exp_nonpositive(b[j] - mx[j]) * (top[j] == fc ? 0.f : 1.f);  // no masked loads
   }
   uint32_t any_small = 0;  // (an OR vectorises; a float min would not without -ffast-math)
   for (int64_t j = 0; j < len; ++j) any_small |= static_cast<uint32_t>(lg[j] < SMALL_S);
@@ -223,7 +253,7 @@ void transform_impl(const T* src, float* dst, const float* inv, const double* me
                     const double* inv64, int64_t m, int64_t n, int64_t C, bool lsm) {
   const int64_t tiles = (n + TILE - 1) / TILE;
   at::parallel_for(0, m * tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> raw(C * TILE), buf(C * TILE), mx(TILE), acc(TILE), top(TILE);
+    std::vector<float> raw(C * TILE + 8), buf(C * TILE), mx(TILE), acc(TILE), top(TILE);
     std::vector<double> tv(TILE);
     std::vector<int32_t> small(TILE);
     int64_t nsmall = 0;
@@ -262,7 +292,7 @@ bool moments_impl(const T* src, double* mean, double* m2, double* m2_tiny, int64
   std::vector<char> bad_tile(tiles, 0);
   const double total = static_cast<double>(count + m);
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> raw(C * TILE), buf(C * TILE), mx(TILE), acc(TILE), top(TILE);
+    std::vector<float> raw(C * TILE + 8), buf(C * TILE), mx(TILE), acc(TILE), top(TILE);
     std::vector<double> y0(C * TILE), a1(C * TILE), a2(C * TILE), a3(C * TILE), tv(TILE),
         w(TILE);
     std::vector<int32_t> small(TILE), tiny(C * TILE);
