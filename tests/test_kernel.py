@@ -552,6 +552,29 @@ def test_bytes_read_are_logged(data, capsys):
     assert q.bytes_read == 2 * test.nbytes  # each query row read once for the products
 
 
+@pytest.mark.parametrize("n, k", [(10_000, 20), (37, 5), (15, 15), (16, 1), (100, 100)])
+def test_topk_of_a_block_is_torch_topk_with_ties_by_column(n, k):
+    """The top-k of a finished block (the fused loop on CPU, else torch.topk) against a naive
+    per-row sort: values descending, equal values by column ascending; -inf (an excluded
+    self) only where nothing larger is left; rows that rise to the end (every value a new
+    candidate)."""
+    from multirun.kernel.search import _topk
+
+    rng = np.random.default_rng(n + k)
+    acc = rng.standard_normal((7, n)).astype(np.float32)
+    acc[1] = np.round(acc[1])  # many ties
+    acc[2] = np.sort(acc[2])  # ascending: the worst case for a threshold scan
+    acc[3, : n // 2] = -np.inf
+    acc[4] = 0.5  # one value everywhere
+    values, columns = (t.numpy() for t in _topk(torch.from_numpy(acc), k))
+    for r in range(len(acc)):
+        order = sorted(range(n), key=lambda c: (-acc[r, c], c))[:k]
+        np.testing.assert_array_equal(values[r], acc[r, order])
+        if r in (1, 3, 4) and kernel_module._fused() is None:
+            continue  # torch.topk's order among equal values is its own
+        np.testing.assert_array_equal(columns[r], order)
+
+
 def test_fused_loops_are_built_at_setup_and_loaded_without_compiling(monkeypatch):
     """`make setup` builds the fused loops (python -m multirun.kernel.build); a job then
     imports the built library and never compiles."""

@@ -6,6 +6,8 @@
 // moments:   the chunk's per-(class, example) mean and sum of squared deviations across its m
 //            models (float64), merged into running statistics (Chan et al.).
 // Both read every value once; NaN/inf are detected on the raw bits.
+// topk:      the k largest values of every row of a finished (Nq, Nt) kernel block and their
+//            columns, sorted (engine/search.py: one read of the block, 2-3x torch.topk).
 //
 // log_softmax is evaluated as (x - max) - log1p(s), s = sum over the classes other than the
 // top one of exp(x - max): the top class's log-probability -log1p(s) keeps its relative
@@ -367,6 +369,59 @@ bool moments_impl(const T* src, double* mean, double* m2, double* m2_tiny, int64
   });
   return std::any_of(bad_tile.begin(), bad_tile.end(), [](char b) { return b != 0; });
 }
+
+// Per row of x (R, N) float32, the k largest values and their columns, sorted by value
+// descending, equal values by column ascending. A row is scanned 16 values at a time against
+// the k-th best so far (a vectorised compare; most blocks hold no candidate), candidates
+// replace the worst of a k-entry min-heap. No NaN expected (the engine's inputs are finite).
+void topk_rows(const float* x, int64_t R, int64_t N, int64_t k, float* values, int64_t* index) {
+  at::parallel_for(0, R, 1, [&](int64_t begin, int64_t end) {
+    std::vector<std::pair<float, int64_t>> heap(k);
+    // worse(a, b): a ranks below b (smaller value, or equal value and larger column)
+    auto worse = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
+      return a.first < b.first || (a.first == b.first && a.second > b.second);
+    };
+    auto better = [&](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
+      return worse(b, a);
+    };  // heap ordered so that the worst entry is at the front
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = x + r * N;
+      for (int64_t j = 0; j < k; ++j) heap[j] = {row[j], j};
+      std::make_heap(heap.begin(), heap.end(), better);
+      float thr = heap.front().first;
+      int64_t j = k;
+      auto offer = [&](int64_t c) {
+        if (row[c] > thr) {  // equal to the worst: its column is smaller, it stays
+          std::pop_heap(heap.begin(), heap.end(), better);
+          heap.back() = {row[c], c};
+          std::push_heap(heap.begin(), heap.end(), better);
+          thr = heap.front().first;
+        }
+      };
+      for (; j < k + (N - k) % 16; ++j) offer(j);
+      for (; j < N; j += 16) {
+        bool any;
+#if defined(__AVX2__)
+        const __m256 t = _mm256_set1_ps(thr);
+        any = _mm256_movemask_ps(_mm256_or_ps(
+                  _mm256_cmp_ps(_mm256_loadu_ps(row + j), t, _CMP_GT_OQ),
+                  _mm256_cmp_ps(_mm256_loadu_ps(row + j + 8), t, _CMP_GT_OQ))) != 0;
+#else
+        uint32_t bits = 0;
+        for (int64_t i = 0; i < 16; ++i) bits |= static_cast<uint32_t>(row[j + i] > thr);
+        any = bits != 0;
+#endif
+        if (any)
+          for (int64_t i = 0; i < 16; ++i) offer(j + i);
+      }
+      std::sort_heap(heap.begin(), heap.end(), better);  // best first
+      for (int64_t i = 0; i < k; ++i) {
+        values[r * k + i] = heap[i].first;
+        index[r * k + i] = heap[i].second;
+      }
+    }
+  });
+}
 }  // namespace
 
 // x: (m, n, C) half/float contiguous; inv: (C, n) float 1/std; mean64, inv64: (C, n) double
@@ -410,7 +465,21 @@ bool moments(torch::Tensor x, torch::Tensor mean, torch::Tensor m2, torch::Tenso
   return bad;
 }
 
+// x: (R, N) float32 contiguous, 1 <= k <= N -> (values (R, k) float32, index (R, k) int64),
+// each row sorted by value descending, equal values by column ascending.
+std::tuple<torch::Tensor, torch::Tensor> topk(torch::Tensor x, int64_t k) {
+  TORCH_CHECK(x.is_contiguous() && x.dim() == 2 && x.scalar_type() == at::kFloat,
+              "a contiguous (R, N) float32 tensor expected");
+  const int64_t R = x.size(0), N = x.size(1);
+  TORCH_CHECK(k >= 1 && k <= N, "k must lie in [1, N]");
+  auto values = torch::empty({R, k}, x.options());
+  auto index = torch::empty({R, k}, x.options().dtype(at::kLong));
+  topk_rows(x.data_ptr<float>(), R, N, k, values.data_ptr<float>(), index.data_ptr<int64_t>());
+  return {values, index};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("transform", &transform, "log_softmax + z-score of a logit chunk into the GEMM layout");
   m.def("moments", &moments, "merge a logit chunk into running per-(class, example) moments");
+  m.def("topk", &topk, "the k largest values of every row and their columns, sorted");
 }

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from multirun.contracts import ContractError
+from multirun.kernel import build
 from multirun.kernel.engine import KernelOptions, kernel_blocks
 from multirun.kernel.shards import ShardedLogits
 from multirun.timing import timed_phase
@@ -28,6 +29,17 @@ def _check_k(queries: ShardedLogits, keys: ShardedLogits, k: int, exclude_self: 
     if exclude_self and queries.num_examples != keys.num_examples:
         raise ContractError("exclude_self needs queries and keys to be the same examples, got "
                             f"{queries.num_examples} and {keys.num_examples}")
+
+
+def _topk(acc: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest values of every row of ``acc`` (R, N) float32 and their columns, each
+    (R, k), sorted descending: the fused CPU loop where it is built (equal values by column
+    ascending), else ``torch.topk``."""
+    fused = build.fused() if acc.device.type == "cpu" and acc.dtype == torch.float32 else None
+    if fused is not None:
+        return fused.topk(acc.contiguous(), k)
+    top = torch.topk(acc, k, dim=1, largest=True, sorted=True)
+    return top.values, top.indices
 
 
 def subset_neighbours(queries: ShardedLogits, keys: ShardedLogits,
@@ -54,9 +66,9 @@ def subset_neighbours(queries: ShardedLogits, keys: ShardedLogits,
         with timed_phase(options.phases, "topk", acc.device):
             if exclude_self:
                 acc.diagonal(offset=start).fill_(-math.inf)
-            top = torch.topk(acc, k, dim=1, largest=True, sorted=True)
-            index[s, start:stop] = top.indices.cpu().numpy()
-            similarity[s, start:stop] = top.values.cpu().numpy()
+            values, columns = _topk(acc, k)
+            index[s, start:stop] = columns.cpu().numpy()
+            similarity[s, start:stop] = values.cpu().numpy()
     return index, similarity
 
 
