@@ -7,7 +7,7 @@
 //            models (float64), merged into running statistics (Chan et al.).
 // Both read every value once; NaN/inf are detected on the raw bits.
 // topk:      the k largest values of every row of a finished (Nq, Nt) kernel block and their
-//            columns, sorted (engine/search.py: one read of the block, 2-3x torch.topk).
+//            columns, sorted (search.py: one read of the block, 2-3x faster than torch.topk).
 //
 // log_softmax is evaluated as (x - max) - log1p(s), s = sum over the classes other than the
 // top one of exp(x - max): the top class's log-probability -log1p(s) keeps its relative
@@ -38,6 +38,9 @@
 
 namespace {
 constexpr int64_t TILE = 256;
+// Floats past C * TILE in each raw slab buffer: the AVX2 transpose loads 8 classes of a row
+// at a time, past the last class of the last row.
+constexpr int64_t RAW_SLACK = 8;
 // Below this s = sum of exp(x_c - max) over the non-top classes, the top class's
 // log-probability is recomputed in double (2^-100: float32 still has full relative precision).
 constexpr float SMALL_S = 7.88860905e-31f;
@@ -85,7 +88,8 @@ inline void to_float(const float* s, int64_t k, float* out) { std::memcpy(out, s
 // One (example tile, model) slab s (len, C) into class-major float32 buf[c * TILE + j]: a
 // contiguous conversion into raw (len, C), then (with AVX-512) gathers of 16 examples per
 // class, (with AVX2) 8 x 8 register transposes (AVX2 gathers were no faster than scalar code
-// on a Zen 3), else a scalar transpose. raw holds C * TILE + 8 floats. True if NaN/inf seen.
+// on a Zen 3), else a scalar transpose. raw holds C * TILE + RAW_SLACK floats. True if NaN/inf
+// seen.
 template <typename T>
 inline bool class_major(const T* s, int64_t len, int64_t C, float* raw, float* buf) {
   const bool bad = any_nonfinite(s, len * C);
@@ -102,7 +106,7 @@ inline bool class_major(const T* s, int64_t len, int64_t C, float* raw, float* b
     }
 #elif defined(__AVX2__)
   // 8 examples x 8 classes at a time: eight row loads, an 8 x 8 register transpose, the
-  // columns of the classes that exist stored (raw holds 8 floats of slack past len * C).
+  // columns of the classes that exist stored (the loads may read RAW_SLACK floats past len * C).
   for (; j0 + 8 <= len; j0 += 8)
     for (int64_t c0 = 0; c0 < C; c0 += 8) {
       const float* r = raw + j0 * C + c0;
@@ -255,7 +259,7 @@ void transform_impl(const T* src, float* dst, const float* inv, const double* me
                     const double* inv64, int64_t m, int64_t n, int64_t C, bool lsm) {
   const int64_t tiles = (n + TILE - 1) / TILE;
   at::parallel_for(0, m * tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> raw(C * TILE + 8), buf(C * TILE), mx(TILE), acc(TILE), top(TILE);
+    std::vector<float> raw(C * TILE + RAW_SLACK), buf(C * TILE), mx(TILE), acc(TILE), top(TILE);
     std::vector<double> tv(TILE);
     std::vector<int32_t> small(TILE);
     int64_t nsmall = 0;
@@ -294,7 +298,7 @@ bool moments_impl(const T* src, double* mean, double* m2, double* m2_tiny, int64
   std::vector<char> bad_tile(tiles, 0);
   const double total = static_cast<double>(count + m);
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> raw(C * TILE + 8), buf(C * TILE), mx(TILE), acc(TILE), top(TILE);
+    std::vector<float> raw(C * TILE + RAW_SLACK), buf(C * TILE), mx(TILE), acc(TILE), top(TILE);
     std::vector<double> y0(C * TILE), a1(C * TILE), a2(C * TILE), a3(C * TILE), tv(TILE),
         w(TILE);
     std::vector<int32_t> small(TILE), tiny(C * TILE);
@@ -377,13 +381,11 @@ bool moments_impl(const T* src, double* mean, double* m2, double* m2_tiny, int64
 void topk_rows(const float* x, int64_t R, int64_t N, int64_t k, float* values, int64_t* index) {
   at::parallel_for(0, R, 1, [&](int64_t begin, int64_t end) {
     std::vector<std::pair<float, int64_t>> heap(k);
-    // worse(a, b): a ranks below b (smaller value, or equal value and larger column)
-    auto worse = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
-      return a.first < b.first || (a.first == b.first && a.second > b.second);
+    // better(a, b): a ranks above b (larger value, or equal value and smaller column); as the
+    // heap's order it keeps the worst entry at the front
+    auto better = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
     };
-    auto better = [&](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
-      return worse(b, a);
-    };  // heap ordered so that the worst entry is at the front
     for (int64_t r = begin; r < end; ++r) {
       const float* row = x + r * N;
       for (int64_t j = 0; j < k; ++j) heap[j] = {row[j], j};
