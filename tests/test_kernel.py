@@ -516,6 +516,12 @@ def test_subsets_together_equal_one_at_a_time(data):
                                         progress=False)
     index2, sim2 = kernel_module.subset_neighbours(q, t, subsets, k=5, options=small)
     np.testing.assert_allclose(sim2, sim, atol=1e-6)
+    # blocks of 23 and 14 query rows per group, reusing the accumulators of the first
+    tiny = kernel_module.KernelOptions(chunk_models=3, memory_gb=80 * 61 * 4 / 2**30,
+                                       progress=False)
+    index3, sim3 = kernel_module.subset_neighbours(q, t, subsets, k=5, options=tiny)
+    np.testing.assert_allclose(sim3, sim, atol=1e-6)
+    np.testing.assert_array_equal(index3, index)
 
 
 def test_plan_reads_the_data_once_when_the_accumulators_fit():
