@@ -239,11 +239,13 @@ def test_mismatched_shards_name_the_shard(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_shard_is_named_while_streaming(tmp_path, bad):
-    rng = np.random.default_rng(4)
-    train = random_logits(rng, 6, 10, 4)
-    test = random_logits(rng, 6, 5, 4)
-    train[4, 7, 1] = bad
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("where", [(7, 1), (9, 3)])  # 10 x 4 values per model: the 29th is
+def test_non_finite_shard_is_named_while_streaming(tmp_path, bad, dtype, where):  # vectorised,
+    rng = np.random.default_rng(4)  # the 39th in the scalar tail of the conversion
+    train = random_logits(rng, 6, 10, 4).astype(dtype)
+    test = random_logits(rng, 6, 5, 4).astype(dtype)
+    train[(4, *where)] = bad
     t = ShardedLogits(write_shards(tmp_path, "train", train, [3]))
     q = ShardedLogits(write_shards(tmp_path, "test", test, [3]))
     with pytest.raises(ContractError, match="train-1.npy: model 1 "):
