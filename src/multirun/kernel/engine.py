@@ -20,9 +20,7 @@ subsets that share models share their reads. The query block is chosen from a me
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
-import mmap
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -107,29 +105,6 @@ class _Pass:
     bar: object
     phases: dict | None = None
     accumulators: list[Tensor] = field(default_factory=list)
-
-
-HUGE_PAGE = 2 << 20
-
-
-def _empty(*shape: int, device: torch.device) -> Tensor:
-    """An uninitialised float32 tensor of ``shape``.
-
-    On a Linux CPU one of 2 MiB or more lies on 2 MiB-aligned anonymous memory advised for
-    transparent huge pages (``MADV_HUGEPAGE``; the kernel's ``madvise`` mode is the common
-    default, where torch's own allocations get none), so its first touch takes one page fault
-    per 2 MiB instead of one per 4 KiB. The accumulator and the GEMM operands are touched
-    fresh by every run: on a 2-core Zen 3 guest, first-touching 80 MB took 53 ms instead of
-    74 ms. Elsewhere (CUDA, no ``MADV_HUGEPAGE``, small tensors): ``torch.empty``.
-    """
-    numel = math.prod(shape)
-    if device.type != "cpu" or numel * 4 < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return torch.empty(*shape, device=device)
-    buf = mmap.mmap(-1, numel * 4 + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    buf.madvise(mmap.MADV_HUGEPAGE)
-    offset = -ctypes.addressof(ctypes.c_char.from_buffer(buf)) % HUGE_PAGE
-    # the tensor holds a reference to ``buf``: the mapping lives as long as the tensor
-    return torch.frombuffer(buf, dtype=torch.float32, count=numel, offset=offset).view(shape)
 
 
 # --------------------------------------------------------------------------- planning
@@ -354,7 +329,7 @@ def _transform(p: _Pass, side: _Side, x: Tensor, rows: slice, subset: int) -> Te
     if p.fused is not None:
         z = side.buffers.get((m, c, n))
         if z is None:
-            z = side.buffers[(m, c, n)] = _empty(m, c, n, device=p.device)
+            z = side.buffers[(m, c, n)] = torch.empty(m, c, n)
         p.fused.transform(x.contiguous(), inv, mean64, inv64, z, p.log_softmax)
     else:  # in float64, then rounded: exact for a top class far below float32's range
         x = x.float().double()
@@ -500,6 +475,6 @@ def _accumulators(p: _Pass, count: int, block: int, rows: int, nt: int) -> list[
     """``count`` (rows, nt) float32 accumulators, views of (block, nt) ones that every query
     block and group of the run reuses (so each is touched fresh once per run, not per block)."""
     while len(p.accumulators) < count:
-        p.accumulators.append(_empty(block, nt, device=p.device))
+        p.accumulators.append(torch.empty(block, nt, dtype=torch.float32, device=p.device))
     return [a[:rows] for a in p.accumulators[:count]]
 
