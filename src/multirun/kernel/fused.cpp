@@ -87,8 +87,8 @@ inline bool to_float(const float* s, int64_t k, float* out) {
   for (int64_t j = 0; j < k; ++j) {
     uint32_t b; std::memcpy(&b, s + j, 4);
     any |= static_cast<uint32_t>((b & 0x7F800000u) == 0x7F800000u);
+    out[j] = s[j];
   }
-  std::memcpy(out, s, k * 4);
   return any != 0;
 }
 
