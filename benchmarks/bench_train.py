@@ -33,8 +33,9 @@ the process's CPU clock, so time spent descheduled on a loaded machine does not 
 recipe, ``--sweep-rates`` (8) rates (the recipe's lr times 2^-4 .. 2^3) x ``--sweep-seeds``
 (4) seeds, trained as ONE program of 32 members with per-member learning rates against
 8 separate 4-seed shard programs, interleaved ``--repeats`` times in units of ``--epochs``
-epochs, for the config's model (the hand-written program where one applies) and for the
-same model with BatchNorm (the ``vmap`` program, as the BatchNorm study trains it); and
+epochs, for the config's model (the hand-written program where one applies), for the
+same model with BatchNorm (the ``vmap`` program, as the BatchNorm study trains it) and,
+unless ``--no-cnn``, for the 1-D CNN (the ``cnn1d`` program); and
 the cost of per-epoch test evaluation (``evaluation=(x_test, y_test)``) on a shard of
 ``train.shard_size`` seeds of the default recipe: the seconds spent evaluating inside each
 run (``phases["evaluation"]``) against the rest of that run.
@@ -83,6 +84,8 @@ def mnist1d(seed: int, num_samples: int) -> dict[str, torch.Tensor]:
     return {"x": torch.from_numpy(d["x_train"]), "y": torch.from_numpy(d["y_train"]),
             "x_test": torch.from_numpy(d["x_test"]), "y_test": torch.from_numpy(d["y_test"])}
 
+
+CNN = {"name": "cnn1d", "width": 25, "batchnorm": False}  # the MNIST-1D paper's ConvBase
 
 _RATES: list[float] = []
 
@@ -304,30 +307,32 @@ def accuracy(data, spec, recipe, seeds: int) -> tuple[float, float, float]:
 
 def sweep(data, spec, recipe, args) -> None:
     """``--sweep``: a packed lr sweep vs separate shards, for the config's model (its own
-    program) and for the same model with BatchNorm (the ``vmap`` program); the per-epoch
-    evaluation overhead."""
+    program), the same model with BatchNorm (the ``vmap`` program) and the 1-D CNN (the
+    ``cnn1d`` program, unless ``--no-cnn``); the per-epoch evaluation overhead."""
     dev, x, y = DEVICE["device"], data["x"], data["y"]
     epochs, full = args.epochs, recipe["epochs"]
-    rates = [recipe["lr"] * 2.0 ** k for k in range(-4, args.sweep_rates - 4)]
     seeds = list(range(args.sweep_seeds))
-    unit = {**recipe, "epochs": epochs}
-    points = [{**unit, "lr": lr} for lr in rates]
-    packed_recipes = [p for p in points for _ in seeds]
-    packed_seeds = [s for _ in points for s in seeds]
-    n = len(packed_seeds)
     shard = list(range(args.shard_size))
     evaluation = (data["x_test"], data["y_test"])
-    specs = {pick_program("auto", spec, recipe): spec}
+    unit = {**recipe, "epochs": epochs}
+    # program -> (model, unit recipe): the config's model, with BatchNorm, the 1-D CNN
+    specs = {pick_program("auto", spec, recipe): (spec, unit)}
     if "batchnorm" in spec:  # the same model with BatchNorm: the generic program
-        specs.setdefault("vmap", {**spec, "batchnorm": True})
+        specs.setdefault("vmap", ({**spec, "batchnorm": True}, unit))
+    if args.cnn:
+        specs.setdefault("cnn1d", (CNN, {**unit, "lr": args.cnn_lr}))
 
-    def packed(s):
-        return train_shard(x, y, packed_seeds, s, packed_recipes, dev, progress=False,
+    def points(rec):  # the sweep's 8 recipes: the unit's lr times 2^-4 .. 2^3
+        return [{**rec, "lr": rec["lr"] * 2.0 ** k} for k in range(-4, args.sweep_rates - 4)]
+
+    def packed(s, rec):
+        members = [p for p in points(rec) for _ in seeds]
+        return train_shard(x, y, seeds * args.sweep_rates, s, members, dev, progress=False,
                            on_diverge="record")
 
-    def separate(s):
+    def separate(s, rec):
         return [train_shard(x, y, seeds, s, p, dev, progress=False, on_diverge="record")
-                for p in points]
+                for p in points(rec)]
 
     fractions: list[float] = []  # each evaluated run: evaluation / the rest of the run
 
@@ -338,21 +343,23 @@ def sweep(data, spec, recipe, args) -> None:
                     phases=phases)
         fractions.append(phases["evaluation"] / (CLOCK["now"]() - start - phases["evaluation"]))
 
-    runs = {(k, prog): (lambda fn=fn, s=s: fn(s)) for prog, s in specs.items()
+    runs = {(k, prog): (lambda fn=fn, s=s, r=r: fn(s, r)) for prog, (s, r) in specs.items()
             for k, fn in (("packed", packed), ("separate", separate))}
     runs["evaluated", ""] = evaluated
-    for s in specs.values():  # warm-up
-        train_shard(x[:512], y[:512], seeds, s, {**unit, "epochs": 1}, dev, progress=False)
+    for s, r in specs.values():  # warm-up
+        train_shard(x[:512], y[:512], seeds, s, {**r, "epochs": 1}, dev, progress=False)
     times: dict = {k: [] for k in runs}
     for _ in range(args.repeats):
         for k, fn in runs.items():
             times[k].append(_seconds(fn))
+    n = len(seeds) * args.sweep_rates
     scale = full / epochs  # seeds/s of the whole recipe
-    print(f"sweep: {len(rates)} rates {[f'{r:.4g}' for r in rates]} x {len(seeds)} seeds "
-          f"= {n} members, units of {epochs} epochs, {args.repeats} repeats")
-    for prog, s in specs.items():
+    print(f"sweep: {args.sweep_rates} rates (each program's lr x 2^-4 .. 2^{args.sweep_rates - 5})"
+          f" x {len(seeds)} seeds = {n} members, units of {epochs} epochs, {args.repeats} repeats")
+    for prog, (s, r) in specs.items():
         t_pack, t_sep = times["packed", prog], times["separate", prog]
-        print(f"  {prog} program ({s})")
+        rates = [f"{p['lr']:.4g}" for p in points(r)]
+        print(f"  {prog} program ({s}; rates {rates})")
         for k, t in (("packed", t_pack), ("separate", t_sep)):
             print(f"    {k:>8}: best {min(t):.2f} s (median {statistics.median(t):.2f} s) per "
                   f"unit, {n / (min(t) * scale):.2f} seeds/s")
@@ -364,10 +371,11 @@ def sweep(data, spec, recipe, args) -> None:
             gemm = {m: min(mlp_gemm_seconds(s, x[0].numel(), classes, m, batch)
                            for _ in range(args.repeats)) for m in (len(seeds), n)}
             print(f"    the step's products alone (torch.bmm at the program's shapes): "
-                  f"{len(points)} x {1e3 * gemm[len(seeds)]:.2f} ms for {len(seeds)} members "
-                  f"against {1e3 * gemm[n]:.2f} ms for {n}: "
-                  f"{len(points) * gemm[len(seeds)] / gemm[n]:.2f}x, the part of the speed-up "
-                  "the matrix products allow; the rest is per-step and per-program overhead")
+                  f"{args.sweep_rates} x {1e3 * gemm[len(seeds)]:.2f} ms for {len(seeds)} "
+                  f"members against {1e3 * gemm[n]:.2f} ms for {n}: "
+                  f"{args.sweep_rates * gemm[len(seeds)] / gemm[n]:.2f}x, the part of the "
+                  "speed-up the matrix products allow; the rest is per-step and per-program "
+                  "overhead")
     print(f"evaluation: shard of {len(shard)} seeds, {len(data['x_test'])} test examples per "
           f"epoch: {100 * statistics.median(fractions):.1f} % of the training time (the median "
           f"run; per run {', '.join(f'{100 * f:.1f}' for f in fractions)} %; timed inside "
@@ -450,10 +458,9 @@ def main() -> None:
     for width in args.widths:
         r = compare(data, {**spec, "width": width}, recipe, programs=programs, **timing)
         report(f"{spec['name']} width {width}", r, full_epochs)
-    cnn = {"name": "cnn1d", "width": 25, "batchnorm": False}
     cnn_recipe = {**recipe, "lr": args.cnn_lr, "epochs": args.cnn_epochs}
     if args.cnn:
-        r = compare(data, cnn, cnn_recipe, programs=_programs(cnn, cnn_recipe),
+        r = compare(data, CNN, cnn_recipe, programs=_programs(CNN, cnn_recipe),
                     **{**timing, "repeats": args.cnn_repeats})
         report("cnn1d width 25", r, args.cnn_epochs)
     if args.airbench:
@@ -470,7 +477,7 @@ def main() -> None:
           f"{conv_rate() / 1e9:.0f} GFLOP/s (above the GEMM rate, convolutions can beat the "
           f"floor); load average {os.getloadavg()[0]:.1f}")
     if args.accuracy:
-        for name, s, rec in (("mlp", spec, recipe), ("cnn1d", cnn, cnn_recipe)):
+        for name, s, rec in (("mlp", spec, recipe), ("cnn1d", CNN, cnn_recipe)):
             mean, std, dt = accuracy(data, s, copy.deepcopy(rec), args.acc_seeds)
             print(f"accuracy {name} {s} lr {rec['lr']} epochs {rec['epochs']}: test "
                   f"{mean:.2f} +- {std:.2f} % over {args.acc_seeds} seeds ({dt:.0f} s)")
