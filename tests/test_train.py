@@ -60,14 +60,14 @@ def assert_matches_plain_loop(ckpt, x, y, spec, recipe, atol, device="cpu"):
     {"name": "cnn1d", "width": 6, "batchnorm": True},
 ])
 @pytest.mark.parametrize("optimizer", ["sgd", "nesterov"])
-def test_shard_equals_plain_loop_fp32(vectors, spec, optimizer):
+def test_shard_equals_plain_loop_fp32(vectors, spec, optimizer, device):
     x, y = vectors
     recipe = {**RECIPE, "optimizer": optimizer}
-    ckpt = train_shard(x, y, [0, 3, 7], spec, recipe, "cpu", progress=False)
-    assert_matches_plain_loop(ckpt, x, y, spec, recipe, atol=1e-5)
+    ckpt = train_shard(x, y, [0, 3, 7], spec, recipe, device, progress=False)
+    assert_matches_plain_loop(ckpt, x, y, spec, recipe, atol=1e-5, device=device)
     # the logits of the shard's models agree too
-    logits, _ = evaluate_shard(ckpt, x, batch_size=64, device="cpu")
-    ref = train_one(x, y, 7, spec, recipe, "cpu")
+    logits, _ = evaluate_shard(ckpt, x, batch_size=64, device=device)
+    ref = train_one(x, y, 7, spec, recipe, device)
     model = load_member(ckpt, 2)
     model.load_state_dict(ref)
     with torch.no_grad():
@@ -137,12 +137,12 @@ def test_batchnorm_running_stats_are_per_seed(vectors):
     # differs from fp64 by as much); fp64 shows the two programs compute the same.
     ({"name": "airbench", "width": 4, "batchnorm": True}, "flip_crop", [0, 1], torch.float64, 1e-10),
 ], ids=["resnet18-bn-flipcrop", "airbench-fp32", "airbench-bn-fp64"])
-def test_image_models_equal_plain_loop(images, spec, augment, seeds, dtype, atol):
+def test_image_models_equal_plain_loop(images, spec, augment, seeds, dtype, atol, device):
     x, y = images
     x = x.to(dtype)
     recipe = {**RECIPE, "batch_size": 8, "epochs": 1, "augment": augment}
-    ckpt = train_shard(x, y, seeds, spec, recipe, "cpu", progress=False)
-    assert_matches_plain_loop(ckpt, x, y, spec, recipe, atol=atol)
+    ckpt = train_shard(x, y, seeds, spec, recipe, device, progress=False)
+    assert_matches_plain_loop(ckpt, x, y, spec, recipe, atol=atol, device=device)
 
 
 def test_a_seed_does_not_depend_on_its_shard(vectors):

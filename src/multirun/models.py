@@ -54,6 +54,13 @@ from torch import Tensor, nn
 from multirun.contracts import ContractError
 from multirun.model_spec import BUILTIN_MODELS, is_user_model, normalize_spec, split_target, user_file
 
+# fp32 means fp32 on a GPU as on the CPU. PyTorch runs fp32 matrix products in full precision
+# by default but lets cuDNN's convolutions round their inputs to TF32 (10 mantissa bits), so a
+# conv model would train differently from its vectorised program (fp32 bmm) and from the CPU.
+# Every model is built through this module, so the switch is set once, here; the project's
+# one TF32 mode is the kernel's opt-in ``kernel.precision: tf32``.
+torch.backends.cudnn.allow_tf32 = False
+
 
 def _norm(kind: str, channels: int, on: bool) -> nn.Module:
     if not on:

@@ -173,6 +173,8 @@ class HessianOperator:
                 out = self._hvp_fwdrev(v, xb, yb)
                 self.method = "fwdrev"
                 return out
+            except torch.OutOfMemoryError:  # a real failure, not a missing rule: say so
+                raise
             except (RuntimeError, NotImplementedError):  # an op without forward-mode AD
                 self.method = "revrev"
         if self.method == "fwdrev":
