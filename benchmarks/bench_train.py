@@ -278,6 +278,7 @@ def airbench(args) -> None:
     recipe = {**preset, "batch_size": b, "warmup_epochs": 0}
 
     def per_step(fn) -> float:  # seconds per step: a 2-epoch run minus a 1-epoch run
+        fn({**recipe, "epochs": 1})  # warm-up: one-off costs (cuDNN's plans, CUDA's modules)
         t1 = _seconds(lambda: fn({**recipe, "epochs": 1}))
         t2 = _seconds(lambda: fn({**recipe, "epochs": 2}))
         return max(t2 - t1, 1e-9) / steps
