@@ -27,7 +27,8 @@ variant and kind of fabricated logits (37 models in shards of 5, 20, 12).
 (written in shards of 1,000 models to a temp dir; 4.8 GB at the default sizes, 24 GB at CIFAR-10's
 ``--train 50000 --test 10000``): time, GFLOP/s, peak memory, and the ratio of the engine's time
 to ``max(GEMM time, read time)`` (the FLOPs at the GEMM rate measured on ``--device`` in
-``--precision``; one sequential read of every file, in the page-cache state the engine meets).
+``--precision``; one sequential read of every file, in the page-cache state the engine meets),
+and the engine's phases. ``--precision`` may list several (``tf32,bf16,fp32``) over the same files.
 Takes many minutes.
 
     .venv/bin/python benchmarks/bench_kernel.py [--models 512] [--memory] [--exactness]
@@ -418,8 +419,10 @@ def bench_scale(models: int, train: int, test: int, classes: int, folder: str | 
                    device=str(dev))
         for precision in precisions:
             peak = gemm_peak(device=str(dev), precision=precision)
+            phases: dict = {}
             t0 = time.perf_counter()
-            neighbours(q, t, k=TOPK, progress=True, device=str(dev), precision=precision)
+            neighbours(q, t, k=TOPK, progress=True, device=str(dev), precision=precision,
+                       phases=phases)
             sync(dev)
             dt = time.perf_counter() - t0
             bound = max(flops / peak, read)
@@ -430,6 +433,7 @@ def bench_scale(models: int, train: int, test: int, classes: int, folder: str | 
             print(f"RATIO engine time / max(GEMM time, read time): {dt / bound:.2f} (target <= 2; "
                   f"GEMM time {flops / peak:.1f} s, one read of the {size / 2**30:.1f} GiB "
                   f"{read:.1f} s = {size / read / 2**30:.2f} GiB/s)")
+            print_phases(phases, dt, flops)
             q.bytes_read = t.bytes_read = 0
 
 

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import statistics
 import time
@@ -281,7 +282,7 @@ def airbench(args) -> None:
         fn({**recipe, "epochs": 1})  # warm-up: one-off costs (cuDNN's plans, CUDA's modules)
         t1 = _seconds(lambda: fn({**recipe, "epochs": 1}))
         t2 = _seconds(lambda: fn({**recipe, "epochs": 2}))
-        return max(t2 - t1, 1e-9) / steps
+        return (t2 - t1) / steps if t2 > t1 else math.nan  # nan: noise above the steps' time
 
     vec = per_step(lambda r: train_shard(x, y, list(range(s)), spec, r, DEVICE["device"],
                                          progress=False)) / s

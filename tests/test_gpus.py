@@ -360,3 +360,17 @@ def test_workflow_with_two_gpus_puts_concurrent_jobs_on_different_devices(env, t
     assert overlapping, spans  # Snakemake ran GPU jobs side by side ...
     for a, b in overlapping:  # ... and those never shared a device
         assert a[0] != b[0], (a, b)
+
+
+def test_gpu_check_script_runs_the_steps_it_is_asked_for(tmp_path):
+    """benchmarks/gpu_check.sh (docs/gpu.md's runbook): ``ONLY`` picks the steps, each writes
+    its log and reports its exit status. Here step 01, the ``-k cuda`` tests: on a CPU only
+    the CUDA_VISIBLE_DEVICES tests match; on a GPU, every CUDA case."""
+    env = {**os.environ, "PY": sys.executable, "ONLY": "01"}
+    for name in ("PYTHONPATH", "MULTIRUN_WARM", "MULTIRUN_WARM_PID"):  # as a user runs it
+        env.pop(name, None)
+    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    assert re.search(r"^== 01-correctness: exit 0 after \d+ s$", out, re.M), out
+    assert re.search(r"\d+ passed", (tmp_path / "01-correctness.log").read_text()), out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["01-correctness.log"]
