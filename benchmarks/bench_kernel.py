@@ -418,6 +418,10 @@ def bench_scale(models: int, train: int, test: int, classes: int, folder: str | 
         neighbours(ShardedLogits([warm["test"]]), ShardedLogits([warm["train"]]), k=TOPK,
                    device=str(dev))
         for precision in precisions:
+            t0 = time.perf_counter()  # the chunk, measured once per machine and precision:
+            chunk = tune.chunk_models(dev, classes, test, train, precision)  # not timed below
+            print(f"scale: chunk_models auto -> {chunk} for {precision} "
+                  f"({time.perf_counter() - t0:.1f} s, cached in {tune.cache_dir() / tune.FILE})")
             peak = gemm_peak(device=str(dev), precision=precision)
             phases: dict = {}
             t0 = time.perf_counter()
