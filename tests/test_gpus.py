@@ -366,9 +366,9 @@ def test_gpu_check_script_runs_the_steps_it_is_asked_for(tmp_path):
     """benchmarks/gpu_check.sh (docs/gpu.md's runbook): ``ONLY`` picks the steps, each writes
     its log and reports its exit status. Here step 01, the ``-k cuda`` tests: on a CPU only
     the CUDA_VISIBLE_DEVICES tests match; on a GPU, every CUDA case."""
-    env = {**os.environ, "PY": sys.executable, "ONLY": "01"}
-    for name in ("PYTHONPATH", "MULTIRUN_WARM", "MULTIRUN_WARM_PID"):  # as a user runs it
-        env.pop(name, None)
+    env = {name: value for name, value in os.environ.items()  # as a user runs it: not
+           if not name.startswith(("PYTEST_", "MULTIRUN_WARM")) and name != "PYTHONPATH"}
+    env |= {"PY": sys.executable, "ONLY": "01"}  # inside this pytest (or its xdist worker)
     out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path)],
                          cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
     assert re.search(r"^== 01-correctness: exit 0 after \d+ s$", out, re.M), out
