@@ -426,8 +426,8 @@ def bench_scale(models: int, train: int, test: int, classes: int, folder: str | 
             print(f"scale: chunk_models auto -> {chunk} for {precision} "
                   f"({time.perf_counter() - t0:.1f} s, cached in {tune.cache_dir() / tune.FILE})")
             peak = gemm_peak(device=str(dev), precision=precision)
+            phases: dict = {}  # on a CPU from the timed run (its timers cost nothing there)
             t0 = time.perf_counter()
-            phases: dict = {}  # on a CPU the phase timers cost nothing: the timed run's own
             neighbours(q, t, k=TOPK, progress=True, device=str(dev), precision=precision,
                        phases=None if dev.type == "cuda" else phases)
             sync(dev)
