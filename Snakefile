@@ -69,5 +69,4 @@ rule label_errors:
 
 rule subsets:
     input:
-        subsets_figures(),
-        f"{SB}/timing.csv",
+        subsets_outputs,

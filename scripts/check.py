@@ -12,18 +12,25 @@ def checks(smk) -> dict:
     """Input group -> function checking one file of it (raises ContractError)."""
     cfg = smk.config
     subsets = knn.subset_count(cfg)
+    try:  # the dataset's classes; a damaged dataset is reported on its own
+        y = contracts.load_dataset(smk.input.dataset[0])["y_train"]
+        classes, present = int(y.max()) + 1, len(set(y.tolist()))
+    except contracts.ContractError:
+        classes = present = None
 
-    def per_class(path):
-        try:  # one row per class and subset; a damaged dataset is reported on its own
-            classes = len(set(contracts.load_dataset(smk.input.dataset[0])["y_train"].tolist()))
-        except contracts.ContractError:
-            classes = None
-        contracts.load_table(path, "per_class", rows=subsets and classes and subsets * classes)
+    def logits(path):
+        array = contracts.load_npy(path, ndim=3, dtype="float16")
+        if classes and array.shape[2] != classes:
+            raise contracts.ContractError(f"{path}: logits of {array.shape[2]} classes, the "
+                                          f"dataset has {classes}")
+
+    def per_class(path):  # one row per class present and subset
+        contracts.load_table(path, "per_class", rows=subsets and present and subsets * present)
 
     return {
         "dataset": contracts.load_dataset,
         "checkpoints": checkpoint.load_checkpoint,
-        "logits": lambda p: contracts.load_npy(p, ndim=3, dtype="float16"),
+        "logits": logits,
         "seeds": lambda p: contracts.load_npy(p, ndim=1),
         "features": lambda p: contracts.load_npy(p, ndim=3),
         "neighbours": lambda p: kernel.load_neighbours(p, extra=("models", "sizes")),

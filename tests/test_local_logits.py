@@ -59,13 +59,15 @@ BAD = {
     ),
     "nan": (
         lambda t, s: np.save(t, np.full((2, 20, 4), np.nan, np.float32)),
-        r"b_train\.npy: holds NaN or inf",
+        r"b_train\.npy: holds NaN or inf .*; fix the file \(local_logits\.train\)",
     ),
     "dtype": (
         lambda t, s: np.save(t, np.zeros((2, 20, 4))),
         r"b_train\.npy: dtype float64; local_logits files are float16 or float32",
     ),
-    "rank": (lambda t, s: np.save(t, np.zeros((20, 4), np.float16)), r"b_train\.npy: expected 3 dimensions"),
+    "rank": (lambda t, s: np.save(s, np.zeros((20, 4), np.float16)),
+             r"b_test\.npy: expected 3 dimensions, found shape \(20, 4\); fix the file "
+             r"\(local_logits\.test\): numpy\.save'd \(models, examples, classes\)"),
 }
 
 

@@ -69,6 +69,10 @@ BAD = {
         {"images_train": np.zeros((29, 6, 6), np.uint8)},
         r"images_train: 29 images for 30 examples",
     ),
+    "image sizes": (
+        {"images_train": np.zeros((30, 6, 6), np.uint8), "images_test": np.zeros((12, 5, 6), np.uint8)},
+        r"images_test: images of 5 x 6 pixels, images_train's are 6 x 6",
+    ),
     "unknown key": ({"x_extra": np.zeros(3)}, r"x_extra: unknown key"),
 }
 
@@ -88,8 +92,14 @@ def test_a_missing_or_pickled_file_and_a_missing_path(tmp_path):
     np.savez(tmp_path / "obj.npz", x_train=np.array([{"a": 1}], dtype=object))
     with pytest.raises(ContractError, match=r"obj\.npz: cannot be read as \.npz without pickles"):
         load_npz_dataset(tmp_path / "obj.npz")
+    (tmp_path / "text.npz").write_text("x,y\n1,2\n")
+    with pytest.raises(ContractError, match=r"text\.npz: not an \.npz archive"):
+        load_npz_dataset(tmp_path / "text.npz")
     with pytest.raises(ConfigError, match=r"dataset\.path: dataset\.name npz needs"):
         check({"dataset": {"name": "npz"}})
+    with pytest.raises(ConfigError, match=r"dataset\.path: mine\.npz is given, but dataset\.name "
+                       r"mnist1d reads no file; set dataset\.name: npz"):
+        check({"dataset": {"path": "mine.npz"}})
 
 
 def test_digits_are_scikit_learns_images_split_by_the_seed():

@@ -156,6 +156,41 @@ def test_bad_user_models_name_the_file_and_the_name(case, tmp_path, monkeypatch)
         models.build_model({"name": name, "width": 3}, (4,), 2)
 
 
+WRONG_OUTPUT = {
+    "five logits on three classes": (
+        "class Net(torch.nn.Linear):\n    def __init__(self, input_shape, num_classes, **kw):\n"
+        "        super().__init__(input_shape[0], 5)\n",
+        r"forward on a batch of shape \(2, 4\) returned a torch\.float32 tensor of shape "
+        r"\(2, 5\); expected floating logits "
+        r"\(2, 3\), one per class"),
+    "no flatten": (
+        "class Net(torch.nn.Linear):\n    def __init__(self, input_shape, num_classes, **kw):\n"
+        "        super().__init__(7, num_classes)\n",
+        r"forward on a batch of shape \(2, 4\) failed \(RuntimeError"),
+    "a tuple": (
+        "class Net(torch.nn.Linear):\n    def __init__(self, input_shape, num_classes, **kw):\n"
+        "        super().__init__(input_shape[0], num_classes)\n"
+        "    def forward(self, x):\n        return super().forward(x), x\n",
+        r"forward on a batch of shape \(2, 4\) returned a tuple; expected floating logits"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_OUTPUT))
+@pytest.mark.parametrize("trainer", ["shard", "one"])
+def test_a_model_whose_forward_does_not_give_the_classes_stops_before_training(
+        case, trainer, tmp_path, monkeypatch):
+    source, message = WRONG_OUTPUT[case]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.py").write_text("import torch\n\n" + source)
+    x, y = torch.randn(12, 4), torch.arange(12) % 3
+    spec, recipe = {"name": "net.py:Net"}, RECIPE
+    with pytest.raises(ContractError, match=r"train\.model\.name: net\.py:Net: " + message):
+        if trainer == "shard":
+            train_shard(x, y, [0, 1], spec, recipe, "cpu", progress=False)
+        else:
+            train_one(x, y, 0, spec, recipe)
+
+
 def test_schema_allows_extra_keys_only_for_user_models():
     cfg = check({"train": {"model": {"name": "examples/resmlp.py:ResMLP", "expansion": 3}}})
     assert cfg["train"]["model"] == {"name": "examples/resmlp.py:ResMLP", "expansion": 3,

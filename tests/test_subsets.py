@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import csv_rows, planned_jobs, private_copy, shared_run, write_config
+from conftest import csv_rows, planned_jobs, private_copy, shared_run, snakemake, write_config
 
 from multirun import kernel, train
 from multirun.attribution import memorization, outcomes
@@ -112,6 +112,21 @@ def test_subsets_target_writes_masks_logits_tables_and_figures(subsets_run):
 def test_subsets_are_not_in_the_default_run(subsets_run):
     workdir, _ = subsets_run
     assert not any("subsets" in rule for rule in planned_jobs(workdir, "--forceall"))
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("key", ["trak.model_counts", "kernel_counts"])
+def test_too_many_full_data_models_are_named_when_outputs_exist(subsets_run, tmp_path, key):
+    # Snakemake reads an error in a producing job's input function as "cannot make this
+    # file" and keeps an existing one, so the check sits in the target's own input too
+    workdir, cfg = private_copy(subsets_run, tmp_path)
+    section = cfg["subsets"].setdefault("trak", {}) if "." in key else cfg["subsets"]
+    section[key.split(".")[-1]] = [2, 99]
+    write_config(workdir, cfg)
+    for target in ("subsets", "results/subsets/0.5/attribution/lds.csv"):
+        proc = snakemake(workdir, "--dry-run", target, check=False)
+        assert proc.returncode != 0
+        assert f"subsets.{key}: 99 full-data models exceed train.seeds" in proc.stdout + proc.stderr
 
 
 @pytest.mark.workflow

@@ -50,6 +50,10 @@ def with_sweep(**entry) -> dict:
     ({"grid": {"recipe.lr": [0.1]}, "model": {"widht": 3}}, K + "model.widht: unknown key"),
     ({"grid": {"recipe.lr": [0.1]}, "recipe": {"epochs": 0}}, K + "recipe.epochs: 0 is less than"),
     ({"grid": {"recipe.lr": [0.1]}, "packed": True}, K + "packed: unknown key"),
+    ({"grid": {"recipe.patience": [0, 3]}},
+     K + "grid.recipe.patience[1]: 3, but early stopping needs a validation split"),
+    ({"grid": {"recipe.epochs": [2, 20000]}},
+     K + "grid.recipe.epochs[1]: 20000 exceeds limits.epochs=10000"),
 ])
 def test_a_bad_sweep_is_one_message_naming_the_key(entry, message):
     with pytest.raises(ConfigError) as err:
@@ -57,9 +61,12 @@ def test_a_bad_sweep_is_one_message_naming_the_key(entry, message):
     assert str(err.value).startswith(message), str(err.value)
 
 
-def test_a_sweep_name_must_be_a_folder_name():
-    with pytest.raises(ConfigError, match="sweeps"):
-        check({"sweeps": {"lr/bn": {"grid": {"recipe.lr": [0.1]}}}}, SCHEMA)
+@pytest.mark.parametrize("name", ["lr/bn", "My-Sweep!", "LrW", "lr.w"])
+def test_a_sweep_name_must_be_a_folder_name(name):
+    with pytest.raises(ConfigError) as err:
+        check({"sweeps": {name: {"grid": {"recipe.lr": [0.1]}}}}, SCHEMA)
+    assert str(err.value).startswith(f"config key sweeps.{name}: not a valid name; use a "
+                                     "lower-case identifier"), str(err.value)
 
 
 def test_an_impossible_point_names_the_sweep_and_the_point():

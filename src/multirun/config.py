@@ -15,6 +15,8 @@ import jsonschema
 import yaml
 
 from multirun.contracts import ContractError
+from multirun.model_spec import normalize_spec
+from multirun.recipe import normalize_recipe
 from multirun.schema import SCHEMA_PATH, fill, load_schema, resolve
 
 
@@ -40,6 +42,11 @@ def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
             f"config key {', '.join(where + u for u in unknown)}: unknown key; "
             f"valid keys here are {allowed} (see docs/config.md)"
         )
+    pattern = err.schema.get("pattern") if "propertyNames" in err.schema_path else None
+    if pattern:  # a name of a table of named things (sweeps, architectures)
+        return ConfigError(
+            f"config key {key}.{err.instance}: not a valid name; use a lower-case identifier "
+            f"(a-z first, then a-z, 0-9 or _: {pattern}), since it names a folder")
     if "propertyNames" in err.schema_path:  # a model key only user models take
         return ConfigError(
             f"config key {key}.{err.instance}: unknown key; a built-in model takes name, width, "
@@ -122,7 +129,10 @@ def check(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
     schema = load_schema(schema_path)
     fill(coerce(config, schema, schema), schema, schema)
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.path)))
+    # errors about which keys a mapping may have come last: with a misspelt user model
+    # name, the name is the mistake, not the extra keys only user models take
+    errors = sorted(validator.iter_errors(config), key=lambda e: (
+        "propertyNames" in e.schema_path, len(e.absolute_path), str(e.path)))
     if errors:
         raise _schema_error(errors[0])
 
@@ -130,6 +140,10 @@ def check(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
     if dataset["name"] == "npz" and not dataset["path"]:
         raise ConfigError("config key dataset.path: dataset.name npz needs your file, "
                           "dataset.path: FILE.npz (docs/datasets.md)")
+    if dataset["path"] and dataset["name"] != "npz":
+        raise ConfigError(f"config key dataset.path: {dataset['path']} is given, but "
+                          f"dataset.name {dataset['name']} reads no file; set dataset.name: npz "
+                          "for your own file (docs/datasets.md), or drop the path")
     if "published" in config and "local_logits" in config:
         raise ConfigError("config key local_logits: give either published (the hub's logits) "
                           "or local_logits (your own), not both")
@@ -179,6 +193,12 @@ def check(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
     check_sizes(config)
     from multirun.sweeps import expand_all  # here: multirun.sweeps imports this module
 
+    try:  # the sweeps' bases: their own errors first (width_sweep's model has no width)
+        normalize_spec(config["train"]["model"], "train.model")
+        for base in ("train", "width_sweep"):
+            normalize_recipe(config[base]["recipe"], f"{base}.recipe")
+    except ContractError as err:
+        raise ConfigError(f"config key {err}") from err
     expand_all(config)  # every point of every sweep is a valid model and recipe
     return config
 
@@ -231,6 +251,8 @@ def check_limits(config: dict) -> None:
         if "epochs" in sec["recipe"]:
             bound(f"{name}.recipe.epochs", sec["recipe"]["epochs"], "epochs")
     bound("width_sweep.grid.epochs", config["width_sweep"]["grid"]["epochs"], "epochs")
+    for key, value in _grid_values(config, "recipe.epochs"):
+        bound(key, value, "epochs")
     bound("studies.memorization.epochs", max(config["studies"]["memorization"]["epochs"]),
           "epochs")
 
@@ -257,6 +279,18 @@ def check_sizes(config: dict) -> None:
                 f"config key {name}.recipe.patience: {sec['recipe']['patience']}, but early "
                 "stopping needs a validation split and only studies.label_noise has one; "
                 "set it to 0")
+    for key, value in _grid_values(config, "recipe.patience"):
+        if value:
+            raise ConfigError(
+                f"config key {key}: {value}, but early stopping needs a validation split and "
+                "a sweep has none; drop the nonzero values")
+
+
+def _grid_values(config: dict, dotted: str) -> list[tuple[str, Any]]:
+    """(``sweeps.NAME.grid.KEY[i]``, value) of every value a sweep's grid gives ``dotted``."""
+    return [(f"sweeps.{name}.grid.{dotted}[{i}]", value)
+            for name, sweep in config.get("sweeps", {}).items()
+            for i, value in enumerate(sweep["grid"].get(dotted, []))]
 
 
 def shards(seeds: int, shard_size: int) -> dict[str, list[int]]:

@@ -348,25 +348,27 @@ def load_npy(
     dtype: np.dtype | str | None = None,
     mmap: bool = True,
     check_finite: bool = True,
+    fix: str | None = None,
 ) -> np.ndarray:
     """Read a ``.npy`` (memory-mapped by default) and check its contract.
 
     Raises :class:`ContractError` naming ``path`` when the file is missing,
-    truncated or corrupt, has the wrong rank or dtype, or holds NaN/inf.
-    The finiteness check streams over the leading axis so a memory-mapped
-    file is never loaded whole.
+    truncated or corrupt, has the wrong rank or dtype, or holds NaN/inf; the message ends
+    with ``fix`` (default: the command that remakes a workflow output; give it for a
+    file the user supplies). The finiteness check streams over the leading axis so a
+    memory-mapped file is never loaded whole.
     """
     path = Path(path)
     if not path.exists():
-        raise _fail(path, "file is missing")
+        raise _fail(path, "file is missing", fix)
     try:
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise _fail(path, f"cannot be read as .npy ({err}); the file is truncated or corrupt") from err
+        raise _fail(path, f"cannot be read as .npy ({err}); the file is truncated or corrupt", fix) from err
     if ndim is not None and array.ndim != ndim:
-        raise _fail(path, f"expected {ndim} dimensions, found shape {array.shape}")
+        raise _fail(path, f"expected {ndim} dimensions, found shape {array.shape}", fix)
     if dtype is not None and array.dtype != np.dtype(dtype):
-        raise _fail(path, f"expected dtype {np.dtype(dtype)}, found {array.dtype}")
+        raise _fail(path, f"expected dtype {np.dtype(dtype)}, found {array.dtype}", fix)
     if check_finite and array.dtype.kind == "f":
         step = max(1, (1 << 26) // max(1, array[:1].size * array.itemsize))
         for start in range(0, max(len(array), 1), step):
@@ -374,7 +376,8 @@ def load_npy(
             if not np.isfinite(block).all():
                 bad = start + int(np.argwhere(~np.isfinite(block))[0][0])
                 raise _fail(path, f"holds NaN or inf (first at index {bad} of axis 0)",
-                            "the run that produced it diverged; check its training log, then rerun")
+                            fix or "the run that produced it diverged; check its training log, "
+                            "then rerun")
     return array
 
 

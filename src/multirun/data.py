@@ -11,6 +11,7 @@ scikit-learn's digits (shipped with scikit-learn); your own as a ``.npz`` file, 
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,9 @@ def load_npz_dataset(path: str | os.PathLike, *, labels_only: bool = False
     if not path.is_file():
         raise ContractError(f"{path}: dataset file does not exist (dataset.path is relative to "
                             "the working directory; docs/datasets.md)")
+    if not zipfile.is_zipfile(path):  # np.load would take it for a pickle
+        raise ContractError(f"{path}: not an .npz archive (a .npz is a zip file of arrays); "
+                            "save it with numpy.savez of plain arrays (docs/datasets.md)")
     try:
         with np.load(path, allow_pickle=False) as f:
             raw = {k: f[k] for k in f.files}
@@ -204,6 +208,10 @@ def load_npz_dataset(path: str | os.PathLike, *, labels_only: bool = False
         if len(images) != len(out[f"x_{split}"]):
             raise _bad(path, key, f"{len(images)} images for {len(out[f'x_{split}'])} examples "
                        f"of x_{split}")
+        if "images_train" in out and images.shape[1:3] != out["images_train"].shape[1:3]:
+            raise _bad(path, key, f"images of {images.shape[1]} x {images.shape[2]} pixels, "
+                       f"images_train's are {out['images_train'].shape[1]} x "
+                       f"{out['images_train'].shape[2]} (the figures' grid cells)")
         out[key] = images
     return out
 

@@ -71,7 +71,9 @@ def check(pairs: list[tuple[str, str]], y_train: np.ndarray, y_test: np.ndarray)
     for train, test in pairs:
         counts = []
         for path, n, split in ((train, len(y_train), "train"), (test, len(y_test), "test")):
-            array = load_npy(path, ndim=3)  # memory-mapped; NaN/inf streamed over models
+            array = load_npy(path, ndim=3, fix=f"fix the file (local_logits.{split}): "
+                             "numpy.save'd (models, examples, classes) float16 or float32 "
+                             "logits, finite (docs/published.md)")  # NaN/inf streamed
             m, examples, c = array.shape
             if array.dtype not in DTYPES:
                 raise ContractError(f"{path}: dtype {array.dtype}; local_logits files are "

@@ -57,7 +57,7 @@ from multirun.checkpoint import (  # noqa: F401 (re-exported)
 from multirun.contracts import ContractError
 from multirun.early_stopping import EarlyStopping
 from multirun.model_spec import normalize_spec
-from multirun.models import build_model, meta_model
+from multirun.models import build_model, check_output, meta_model
 from multirun.programs import CNN1DProgram, MLPProgram, Program, VmapProgram, pick_program
 from multirun.recipe import (  # noqa: F401 (re-exported)
     AUGMENTS,
@@ -236,7 +236,9 @@ def train_one(x: Tensor, y: Tensor, seed: int, model_spec: Mapping[str, Any],
     device = torch.device(device)
     rows = _check_masks(None if mask is None else torch.as_tensor(mask)[None], 1, len(x))
     rows = torch.arange(len(x)) if rows is None else rows[0]
-    model = init_model(seed, spec, tuple(x.shape[1:]), num_classes).to(device, x.dtype).train()
+    model = init_model(seed, spec, tuple(x.shape[1:]), num_classes)
+    check_output(model, x[:2].to("cpu", torch.float32), num_classes, spec["name"])
+    model = model.to(device, x.dtype).train()
     opt = torch_optimizer(model.parameters(), recipe)
     labels = training_labels(y, seed, recipe["label_noise"], num_classes).to(device)
     xd = x.to(device)
@@ -327,6 +329,7 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
 
     # ------------------------------------------------------------------ models, stacked
     models = [init_model(seed, spec, input_shape, num_classes) for seed in seeds]
+    check_output(models[0], x[:2].to("cpu", torch.float32), num_classes, spec["name"])
     kind = pick_program(program, spec, recipe)
     if kind == "mlp":
         prog: Program = MLPProgram(models, recipe, batch, device, x.dtype, per_member)

@@ -4,7 +4,7 @@ from pathlib import Path
 from multirun import local_logits as local
 from multirun import published as hub
 from multirun.codehash import code_hashes
-from multirun.config import check, shards
+from multirun.config import ConfigError, check, shards
 from multirun.locks import lock_advice
 from multirun.model_spec import model_files, normalize_spec
 from multirun.recipe import normalize_recipe
@@ -165,7 +165,13 @@ def dataset_inputs():
     """Your own dataset file (dataset.name npz, or local_logits.labels) is an input: editing
     it reruns what follows."""
     params = dataset_params()
-    return {"file": params["path"]} if params["name"] == "npz" else {}
+    if params["name"] != "npz":
+        return {}
+    if not Path(params["path"]).is_file():
+        key = "local_logits.labels" if params.get("labels_only") else "dataset.path"
+        raise ConfigError(f"config key {key}: {params['path']} is not a file (paths are "
+                          f"relative to the working directory, {Path.cwd()})")
+    return {"file": params["path"]}
 
 
 def sweep_spectra(sweep):

@@ -206,8 +206,8 @@ rule subsets_lds:
         test=subset_files("main", "test"),
         datamodels=f"{SB}/attribution/datamodels.npz",
         trak=f"{SB}/attribution/trak.npz",
-        main_train=logit_files("train"),
-        main_test=logit_files("test"),
+        main_train=full_data_logits("train"),
+        main_test=full_data_logits("test"),
     output:
         table=f"{SB}/attribution/lds.csv",
         agreement=f"{SB}/attribution/agreement.csv",

@@ -36,6 +36,24 @@ def subsets_figures():
     return [path for name in names for path in figure_paths(name)]
 
 
+def subsets_outputs(wildcards=None):
+    """The `subsets` target's files; checks the full-data counts first. An input function
+    of the target itself: an error in a producing job's input function reads to Snakemake
+    as "this rule cannot make the file", and an existing file would then be used as is."""
+    subsets_lib.check_full_data(config)
+    return [*subsets_figures(), f"{SB}/timing.csv"]
+
+
+def full_data_logits(split):
+    """The main run's logits of ``split`` (the kernel counts' models); checks the counts."""
+
+    def files(wildcards):
+        subsets_lib.check_full_data(config)
+        return logit_files(split)
+
+    return files
+
+
 def full_data_checkpoints(wildcards=None):
     """The main run's shards holding the first max(TRAK counts) seeds (TRAK's ensemble);
     checks the full-data counts first (an input function: only when subsets are built).
