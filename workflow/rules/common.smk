@@ -169,8 +169,10 @@ def dataset_inputs():
         return {}
     if not Path(params["path"]).is_file():
         key = "local_logits.labels" if params.get("labels_only") else "dataset.path"
-        raise ConfigError(f"config key {key}: {params['path']} is not a file (paths are "
-                          f"relative to the working directory, {Path.cwd()})")
+        raise ConfigError(
+            f"config key {key}: {params['path']} is not a file (paths are "
+            f"relative to the working directory, {Path.cwd()})"
+        )
     return {"file": params["path"]}
 
 

@@ -39,7 +39,8 @@ def subsets_figures():
 def subsets_outputs(wildcards=None):
     """The `subsets` target's files; checks the full-data counts first. An input function
     of the target itself: an error in a producing job's input function reads to Snakemake
-    as "this rule cannot make the file", and an existing file would then be used as is."""
+    as "this rule cannot make the file", and an existing file would then be used as is.
+    """
     subsets_lib.check_full_data(config)
     return [*subsets_figures(), f"{SB}/timing.csv"]
 
