@@ -24,8 +24,9 @@ def main(smk):
 
     def scored(method, size, score, **extra):
         precision, _ = le.precision_recall(score, truth)
-        rows.append({"method": method, "n_models": size, "sample": "out" if method != "subset_kernel"
-                     else "subset models", "average_precision": le.average_precision(score, truth),
+        rows.append({"method": method, "n_models": size, "subset": 0,  # one subset per size
+                     "sample": "mixed" if method == "subset_kernel" else "out",
+                     "average_precision": le.average_precision(score, truth),
                      "precision_at_noise": float(precision[n_noise - 1]), "flagged": "",
                      "flagged_precision": "", "flagged_recall": "", **extra})
         if size == max(nb["sizes"]):
@@ -49,7 +50,8 @@ def main(smk):
         print(f"{size} models: {int((n_out == 0).sum())} examples never left out", flush=True)
     for r in contracts.load_csv(smk.input.in_sample):  # the label-errors study, in sample
         rows.append({"method": f"in_sample_{r['method']}", "n_models": int(r["n_models"]),
-                     "sample": "in", "average_precision": float(r["average_precision"]),
+                     "subset": int(r["subset"]), "sample": "in",
+                     "average_precision": float(r["average_precision"]),
                      "precision_at_noise": float(r["precision_at_noise"]), "flagged": "",
                      "flagged_precision": "", "flagged_recall": ""})
     contracts.save_csv(smk.output.table, rows, list(rows[0]))

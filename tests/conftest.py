@@ -170,6 +170,21 @@ def private_copy(run: tuple[Path, dict], tmp_path: Path) -> tuple[Path, dict]:
     return dst, copy.deepcopy(cfg)
 
 
+def commands_in(path: Path, programs: tuple[str, ...], unlabelled: bool = False) -> list[str]:
+    """The commands of a Markdown file, in order, each once: every line of its ``bash``
+    blocks (and unlabelled ones with ``unlabelled``), comments dropped, and inline code in
+    the prose that starts with one of ``programs``."""
+    text = path.read_text()
+    commands = []
+    fence = r"^```(?:bash)?\n(.*?)^```" if unlabelled else r"^```bash\n(.*?)^```"
+    for block in re.findall(fence, text, re.S | re.M):
+        commands += [line.split(" #")[0].strip() for line in block.splitlines()]
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    commands += [span for span in re.findall(r"`([^`\n]+)`", prose)
+                 if span.split()[0] in programs]
+    return list(dict.fromkeys(c for c in commands if c))
+
+
 def csv_rows(path: Path) -> list[dict[str, str]]:
     """The rows of a CSV file with a header, as dicts of strings."""
     with open(path, newline="") as f:

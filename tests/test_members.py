@@ -339,6 +339,7 @@ def test_diverged_member_keeps_its_epoch_end_state(vectors):
     ckpt = train_shard(x, y, [4], MLP, recipe, "cpu", progress=False, on_diverge="record")
     e = int(ckpt["history"]["diverged_epoch"][0])
     assert ckpt["history"]["diverged"].tolist() == [True] and e >= 1, e
+    assert ckpt["history"]["train_loss"].shape == (1, e + 1)  # none left: training stopped
     ref = train_one(x, y, 4, MLP, {**recipe, "epochs": e})
     for k, v in ref.items():  # (lr 3 grows the weights: float64 rounding, relative)
         torch.testing.assert_close(ckpt["state"][k][0], v, rtol=1e-10, atol=1e-12)

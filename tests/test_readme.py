@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, job_env, job_stats, write_config
+from conftest import ROOT, commands_in, job_env, job_stats, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -69,14 +69,7 @@ HOW = {
 
 def readme_commands() -> list[str]:
     """The README's commands, in order, each once."""
-    text = README.read_text()
-    commands = []
-    for block in re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M):
-        commands += [line.split(" #")[0].strip() for line in block.splitlines()]
-    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
-    commands += [span for span in re.findall(r"`([^`\n]+)`", prose)
-                 if span.split()[0] in PROGRAMS]
-    return list(dict.fromkeys(c for c in commands if c))
+    return commands_in(README, PROGRAMS)
 
 
 def test_every_readme_command_has_a_test():

@@ -1,12 +1,16 @@
-"""The code stays linted and the workflow stays clean: ruff, snakefmt, snakemake --lint."""
+"""The code stays linted and the workflow stays clean: ruff, snakefmt, snakemake --lint, and
+every snakemake command of the docs parses as Snakemake reads it."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+import pytest
+from conftest import ROOT, commands_in
 
 BIN = Path(sys.executable).parent
 
@@ -28,3 +32,27 @@ def test_snakefiles_are_snakefmt_formatted():
 def test_snakemake_lint_is_clean():
     proc = _run(sys.executable, "-m", "snakemake", "--lint", "--workflow-profile", "none")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+DOC_COMMANDS = [(path.name, command) for path in sorted((ROOT / "docs").glob("*.md"))
+                for command in commands_in(path, ("snakemake",), unlabelled=True)
+                if command.split()[0] == "snakemake"]
+
+
+@pytest.mark.parametrize("doc, command", DOC_COMMANDS)
+def test_docs_snakemake_commands_parse(doc, command):
+    """As Snakemake's own parser reads it: e.g. a target after --resources or --config is
+    taken for one more resource or config entry (the README's commands also run, in
+    tests/test_readme.py). One-letter placeholders (--cores N) stand for numbers."""
+    from snakemake.cli import get_argument_parser, parse_config
+
+    words = [re.sub(r"^([A-Z])$", "2", w) for w in shlex.split(command)[1:]]
+    words = [re.sub(r"=([A-Z])$", "=2", w) for w in words]
+    args = get_argument_parser().parse_args(words)
+    parse_config(args.config or [])
+
+
+def test_docs_commands_are_found():
+    assert len(DOC_COMMANDS) > 20
+    assert ("sweeps.md", "snakemake --cores 2 sweeps --config sweeps='{lr_bn: {grid: "
+            "{recipe.lr: [0.01, 0.1]}, seeds: 2}}'") in DOC_COMMANDS

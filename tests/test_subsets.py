@@ -99,6 +99,9 @@ def test_subsets_target_writes_masks_logits_tables_and_figures(subsets_run):
     got_methods = {r["method"] for r in errors}
     assert {"cleanlab", "oos_self_confidence", "subset_kernel", "in_sample_kernel",
             "in_sample_margin", "in_sample_loss"} <= got_methods
+    keys = [(r["method"], r["n_models"], r["subset"]) for r in errors]
+    assert len(keys) == len(set(keys))  # each row says which model subset it is
+    assert {r["sample"] for r in errors} == {"out", "in", "mixed"}
     assert {int(r["n_models"]) for r in errors if r["method"] == "cleanlab"} == set(
         sub["label_errors"]["model_counts"])
     timing = csv_rows(root / "timing.csv")

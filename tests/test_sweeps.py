@@ -430,7 +430,9 @@ def test_a_diverging_point_is_recorded_and_the_others_complete(sweep_run):
      {"sweep_summary": 1, "figure_sweep": 1}),
     ({"grid": {"recipe.lr": [1.0e4, 0.05]}},  # the same values reordered: the figure only
      {"sweep_summary": 1, "figure_sweep": 1}),
-], ids=["unchanged", "add-value", "add-seeds", "remove-value", "reorder"])
+    ({"grid": {"recipe.lr": [0.05, 10000]}},  # 1.0e4 written as 10000: nothing
+     {}),
+], ids=["unchanged", "add-value", "add-seeds", "remove-value", "reorder", "respelled"])
 def test_caching_trains_exactly_the_new_points_and_shards(sweep_copy, change, planned):
     write_config(sweep_copy, tiny_sweep_config(**change))
     assert planned_jobs(sweep_copy, *TARGETS[:2]) == planned

@@ -122,6 +122,12 @@ def expand(name: str, sweep: Mapping[str, Any], config: Mapping[str, Any]) -> li
                               f"section {sweep['base']} with the sweep's model/recipe and "
                               "this point's grid values)") from err
         pack = point_name({k: values[k] for k in shared}) if shared else "all"
+        # each value as the canonical spec or recipe holds it (1 and 1.0 for lr: 1.0), so a
+        # spelling of the same grid changes no rule's params (a key the optimiser does not
+        # take, e.g. momentum under adam, keeps the value given)
+        canonical = {"model": model, "recipe": recipe}
+        values = {k: canonical[k.split(".", 1)[0]].get(k.split(".", 1)[1], v)
+                  for k, v in values.items()}
         points.append(Point(pname, values, model, recipe, pack))
     if len({p.name for p in points}) < len(points):
         raise ConfigError(f"config key sweeps.{name}.grid: two points share a name; give "
@@ -132,6 +138,12 @@ def expand(name: str, sweep: Mapping[str, Any], config: Mapping[str, Any]) -> li
 def expand_all(config: Mapping[str, Any]) -> dict[str, list[Point]]:
     """Every sweep's points: ``{sweep name: [Point, ...]}``."""
     return {name: expand(name, sweep, config) for name, sweep in config["sweeps"].items()}
+
+
+def grid_values(points: Sequence[Point]) -> dict[str, list[Any]]:
+    """Dotted key -> its values in grid order, canonical (as :class:`Point` holds them)."""
+    keys = list(points[0].values) if points else []
+    return {k: list(dict.fromkeys(p.values[k] for p in points)) for k in keys}
 
 
 def seed_shards(sweep: Mapping[str, Any]) -> dict[str, list[int]]:
@@ -180,7 +192,7 @@ def seed_rows(point: str, history: Mapping[str, Any], seeds: Sequence[int],
     ``train_loss``/``train_acc``/``test_loss``/``test_acc``: the stored models evaluated
     on the whole clean split in eval mode (from the logits (S, N, C)); ``epochs``: epochs
     trained (up to divergence or early stopping); ``diverged``: the training's record
-    (``history["diverged"]``, NaN/inf or above 10x the first epoch's loss).
+    (``history["diverged"]``, NaN/inf or above 10x the first step's or epoch's loss).
     """
     train_loss, train_acc = loss_and_accuracy(train_logits, y_train)
     test_loss, test_acc = loss_and_accuracy(test_logits, y_test)

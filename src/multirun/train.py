@@ -75,7 +75,9 @@ from multirun.recipe import (  # noqa: F401 (re-exported)
 from multirun.timing import timed_phase
 
 STREAMS = {"init": 0, "order": 1, "noise": 2, "augment": 3, "subset": 4}
-DIVERGE_FACTOR = 10.0  # on_diverge="record": an epoch loss above 10x the first epoch's diverged
+# on_diverge="record": an epoch loss above 10x the lower of the first step's and the first
+# epoch's has diverged (the first step's: a loss that explodes within epoch 1)
+DIVERGE_FACTOR = 10.0
 CROP_PAD = 2  # flip_crop: translate by up to 2 pixels with reflection padding (airbench94)
 
 
@@ -290,11 +292,13 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
 
     ``on_diverge``: ``"raise"`` raises :class:`ContractError` when a member ends
     with NaN/inf weights; ``"record"`` flags a member whose epoch loss is NaN/inf or
-    above ``DIVERGE_FACTOR`` times its first epoch's (or whose weights are not
-    finite) in ``history["diverged"]`` (S,) bool, with ``history["diverged_epoch"]``
-    (S,) int64 (0-based, -1: never); it keeps its last finite epoch-end state and
+    above ``DIVERGE_FACTOR`` times the lower of its first step's and first epoch's (or
+    whose weights are not finite) in ``history["diverged"]`` (S,) bool, with
+    ``history["diverged_epoch"]`` (S,) int64 (0-based, -1: never); it keeps its last
+    finite epoch-end state (the initial one when it diverged in epoch 0) and
     stops training (learning rate 0, optimiser state cleared), its history is NaN
-    after that epoch, and the other members train exactly as without it.
+    after that epoch, and the other members train exactly as without it; when every
+    member has diverged the program stops, and the history ends with that epoch.
 
     ``phases`` (benchmarks): a dict to which the run adds the seconds of ``data gather``
     (the batch's rows and labels), of ``evaluation`` (with ``evaluation``) and, in the
@@ -402,18 +406,18 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
                     xb = apply_augment(xb.flatten(0, 1), stacked).view_as(xb)
                 yb = torch.gather(labels, 1, idx)
             loss, correct = prog.step(xb, yb, lr)
+            if step == 0:
+                start = loss.detach().double().cpu()  # (S,) each member's loss at its start
             loss_hist[:, epoch] += loss
             correct_hist[:, epoch] += correct
             step += 1
             bar.update()
-        if progress:
-            bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss_hist[:, epoch].mean()) / steps:.4f}")
         if evaluator is not None:
             with timed_phase(phases, "evaluation", device):
                 test_hist[:, :, epoch] = torch.stack(evaluator(prog.state())).cpu()
         if record:
             epoch_loss = (loss_hist[:, epoch] / steps).cpu()
-            first = (loss_hist[:, 0] / steps).cpu()
+            first = torch.minimum(start, (loss_hist[:, 0] / steps).cpu())  # NaN: not finite
             bad = ~torch.isfinite(epoch_loss) | (epoch_loss > DIVERGE_FACTOR * first)
             bad |= ~_finite_members(prog.state()).cpu()
             new = bad & ~diverged
@@ -429,10 +433,18 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
             for k, v in current.items():
                 v[diverged.to(v.device)] = kept[k][diverged.to(v.device)]
             kept = current
+        if progress:  # the mean over the members still training
+            live = (~diverged).to(loss_hist.device)
+            mean = float(loss_hist[live, epoch].mean()) / steps if live.any() else math.nan
+            bar.set_postfix(epoch=epoch + 1, loss=f"{mean:.4f}",
+                            **({"diverged": int(diverged.sum())} if diverged.any() else {}))
+        if record and bool(diverged.all()):
+            break  # nothing left to train; the history ends here (NaN after each divergence)
         if stopper is not None and stopper.update(epoch, prog.state(), {}):
             break
     bar.close()
-    run = epoch + 1  # epochs run (fewer than recipe epochs when every seed stopped early)
+    run = epoch + 1  # epochs run (fewer than recipe epochs when every seed stopped early
+    # or diverged)
 
     # ------------------------------------------------------------------ the checkpoint
     final = stopper.best_state if stopper is not None else prog.state()

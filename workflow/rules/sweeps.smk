@@ -137,7 +137,7 @@ rule figure_sweep:
         mem_mb=2000,
         runtime=10,
     params:
-        grid=lambda w: config["sweeps"][w.name]["grid"],
+        grid=lambda w: grid_values(SWEEP_POINTS[w.name]),
         title=lambda w: f"sweep {w.name}",
         dpi=config["figures"]["dpi"],
         code=code("fig_sweep.py"),

@@ -1,5 +1,5 @@
 # Sweeps' points, packs and file lists (docs/sweeps.md); the rules are in sweeps.smk.
-from multirun.sweeps import expand_all, pack_members, packs, seed_shards
+from multirun.sweeps import expand_all, grid_values, pack_members, packs, seed_shards
 
 # sweep name -> [Point] (a ConfigError names a bad point)
 SWEEP_POINTS = expand_all(config)

@@ -138,10 +138,11 @@ def label_errors(rows: Sequence[Mapping[str, str]], noise: float) -> plt.Figure:
         ax.set_ylabel(ylabel)
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7.5, loc="lower right")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=8,
+               frameon=False)  # below both panels: inside, it hides curves
     fig.suptitle("finding the corrupted training labels: out-of-sample (subset models) vs "
                  "in-sample (full-data models) rankings", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
 

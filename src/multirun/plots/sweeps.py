@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from multirun.plots.style import plt
 from multirun.sweeps import first_numeric_key, format_value, interval95, short_keys
@@ -90,9 +91,13 @@ def plot_sweep(summary: Sequence[Mapping[str, str]], curves: Sequence[Mapping[st
         ax.set_xticks(positions, [format_value(x) for x in xs])
     ax.set_xlabel(short[x_key])
     ax.set_ylabel("test accuracy")
-    ax.set_title("final test accuracy: mean and 95% interval over seeds")
+    seeds = max((len({r["seed"] for r in summary if r["point"] == pt})
+                 for pt in {r["point"] for r in summary}), default=0)
+    ax.set_title("final test accuracy: mean and 95% interval over seeds" if seeds > 1 else
+                 "final test accuracy: one seed per point, no interval")
     ax.legend(fontsize=9)
     ax.grid(alpha=0.3)
+    bx.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     bx.set_xlabel("epoch")
     bx.set_ylabel("test accuracy" if has_test else "train accuracy (as trained)")
     bx.set_title("learning curve of each line's best point")
