@@ -191,6 +191,19 @@ def test_a_model_whose_forward_does_not_give_the_classes_stops_before_training(
             train_one(x, y, 0, spec, recipe)
 
 
+def test_a_model_that_cannot_be_vectorised_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # .item() works in the one-model loop, not under vmap
+    (tmp_path / "net.py").write_text(
+        "import torch\n\nclass Net(torch.nn.Linear):\n"
+        "    def __init__(self, input_shape, num_classes, **kw):\n"
+        "        super().__init__(input_shape[0], num_classes)\n"
+        "    def forward(self, x):\n        return super().forward(x) * float(x.sum().item() > 0)\n")
+    x, y = torch.randn(12, 4), torch.arange(12) % 3
+    with pytest.raises(ContractError, match=r"train\.model\.name: net\.py:Net: a training step "
+                       r"vectorised over members with torch\.func\.vmap failed"):
+        train_shard(x, y, [0, 1], {"name": "net.py:Net"}, RECIPE, "cpu", progress=False)
+
+
 def test_schema_allows_extra_keys_only_for_user_models():
     cfg = check({"train": {"model": {"name": "examples/resmlp.py:ResMLP", "expansion": 3}}})
     assert cfg["train"]["model"] == {"name": "examples/resmlp.py:ResMLP", "expansion": 3,

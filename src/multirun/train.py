@@ -56,7 +56,7 @@ from multirun.checkpoint import (  # noqa: F401 (re-exported)
 )
 from multirun.contracts import ContractError
 from multirun.early_stopping import EarlyStopping
-from multirun.model_spec import normalize_spec
+from multirun.model_spec import is_user_model, normalize_spec
 from multirun.models import build_model, check_output, meta_model
 from multirun.programs import CNN1DProgram, MLPProgram, Program, VmapProgram, pick_program
 from multirun.recipe import (  # noqa: F401 (re-exported)
@@ -341,8 +341,16 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
         prog = CNN1DProgram(models, recipe, batch, input_shape, device, x.dtype, per_member)
     else:
         probe = (x[:batch].to(device), y[:batch])
-        prog = VmapProgram(models, spec, input_shape, num_classes, recipe, probe, device,
-                           x.dtype, per_member)
+        try:  # its first vmap call: a plain forward worked (check_output)
+            prog = VmapProgram(models, spec, input_shape, num_classes, recipe, probe, device,
+                               x.dtype, per_member)
+        except (RuntimeError, ValueError, TypeError) as err:
+            if not is_user_model(spec["name"]):
+                raise
+            raise ContractError(f"train.model.name: {spec['name']}: a training step vectorised "
+                                f"over members with torch.func.vmap failed ({type(err).__name__}"
+                                f": {err}); see docs/models.md for what a model must "
+                                "allow") from err
     del models
     if phases is not None:  # benchmarks: seconds per phase (multirun.timing)
         prog.phases = phases
