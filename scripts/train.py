@@ -20,6 +20,7 @@ def main(smk):
     ckpt = train.train_shard(
         torch.from_numpy(ds["x_train"]), torch.from_numpy(ds["y_train"]),
         seeds=list(smk.params.seeds), model_spec=dict(smk.params.model),
+        num_classes=contracts.num_classes(ds),  # the dataset's classes set C where named
         recipe=[dict(r) for r in recipe] if isinstance(recipe, list) else dict(recipe),
         device=contracts.pick_device(snake.device(smk, "train")),
         validation=split("val"), evaluation=split("test"), masks=masks,

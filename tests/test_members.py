@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from multirun import programs
+from multirun import programs, train
 from multirun.checkpoint import upgrade, write_metrics
 from multirun.contracts import ContractError, save_torch
 from multirun.recipe import PER_MEMBER_KEYS, normalize_recipe, split_members
@@ -329,6 +329,22 @@ def test_divergence_is_recorded_without_disturbing_the_others(vectors):
                     "cpu", progress=False)
 
 
+def test_a_loss_that_explodes_within_the_first_epoch_has_diverged(vectors):
+    # the first step's loss is the start: an epoch-1 mean 1e5 times it has diverged,
+    # though no epoch's loss is 10x the first epoch's (the earlier rule missed it)
+    start, first_epoch = torch.tensor([2.3, 2.3, 2.3]), torch.tensor([1.6e5, 1.5, 1.5])
+    got = train.diverging(torch.tensor([1.6e5, 12.0, math.nan]), start, first_epoch)
+    assert got.tolist() == [True, False, True]
+    assert train.diverging(torch.tensor([16.0]), torch.tensor([2.3]), torch.tensor([1.5])).item()
+    x, y = vectors  # width 16 at lr 30: seed 0's first epoch averages ~1e5, then NaN
+    recipe = {**BASE, "epochs": 3, "lr": 30.0, "warmup_epochs": 0, "schedule": "constant",
+              "label_smoothing": 0.0, "label_noise": 0.0, "weight_decay": 0.0}
+    ckpt = train_shard(x.double(), y, [0], {"name": "mlp", "width": 16, "depth": 2}, recipe,
+                       "cpu", progress=False, on_diverge="record")
+    hist = ckpt["history"]
+    assert hist["diverged_epoch"].tolist() == [0] and 1e3 < hist["train_loss"][0, 0] < math.inf
+
+
 def test_diverged_member_keeps_its_epoch_end_state(vectors):
     # a member diverging in epoch e keeps the state it had after epoch e - 1: the state of
     # the same member trained for e epochs on the same per-step schedule (constant lr)
@@ -339,7 +355,9 @@ def test_diverged_member_keeps_its_epoch_end_state(vectors):
     ckpt = train_shard(x, y, [4], MLP, recipe, "cpu", progress=False, on_diverge="record")
     e = int(ckpt["history"]["diverged_epoch"][0])
     assert ckpt["history"]["diverged"].tolist() == [True] and e >= 1, e
-    assert ckpt["history"]["train_loss"].shape == (1, e + 1)  # none left: training stopped
+    loss = ckpt["history"]["train_loss"]  # none left, training stopped; every epoch kept
+    assert loss.shape == (1, 6) and torch.isnan(loss[0, e + 1:]).all()
+    assert ckpt["history"]["lr"].shape == (6 * 4,)  # 64 rows in batches of 16
     ref = train_one(x, y, 4, MLP, {**recipe, "epochs": e})
     for k, v in ref.items():  # (lr 3 grows the weights: float64 rounding, relative)
         torch.testing.assert_close(ckpt["state"][k][0], v, rtol=1e-10, atol=1e-12)

@@ -270,6 +270,7 @@ def test_own_dataset_runs_the_workflow_and_editing_it_reruns_what_follows(resmlp
     np.testing.assert_array_equal(stored["images_train"], arrays["images_train"])
     assert (workdir / "results/figures/neighbour_pairs.png").is_file()
     assert planned_jobs(workdir) == {}
+    assert planned_jobs(workdir, "--config", "dataset={name: npz, path: ./mine.npz}") == {}
     original = (workdir / "mine.npz").read_bytes()
     try:
         arrays["y_train"][:5] = (arrays["y_train"][:5] + 1) % 10

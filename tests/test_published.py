@@ -472,3 +472,7 @@ def test_60k_set_is_streamed_in_place(tmp_path):
     assert nb["similarity"][0][3, 0] == pytest.approx((models - 1) / models, abs=1e-5)
     assert (res / "figures" / "test_pairs.png").exists()
     assert (res / "figures" / "accuracy_vs_models.png").exists()
+    # check reads every intermediate; this run has no dataset to take the classes from
+    proc = snakemake(workdir, "check", env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub)})
+    log = (res / "logs" / "check.log").read_text()
+    assert "intermediates of the default targets meet their contracts" in log, proc.stdout

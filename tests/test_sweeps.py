@@ -75,6 +75,15 @@ def test_an_impossible_point_names_the_sweep_and_the_point():
         check(with_sweep(**entry), SCHEMA)
 
 
+def test_grid_values_are_canonical_and_may_be_lists():
+    cfg = check(with_sweep(grid={"recipe.lr": [1, 0.1], "recipe.betas": [[0.9, 0.99], [0.8, 0.9]]},
+                           recipe={"optimizer": "adam"}), SCHEMA)
+    points = sweeps.expand_all(cfg)["lr_bn"]
+    assert sweeps.grid_values(points) == {"recipe.lr": [1.0, 0.1],
+                                          "recipe.betas": [[0.9, 0.99], [0.8, 0.9]]}
+    assert all(isinstance(p.values["recipe.lr"], float) for p in points)
+
+
 def test_command_line_strings_take_the_grid_types():
     """--config sweeps='{lr_bn: {grid: {recipe.lr: [0.1, 1]}, seeds: 4}}' hands strings over."""
     cfg = check(with_sweep(grid={"recipe.lr": ["0.1", "1"], "model.batchnorm": "[true]"},

@@ -437,6 +437,14 @@ def load_torch(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> dict:
     return obj
 
 
+def num_classes(dataset: dict[str, np.ndarray]) -> int:
+    """C of a dataset in the contract: ``len(classes)`` where it names them, else
+    ``max(y_train) + 1`` (the models' output width)."""
+    if "classes" in dataset:
+        return len(dataset["classes"])
+    return int(dataset["y_train"].max()) + 1
+
+
 def load_dataset(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a dataset ``.npz``: ``x_train`` (N, ...), ``y_train`` (N,) int64, same for test.
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from multirun import contracts
 from multirun.contracts import ContractError
 
 CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
@@ -187,7 +188,7 @@ def load_npz_dataset(path: str | os.PathLike, *, labels_only: bool = False
             raise _bad(path, "classes", f"dtype {classes.dtype} shape {classes.shape}, expected "
                        "(C,) strings")
         out["classes"] = classes.astype(str)
-    num_classes = len(out["classes"]) if "classes" in out else int(out["y_train"].max()) + 1
+    num_classes = contracts.num_classes(out)
     for split in splits:
         y = out[f"y_{split}"]
         if y.min() < 0 or y.max() >= num_classes:

@@ -370,21 +370,21 @@ def build_model(spec: Mapping[str, Any], input_shape: tuple[int, ...], num_class
 
 def check_output(model: nn.Module, x: Tensor, num_classes: int, name: str,
                  where: str = "train.model") -> None:
-    """One plain forward of ``x`` (B, ...) in eval mode without gradients: the result must
-    be floating logits (B, num_classes). Raises :class:`ContractError` naming
-    ``{where}.name`` when the forward fails or gives another shape, before any training
-    (a model with 5 outputs on 3 classes would otherwise train and score wrongly)."""
-    was_training = model.training
-    model.eval()
+    """One plain forward of ``x`` (B, ...) as training calls it, on a copy of ``model`` in
+    train mode, without gradients and with the global RNG restored afterwards (so the model,
+    its BatchNorm statistics and every random stream are untouched): the result must be
+    floating logits (B, num_classes). Raises :class:`ContractError` naming ``{where}.name``
+    when the forward fails or gives another shape, before any training (a model with 5
+    outputs on 3 classes would otherwise train and score wrongly)."""
+    import copy
+
     try:
-        with torch.no_grad():
-            out = model(x)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            out = copy.deepcopy(model).train()(x)
     except Exception as err:
         raise ContractError(f"{where}.name: {name}: forward on a batch of shape "
                             f"{tuple(x.shape)} failed ({type(err).__name__}: {err}); "
                             "see docs/models.md") from err
-    finally:
-        model.train(was_training)
     want = (len(x), int(num_classes))
     if not (isinstance(out, Tensor) and out.is_floating_point() and tuple(out.shape) == want):
         got = (f"a {out.dtype} tensor of shape {tuple(out.shape)}" if isinstance(out, Tensor)

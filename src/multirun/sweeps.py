@@ -143,7 +143,11 @@ def expand_all(config: Mapping[str, Any]) -> dict[str, list[Point]]:
 def grid_values(points: Sequence[Point]) -> dict[str, list[Any]]:
     """Dotted key -> its values in grid order, canonical (as :class:`Point` holds them)."""
     keys = list(points[0].values) if points else []
-    return {k: list(dict.fromkeys(p.values[k] for p in points)) for k in keys}
+    out: dict[str, dict[str, Any]] = {k: {} for k in keys}
+    for p in points:  # keyed by the name's text: values may be lists (betas)
+        for k in keys:
+            out[k].setdefault(format_value(p.values[k]), p.values[k])
+    return {k: list(v.values()) for k, v in out.items()}
 
 
 def seed_shards(sweep: Mapping[str, Any]) -> dict[str, list[int]]:
@@ -192,7 +196,7 @@ def seed_rows(point: str, history: Mapping[str, Any], seeds: Sequence[int],
     ``train_loss``/``train_acc``/``test_loss``/``test_acc``: the stored models evaluated
     on the whole clean split in eval mode (from the logits (S, N, C)); ``epochs``: epochs
     trained (up to divergence or early stopping); ``diverged``: the training's record
-    (``history["diverged"]``, NaN/inf or above 10x the first step's or epoch's loss).
+    (``history["diverged"]``, NaN/inf or above 10x the lower of the first step's and first epoch's loss).
     """
     train_loss, train_acc = loss_and_accuracy(train_logits, y_train)
     test_loss, test_acc = loss_and_accuracy(test_logits, y_test)

@@ -75,9 +75,7 @@ from multirun.recipe import (  # noqa: F401 (re-exported)
 from multirun.timing import timed_phase
 
 STREAMS = {"init": 0, "order": 1, "noise": 2, "augment": 3, "subset": 4}
-# on_diverge="record": an epoch loss above 10x the lower of the first step's and the first
-# epoch's has diverged (the first step's: a loss that explodes within epoch 1)
-DIVERGE_FACTOR = 10.0
+DIVERGE_FACTOR = 10.0  # on_diverge="record": a loss above 10x its start diverged (diverging)
 CROP_PAD = 2  # flip_crop: translate by up to 2 pixels with reflection padding (airbench94)
 
 
@@ -298,7 +296,8 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     finite epoch-end state (the initial one when it diverged in epoch 0) and
     stops training (learning rate 0, optimiser state cleared), its history is NaN
     after that epoch, and the other members train exactly as without it; when every
-    member has diverged the program stops, and the history ends with that epoch.
+    member has diverged the program stops (the history keeps every epoch, NaN after
+    each divergence, as if it had run on).
 
     ``phases`` (benchmarks): a dict to which the run adds the seconds of ``data gather``
     (the batch's rows and labels), of ``evaluation`` (with ``evaluation``) and, in the
@@ -344,6 +343,8 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
         try:  # its first vmap call: a plain forward worked (check_output)
             prog = VmapProgram(models, spec, input_shape, num_classes, recipe, probe, device,
                                x.dtype, per_member)
+        except torch.OutOfMemoryError:
+            raise  # the probe step over all members: a smaller shard_size, not the model
         except (RuntimeError, ValueError, TypeError) as err:
             if not is_user_model(spec["name"]):
                 raise
@@ -414,8 +415,8 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
                     xb = apply_augment(xb.flatten(0, 1), stacked).view_as(xb)
                 yb = torch.gather(labels, 1, idx)
             loss, correct = prog.step(xb, yb, lr)
-            if step == 0:
-                start = loss.detach().double().cpu()  # (S,) each member's loss at its start
+            if record and step == 0:  # (S,) each member's loss at its start
+                first_step_loss = loss.detach().double().cpu()
             loss_hist[:, epoch] += loss
             correct_hist[:, epoch] += correct
             step += 1
@@ -424,9 +425,8 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
             with timed_phase(phases, "evaluation", device):
                 test_hist[:, :, epoch] = torch.stack(evaluator(prog.state())).cpu()
         if record:
-            epoch_loss = (loss_hist[:, epoch] / steps).cpu()
-            first = torch.minimum(start, (loss_hist[:, 0] / steps).cpu())  # NaN: not finite
-            bad = ~torch.isfinite(epoch_loss) | (epoch_loss > DIVERGE_FACTOR * first)
+            bad = diverging((loss_hist[:, epoch] / steps).cpu(), first_step_loss,
+                            (loss_hist[:, 0] / steps).cpu())
             bad |= ~_finite_members(prog.state()).cpu()
             new = bad & ~diverged
             if new.any():  # freeze: last finite state back, no more updates
@@ -447,12 +447,15 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
             bar.set_postfix(epoch=epoch + 1, loss=f"{mean:.4f}",
                             **({"diverged": int(diverged.sum())} if diverged.any() else {}))
         if record and bool(diverged.all()):
-            break  # nothing left to train; the history ends here (NaN after each divergence)
+            break  # nothing left to train (the history stays full length: NaN from here)
         if stopper is not None and stopper.update(epoch, prog.state(), {}):
             break
     bar.close()
-    run = epoch + 1  # epochs run (fewer than recipe epochs when every seed stopped early
-    # or diverged)
+    # epochs in the history: fewer than the recipe's only when every seed stopped early;
+    # a program whose members all diverged keeps every epoch (NaN after each divergence),
+    # as each of them would have trained alone or packed with others
+    all_diverged = record and bool(diverged.all())
+    run = epochs if all_diverged else epoch + 1
 
     # ------------------------------------------------------------------ the checkpoint
     final = stopper.best_state if stopper is not None else prog.state()
@@ -468,7 +471,7 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     history = {
         "train_loss": (loss_hist[:, :run] / steps).float().cpu(),
         "train_acc": (correct_hist[:, :run] / (steps * batch)).float().cpu(),
-        "lr": lr_hist[:step],
+        "lr": lr_hist if all_diverged else lr_hist[:step],
     }
     if evaluator is not None:
         history["test_loss"] = test_hist[0, :, :run].float()
@@ -512,6 +515,17 @@ def _check_distinct_members(seeds: list[int], members: list[dict], masks: Any) -
             raise ContractError(f"train.seeds: seed {seed} appears twice with the same "
                                 "recipe and rows; members must differ")
         seen.add(key)
+
+
+def diverging(epoch_loss: Tensor, first_step_loss: Tensor, first_epoch_loss: Tensor) -> Tensor:
+    """Which members' training has diverged by this epoch: (S,) float each -> (S,) bool.
+
+    The epoch's mean loss is NaN/inf, or above ``DIVERGE_FACTOR`` times the lower of the
+    member's first step's and first epoch's loss (the first step's catches a loss that
+    explodes within epoch 1; a NaN reference compares false, and isfinite catches it).
+    """
+    start = torch.minimum(first_step_loss, first_epoch_loss)
+    return ~torch.isfinite(epoch_loss) | (epoch_loss > DIVERGE_FACTOR * start)
 
 
 def _snapshot(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

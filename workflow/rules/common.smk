@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -156,9 +157,16 @@ def dataset_params():
         "npz": ("name", "path"),
     }
     if LOCAL_LABELS != "dataset":  # local_logits.labels: FILE.npz
-        return {"name": "npz", "path": LOCAL_LABELS, "labels_only": True}
+        return {
+            "name": "npz",
+            "path": os.path.normpath(LOCAL_LABELS),
+            "labels_only": True,
+        }
     cfg = config["dataset"]
-    return {k: cfg[k] for k in used[cfg["name"]]}
+    params = {k: cfg[k] for k in used[cfg["name"]]}
+    if "path" in params:  # ./data/x.npz is data/x.npz: a respelling reruns nothing
+        params["path"] = os.path.normpath(params["path"])
+    return params
 
 
 def dataset_inputs():
