@@ -169,7 +169,9 @@ def test_check_lists_damaged_files_and_its_command_repairs_them(tiny_run, tiny_c
         assert re.search(rf"results/{re.escape(path)}: [^\n]*{why}", text), (path, text[-3000:])
     follow(workdir, text)
     assert_same_outputs(workdir, tiny_run[0])
-    snakemake(workdir, "check")  # and everything meets its contract again
+    proc = snakemake(workdir, "check")  # and everything meets its contract again
+    assert re.search(r"check: all \d+ intermediates of the default targets meet their "
+                     "contracts", proc.stdout + proc.stderr)
 
 
 def test_a_job_that_reads_a_damaged_table_says_how_to_remake_it(tiny_run, tiny_copy):
