@@ -1,4 +1,5 @@
-"""One pair of local_logits files as a logit shard: linked when every file shares a dtype."""
+"""One pair of local_logits files as a logit shard: linked when every file shares a float16 or
+float32 dtype, else written as float16."""
 
 import json
 
@@ -9,7 +10,7 @@ from multirun import contracts, local_logits, snake
 
 def main(smk):
     summary = json.loads(open(smk.input.summary).read())
-    link = len(summary["dtypes"]) == 1  # else float16 for all, so every shard agrees
+    link = local_logits.linkable(summary["dtypes"])
     for split in ("train", "test"):
         local_logits.import_shard(smk.input[split], smk.output[split], link=link)
     contracts.save_npy(smk.output.seeds, np.asarray(smk.params.seeds, dtype=np.int64))

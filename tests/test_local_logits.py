@@ -62,8 +62,8 @@ BAD = {
         r"b_train\.npy: holds NaN or inf .*; fix the file \(local_logits\.train\)",
     ),
     "dtype": (
-        lambda t, s: np.save(t, np.zeros((2, 20, 4))),
-        r"b_train\.npy: dtype float64; local_logits files are float16 or float32",
+        lambda t, s: np.save(t, np.zeros((2, 20, 4), np.int32)),
+        r"b_train\.npy: dtype int32; local_logits files are float16, float32 or float64",
     ),
     "rank": (lambda t, s: np.save(s, np.zeros((20, 4), np.float16)),
              r"b_test\.npy: expected 3 dimensions, found shape \(20, 4\); fix the file "
@@ -106,6 +106,12 @@ def test_import_links_one_dtype_and_writes_float16_otherwise(tmp_path, labels):
     got = contracts.load_npy(written, ndim=3)
     assert got.dtype == np.float16 and not written.is_symlink()
     np.testing.assert_array_equal(got, np.load(train).astype(np.float16))
+    assert local_logits.linkable(["float32"]) and not local_logits.linkable(["float16", "float32"])
+    assert not local_logits.linkable(["float64"])  # numpy's default: written as float16
+    double, _ = write_pair(tmp_path, "d", *labels, 2, dtype=np.float64)
+    local_logits.import_shard(double, tmp_path / "out/double.npy", link=False)
+    np.testing.assert_array_equal(contracts.load_npy(tmp_path / "out/double.npy", ndim=3),
+                                  np.load(double).astype(np.float16))
 
 
 @pytest.mark.workflow

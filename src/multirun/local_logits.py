@@ -1,13 +1,14 @@
 """Your own logits as logit shards (config section ``local_logits``, docs/published.md).
 
 ``local_logits.train`` and ``.test`` list ``.npy`` files or glob patterns, each file
-``(models, examples, classes)`` float16 or float32; train file ``i`` and test file ``i``
+``(models, examples, classes)`` float16, float32 or float64; train file ``i`` and test file ``i``
 hold the same models and become shard ``i``. ``labels`` is ``dataset`` (the ``dataset:``
 section's dataset) or a ``FILE.npz`` holding ``y_train``/``y_test`` (and optionally the
 rest of the dataset contract, for the pictures). :func:`check` reads every file once
 (memory-mapped, streamed); :func:`import_shard` then links each file into the results
 (a symbolic link: memory-mapped by every reader, not copied) when all files share one
-dtype, and writes float16 a chunk of models at a time otherwise.
+dtype that the readers take (float16 or float32; :func:`linkable`), and writes float16 a
+chunk of models at a time otherwise.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ import numpy as np
 from multirun.config import ConfigError
 from multirun.contracts import ContractError, atomic_path, load_npy
 
-DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
+DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+LINKED = ("float16", "float32")  # the logit shards' dtypes: files of these can be linked
+
+
+def linkable(dtypes: list[str]) -> bool:
+    """Whether files of ``dtypes`` (:func:`check`'s ``dtypes``) become shards as links: one
+    dtype, and one the readers take; else every shard is written as float16, so all agree."""
+    return len(dtypes) == 1 and dtypes[0] in LINKED
 
 
 def resolve(entries: list[str], key: str) -> list[str]:
@@ -72,12 +80,12 @@ def check(pairs: list[tuple[str, str]], y_train: np.ndarray, y_test: np.ndarray)
         counts = []
         for path, n, split in ((train, len(y_train), "train"), (test, len(y_test), "test")):
             array = load_npy(path, ndim=3, fix=f"fix the file (local_logits.{split}): "
-                             "numpy.save'd (models, examples, classes) float16 or float32 "
+                             "numpy.save'd (models, examples, classes) floating "
                              "logits, finite (docs/published.md)")  # NaN/inf streamed
             m, examples, c = array.shape
             if array.dtype not in DTYPES:
                 raise ContractError(f"{path}: dtype {array.dtype}; local_logits files are "
-                                    "float16 or float32")
+                                    "float16, float32 or float64")
             if examples != n:
                 raise ContractError(f"{path}: {examples} examples, the labels' {split} split "
                                     f"has {n} (local_logits.{split} and local_logits.labels "
