@@ -58,8 +58,8 @@ def main(smk):
         listing = "\n".join(f"  {why}" for _, why in broken)
         raise contracts.ContractError(
             f"{len(broken)} of {count} files break their contract:\n{listing}\nremake them "
-            f"(and what is made from them) with: snakemake --cores all --forcerun "
-            f"{' '.join(path for path, _ in broken)}")
+            f"(and what is made from them) with: "
+            f"{contracts.remake_command(path for path, _ in broken)}")
     verdict = f"all {count} intermediates of the default targets meet their contracts"
     print(verdict)  # the job's log
     print(f"check: {verdict}", file=sys.__stderr__)  # and the console, which shows no log

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import ROOT, planned_jobs, snakemake, tiny_config, write_config
 
 from multirun import contracts, snake
@@ -120,6 +122,25 @@ def test_every_unreadable_file_gives_the_command_that_remakes_it(tmp_path, loade
             loader(path)
         assert str(err.value).startswith(f"{path}: ")
         assert str(err.value).endswith(f"remake it with: snakemake --cores all --forcerun {path}")
+
+
+def test_the_remake_command_carries_the_runs_configfile(tiny_run, tiny_copy, monkeypatch):
+    """Run with --configfile over the default config.yaml, the printed command names the
+    same file (else it would remake the file of the default config), and it repairs."""
+    workdir, cfg = tiny_copy
+    monkeypatch.chdir(workdir)  # --configfile is read from where snakemake starts
+    shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    scores = workdir / "results" / "knn" / "raw" / "scores.csv"
+    mtime = scores.stat().st_mtime_ns
+    scores.write_text(scores.read_text()[:40])
+    os.utime(scores, ns=(mtime, mtime))
+    proc = snakemake(workdir, "check", "--configfile", "tiny.yaml", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "--forcerun results/knn/raw/scores.csv --configfile tiny.yaml" in text, text[-2000:]
+    follow(workdir, text)
+    assert_same_outputs(workdir, tiny_run[0])
 
 
 def test_check_remakes_a_deleted_intermediate(tiny_run, tiny_copy):

@@ -176,6 +176,9 @@ def check(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
             f"(min of train.seeds and train.shard_size)"
         )
     widths = config["width_sweep"]
+    if widths["default_seeds"] > widths["seeds"]:
+        raise ConfigError(f"config key width_sweep.default_seeds: {widths['default_seeds']} "
+                          f"exceeds width_sweep.seeds={widths['seeds']}; lower it")
     missing = sorted(set(widths["default_widths"]) - set(widths["widths"]))
     if missing:
         raise ConfigError(

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import pickle
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -45,15 +46,51 @@ class DiskFullError(ContractError):
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+RUN_OPTIONS = "MULTIRUN_RUN_OPTIONS"  # set by the Snakefile: this run's config options
+
+
+def run_options(configfiles, config) -> str:
+    """``--configfile F ... --config K=V ...`` of a run, quoted for a shell: config files
+    relative to the working directory where they lie below it, each ``--config`` value as
+    YAML in flow style (``train='{seeds: 96}'``)."""
+    import yaml
+
+    words = []
+    if configfiles:
+        rel = [os.path.relpath(f) for f in configfiles]
+        words += ["--configfile", *(r if not r.startswith("..") else str(f)
+                                    for r, f in zip(rel, configfiles, strict=True))]
+    if config:
+        words += ["--config", *(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
+                                .removesuffix("\n...") for k, v in config.items())]
+    return " ".join(_shell_word(w) for w in words)
+
+
+def _shell_word(word: str) -> str:
+    """``word`` quoted for a POSIX shell: in double quotes where it holds single quotes
+    and nothing a double-quoted string would expand (YAML's quoted ``'a.py:B'``)."""
+    if "'" in word and not any(c in word for c in '"$`\\!'):
+        return f'"{word}"'
+    return shlex.quote(word)
+
+
 def remake(path: str | os.PathLike) -> str:
     """The command that remakes output ``path`` and everything made from it.
 
     ``--forcerun FILE`` reruns the job that makes ``FILE`` whether or not its
     consumers are up to date (a plain ``snakemake`` does not remake a missing or
     damaged intermediate whose consumers look finished); Snakemake then reruns every
-    job downstream of it. Add your usual options (``--configfile``, targets).
+    job downstream of it. The run's own ``--configfile``/``--config`` follow (from
+    ``RUN_OPTIONS``), so the command remakes the file of that config.
     """
-    return f"remake it with: snakemake --cores all --forcerun {path}"
+    return f"remake it with: {remake_command([path])}"
+
+
+def remake_command(paths) -> str:
+    """``snakemake --cores all --forcerun PATH ...`` and the run's config options."""
+    options = os.environ.get(RUN_OPTIONS, "")
+    return " ".join(["snakemake --cores all --forcerun", *map(str, paths)]
+                    + ([options] if options else []))
 
 
 def _umask() -> int:

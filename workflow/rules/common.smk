@@ -6,6 +6,7 @@ from multirun import local_logits as local
 from multirun import published as hub
 from multirun.codehash import code_hashes
 from multirun.config import ConfigError, check, shards
+from multirun.contracts import RUN_OPTIONS, run_options
 from multirun.locks import lock_advice
 from multirun.model_spec import model_files, normalize_spec
 from multirun.recipe import normalize_recipe
@@ -17,6 +18,12 @@ check(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 if workflow.is_main_process and "--unlock" not in sys.argv:
     if note := lock_advice(Path.cwd()):
         print(note, file=sys.stderr)
+
+# This run's --configfile and --config, for the remake commands that errors print
+# (multirun.contracts.remake); jobs inherit the variable
+os.environ[RUN_OPTIONS] = run_options(
+    workflow.config_settings.configfiles, workflow.config_settings.config
+)
 
 R = config["results"]
 PUBLISHED = "published" in config

@@ -119,11 +119,12 @@ def stack_classes(z: Tensor, cls: list[int]) -> Tensor:
 
 def ensemble_kernel(queries: Tensor, keys: Tensor, *, log_softmax: bool = True,
                     classes: Sequence[int] | None = None) -> Tensor:
-    """In-memory exact kernel: (M, Nq, C), (M, Nt, C) -> (Nq, Nt) float32.
+    """In-memory exact kernel: (M, Nq, C), (M, Nt, C) tensors or arrays -> (Nq, Nt) float32.
 
     ``classes``: average the per-class correlations over these classes only
     (a single class gives that class's kernel alone); None = all classes.
     """
+    queries, keys = torch.as_tensor(queries), torch.as_tensor(keys)
     if queries.ndim != 3 or keys.ndim != 3 or queries.shape[0] != keys.shape[0] \
             or queries.shape[2] != keys.shape[2]:
         raise ContractError(f"ensemble_kernel: queries {tuple(queries.shape)} and keys "
