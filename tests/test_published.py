@@ -155,6 +155,24 @@ def test_listing_comes_from_the_hub_once_then_from_the_cache(tmp_path, hub_serve
     assert not (tmp_path / "none").exists()
 
 
+def test_the_listing_command_writes_where_a_preset_reads(tmp_path, capsys, monkeypatch):
+    """python -m multirun.published --results DIR: the listing at DIR/published/, the path
+    that a run with `results: DIR` resolves its patterns from; offline, one message."""
+    results = tmp_path / "results" / "published-all"
+    cache = results / "published" / "listing-kjj0--cifar10-multirun-logits-main.json"
+    cache.parent.mkdir(parents=True)
+    cache.write_text(json.dumps({"repo_id": published.REPO, "revision": None,
+                                 "files": sorted(LISTING)}))
+    assert published.main(["--results", str(results)]) == 0
+    assert f"{MAIN}/*/log.pt\t3 files, 1500 runs" in capsys.readouterr().out
+    cfg = {"repo_id": published.REPO, "files": [f"{MAIN}/*/log.pt"]}
+    assert len(published.resolve(cfg, results / "published")) == 3  # what the run reads
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert published.main(["--results", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("multirun error: config key published.files:") and "Traceback" not in err
+
+
 # --------------------------------------------------------------------------- log.pt
 
 

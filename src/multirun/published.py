@@ -24,6 +24,7 @@ import fnmatch
 import json
 import mmap
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -313,10 +314,28 @@ def folders(listing: list[str]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-if __name__ == "__main__":  # python -m multirun.published [CACHE.json]: the training configurations
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    """``python -m multirun.published [--results DIR]``: the hub's training configurations
+    (folders of ``log.pt``) with their file counts, from the listing that a run with
+    ``results: DIR`` reads (``DIR/published/listing-...json``, made when missing)."""
+    import argparse
 
-    default = "results/published/listing-kjj0--cifar10-multirun-logits-main.json"
-    cache = sys.argv[1] if len(sys.argv) > 1 else default
-    for folder, count in folders(list_repo(REPO, None, cache)).items():
+    parser = argparse.ArgumentParser(prog="python -m multirun.published", description=main.__doc__)
+    parser.add_argument("--results", default="results/published",
+                        help="the results folder of the preset whose runs should find the listing "
+                             "(its `results:`; default: configs/published.yaml's)")
+    args = parser.parse_args(argv)
+    cache = Path(args.results) / "published" / (
+        f"listing-{REPO.replace('/', '--')}-main.json")
+    try:
+        listing = list_repo(REPO, None, cache)
+    except ContractError as err:
+        print(f"multirun error: {err}", file=sys.stderr)
+        return 1
+    for folder, count in folders(listing).items():
         print(f"{folder}/*/log.pt\t{count} files, {500 * count} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
