@@ -55,11 +55,13 @@ def run_options(configfiles, config) -> str:
     YAML in flow style (``train='{seeds: 96}'``)."""
     import yaml
 
+    def shown(f) -> str:
+        rel = os.path.relpath(f)
+        return str(f) if rel.startswith("..") else rel
+
     words = []
     if configfiles:
-        rel = [os.path.relpath(f) for f in configfiles]
-        words += ["--configfile", *(r if not r.startswith("..") else str(f)
-                                    for r, f in zip(rel, configfiles, strict=True))]
+        words += ["--configfile", *map(shown, configfiles)]
     if config:
         words += ["--config", *(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
                                 .removesuffix("\n...") for k, v in config.items())]

@@ -39,6 +39,7 @@ built-ins are entries of the same :data:`REGISTRY`, so :func:`build_model` has o
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import importlib.util
@@ -376,8 +377,6 @@ def check_output(model: nn.Module, x: Tensor, num_classes: int, name: str,
     floating logits (B, num_classes). Raises :class:`ContractError` naming ``{where}.name``
     when the forward fails or gives another shape, before any training (a model with 5
     outputs on 3 classes would otherwise train and score wrongly)."""
-    import copy
-
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             out = copy.deepcopy(model).train()(x)

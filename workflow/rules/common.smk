@@ -163,14 +163,11 @@ def dataset_params():
         "digits": ("name", "seed"),
         "npz": ("name", "path"),
     }
-    if LOCAL_LABELS != "dataset":  # local_logits.labels: FILE.npz
-        return {
-            "name": "npz",
-            "path": os.path.normpath(LOCAL_LABELS),
-            "labels_only": True,
-        }
     cfg = config["dataset"]
-    params = {k: cfg[k] for k in used[cfg["name"]]}
+    if LOCAL_LABELS != "dataset":  # local_logits.labels: FILE.npz
+        params = {"name": "npz", "path": LOCAL_LABELS, "labels_only": True}
+    else:
+        params = {k: cfg[k] for k in used[cfg["name"]]}
     if "path" in params:  # ./data/x.npz is data/x.npz: a respelling reruns nothing
         params["path"] = os.path.normpath(params["path"])
     return params
