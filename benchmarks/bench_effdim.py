@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from multirun import contracts, hessian, train
+from multirun import checkpoint, contracts, hessian, streams
 
 
 def dense_spectrum(spectrum_path: Path, results: Path, block: int) -> np.ndarray:
@@ -33,14 +33,14 @@ def dense_spectrum(spectrum_path: Path, results: Path, block: int) -> np.ndarray
     s = contracts.load_npz(spectrum_path, ("num_examples", "seed"))
     stem = spectrum_path.stem  # width-W-I
     ckpt_name, index = stem.rsplit("-", 1)
-    ckpt = train.load_checkpoint(results / "train" / f"{ckpt_name}.pt")
+    ckpt = checkpoint.load_checkpoint(results / "train" / f"{ckpt_name}.pt")
     ds = contracts.load_dataset(results / "data" / "dataset.npz")
     member = int(index)
     seed = ckpt["seeds"][member]
-    y = train.training_labels(torch.from_numpy(ds["y_train"]), seed,
+    y = streams.training_labels(torch.from_numpy(ds["y_train"]), seed,
                               ckpt["recipe"]["label_noise"], ckpt["num_classes"])
     n = int(s["num_examples"])
-    model = train.load_member(ckpt, member).double()
+    model = checkpoint.load_member(ckpt, member).double()
     x = torch.from_numpy(ds["x_train"][:n]).double()
     op = hessian.HessianOperator(model, x, y[:n], batch_size=n)
     H = torch.zeros(op.dim, op.dim, dtype=torch.float64)

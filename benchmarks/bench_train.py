@@ -67,12 +67,13 @@ import yaml
 from benchlib import device_name, sync
 from torch.utils.flop_counter import FlopCounterMode
 
+from multirun.checkpoint import evaluate_shard
 from multirun.contracts import pick_device
 from multirun.data import make_mnist1d
 from multirun.model_spec import normalize_spec
 from multirun.programs import pick_program
 from multirun.recipe import normalize_recipe
-from multirun.train import evaluate_shard, init_model, train_one, train_shard
+from multirun.train import init_model, train_one, train_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOCK = {"now": time.perf_counter}  # --cpu-clock: time.process_time

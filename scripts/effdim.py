@@ -19,15 +19,13 @@ import numpy as np
 
 from multirun import contracts, hessian, snake
 
-KEYS = ("ritz_values", "ritz_converged", "top", "bottom", "loss", "num_params", "width", "depth",
-        "seed", "test_loss", "test_accuracy", "weight_decay", "slq_nodes", "slq_weights")
 FIELDS = list(contracts.TABLES["effdim"].columns)
 
 
 def main(smk):
     rows = []
     for path in smk.input.spectra:
-        s = contracts.load_npz(path, KEYS)
+        s = hessian.load_spectrum(path)
         eig = s["ritz_values"][s["ritz_converged"]]  # every converged eigenvalue, raw (negatives too)
         zs = list(smk.params.z)
         if s["weight_decay"] > 0:  # the write-up's N x weight decay, in mean-loss units

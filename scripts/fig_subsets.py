@@ -19,9 +19,8 @@ def main(smk):
                                images_test=ds.get("images_test"))
     save_figure(fig, [out.infl_png, *out.infl_other], dpi=dpi)
     rows = contracts.load_csv(smk.input.errors)
-    noise = contracts.load_npz(smk.input.curves, ("noise",))["noise"] if "curves" in \
-        smk.input.keys() else None
-    fig = figs.label_errors(rows, float(noise) if noise is not None else float("nan"))
+    noise = contracts.load_npz(smk.input.curves, ("noise",))["noise"]
+    fig = figs.label_errors(rows, float(noise))
     save_figure(fig, [out.err_png, *out.err_other], dpi=dpi)
     fig = figs.attribution(contracts.load_csv(smk.input.lds), contracts.load_csv(smk.input.agreement))
     save_figure(fig, [out.lds_png, *out.lds_other], dpi=dpi)

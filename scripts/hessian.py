@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from multirun import contracts, hessian, snake, train
+from multirun import checkpoint, contracts, hessian, snake, streams
 
 
 def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -15,15 +15,15 @@ def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, flo
 def main(smk):
     p = smk.params
     ds = contracts.load_dataset(smk.input.data)
-    ckpt = train.load_checkpoint(smk.input.checkpoint)
+    ckpt = checkpoint.load_checkpoint(smk.input.checkpoint)
     index = int(smk.wildcards.index)
     if index >= len(ckpt["seeds"]):
         raise contracts.ContractError(f"{smk.input.checkpoint}: holds {len(ckpt['seeds'])} models, "
                                f"model {index} was asked for (config key hessian.models)")
-    model = train.load_member(ckpt, index)
+    model = checkpoint.load_member(ckpt, index)
     seed, recipe = ckpt["seeds"][index], ckpt["recipe"]
     y_clean = torch.from_numpy(ds["y_train"])
-    y = train.training_labels(y_clean, seed, recipe["label_noise"], ckpt["num_classes"])
+    y = streams.training_labels(y_clean, seed, recipe["label_noise"], ckpt["num_classes"])
     n = min(p.examples, len(y))
     x = torch.from_numpy(ds["x_train"])[:n]
     device = contracts.pick_device(snake.device(smk, "hessian"))
@@ -34,7 +34,7 @@ def main(smk):
     density = hessian.slq(op, probes=p.slq["probes"], steps=p.slq["steps"], seed=p.seed)
 
     def logits(xs):
-        return train.evaluate_shard(ckpt, torch.from_numpy(xs), batch_size=p.batch_size,
+        return checkpoint.evaluate_shard(ckpt, torch.from_numpy(xs), batch_size=p.batch_size,
                                     device=device)[0][index]
 
     test_loss, test_acc = loss_and_accuracy(logits(ds["x_test"]), torch.from_numpy(ds["y_test"]))

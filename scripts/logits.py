@@ -24,8 +24,9 @@ def main(smk):
             ckpt, x, batch_size=smk.params.batch_size, device=device, features=want_features
         )
         if not torch.isfinite(logits).all():
-            raise contracts.ContractError(f"{smk.input.checkpoint}: a model gives NaN/inf {split} logits; "
-                                   "its training diverged (lower train.recipe.lr), then rerun")
+            raise contracts.ContractError(
+                f"{smk.input.checkpoint}: a model gives NaN/inf {split} logits; its training "
+                "diverged (lower the lr of the recipe that trained it), then rerun")
         contracts.save_npy(smk.output[split], half(logits))
         if want_features:
             contracts.save_npy(smk.output[f"features_{split}"], half(feats))

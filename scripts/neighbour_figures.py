@@ -17,8 +17,7 @@ FIGURES = ("pairs", "failures", "random", "pcorrect", "per_class", "raw")
 
 
 def _paths(output, key):
-    other = output[f"{key}_other"]
-    return [output[f"{key}_png"], *([other] if isinstance(other, str) else other)]
+    return [output[f"{key}_png"], *output[f"{key}_other"]]
 
 
 def main(smk):

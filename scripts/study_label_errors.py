@@ -9,10 +9,8 @@ from multirun.studies import timing
 
 
 def _scored(method, n_models, subset, score, truth):
-    precision, _ = le.precision_recall(score, truth)
     return {"method": method, "n_models": n_models, "subset": subset,
-            "average_precision": le.average_precision(score, truth),
-            "precision_at_noise": float(precision[int(truth.sum()) - 1])}
+            **le.ranking_quality(score, truth)}
 
 
 def main(smk):

@@ -1,6 +1,6 @@
 """Test accuracy of every (architecture, alpha, seed) with its early-stopping record."""
 
-from multirun import contracts, kernel, knn, snake, train
+from multirun import checkpoint, contracts, kernel, knn, snake
 from multirun.studies import timing
 
 
@@ -15,7 +15,7 @@ def main(smk):
         accs = knn.single_model_accuracies(kernel.ShardedLogits(smk.input.test[part]), labels[alpha])
         seeds, val, best, run_epochs = [], [], [], []
         for path in smk.input.checkpoints[part]:
-            ckpt = train.load_checkpoint(path)
+            ckpt = checkpoint.load_checkpoint(path)
             hist = ckpt["history"]
             seeds += list(ckpt["seeds"])
             if "val_acc" in hist:

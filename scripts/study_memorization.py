@@ -14,7 +14,7 @@ def main(smk):
     for i, variant in enumerate(variants):
         ds = contracts.load_dataset(smk.input.data[i])
         labels = ds["y_train"]
-        chance = 1.0 / len(ds["classes"]) if "classes" in ds else 1.0 / (int(labels.max()) + 1)
+        chance = 1.0 / contracts.num_classes(ds)
         for j, e in enumerate(epochs):
             group = (i * len(epochs) + j) * n_shards
             stack = kernel.ShardedLogits(logits[group:group + n_shards])

@@ -23,11 +23,9 @@ def main(smk):
     n_noise = int(truth.sum())
 
     def scored(method, size, score, **extra):
-        precision, _ = le.precision_recall(score, truth)
         rows.append({"method": method, "n_models": size, "subset": 0,  # one subset per size
                      "sample": "mixed" if method == "subset_kernel" else "out",
-                     "average_precision": le.average_precision(score, truth),
-                     "precision_at_noise": float(precision[n_noise - 1]), "flagged": "",
+                     **le.ranking_quality(score, truth), "flagged": "",
                      "flagged_precision": "", "flagged_recall": "", **extra})
         if size == max(nb["sizes"]):
             curves[method] = np.stack(le.precision_recall(score, truth))

@@ -24,8 +24,11 @@ def main(smk):
         attributions[(method, int(n))] = value
     main_train = kernel.ShardedLogits(smk.input.main_train)
     main_test = kernel.ShardedLogits(smk.input.main_test)
+    options = kernel.KernelOptions.from_params(p, device=snake.device(smk, "kernel"),
+                                               job_memory_mb=smk.resources.get("mem_mb"),
+                                               progress=False)
     for n in p.kernel_counts:
-        dense = kernel.dense_kernel(main_test, main_train, models=np.arange(n))[:t]
+        dense = kernel.dense_kernel(main_test, main_train, models=np.arange(n), options=options)[:t]
         attributions[("kernel", n)] = scores.signed_kernel(dense, ds["y_test"][:t], ds["y_train"])
         attributions[(f"kernel_top{p.top_k}", n)] = scores.signed_kernel(
             dense, ds["y_test"][:t], ds["y_train"], top_k=p.top_k)

@@ -3,7 +3,7 @@ when params.alpha is given); write its checkpoint and metrics.csv."""
 
 import torch
 
-from multirun import contracts, snake, train
+from multirun import checkpoint, contracts, snake, streams, train
 
 
 def main(smk):
@@ -16,7 +16,7 @@ def main(smk):
     recipe = smk.params.recipe  # one recipe, or one per member (a sweep's pack)
     alpha = getattr(smk.params, "alpha", None)  # subset training: each seed its own rows
     masks = None if alpha is None else torch.stack(
-        [train.subset_mask(s, alpha, len(ds["y_train"])) for s in smk.params.seeds])
+        [streams.subset_mask(s, alpha, len(ds["y_train"])) for s in smk.params.seeds])
     ckpt = train.train_shard(
         torch.from_numpy(ds["x_train"]), torch.from_numpy(ds["y_train"]),
         seeds=list(smk.params.seeds), model_spec=dict(smk.params.model),
@@ -25,9 +25,10 @@ def main(smk):
         device=contracts.pick_device(snake.device(smk, "train")),
         validation=split("val"), evaluation=split("test"), masks=masks,
         on_diverge=smk.params.get("on_diverge", "raise"),  # sweeps: "record"
+        where=smk.params.where,  # the config section: errors name its keys
     )
     contracts.save_torch(smk.output.checkpoint, ckpt)
-    train.write_metrics(smk.output.metrics, ckpt)
+    checkpoint.write_metrics(smk.output.metrics, ckpt)
 
 
 snake.run(snakemake, main)

@@ -29,6 +29,14 @@ def test_training_runs_models_not_kernel_or_plots():
     assert not any(n.startswith(("plots/", "kernel/", "hessian/")) for n in train)
 
 
+def test_spectra_and_study_tables_do_not_rerun_when_a_training_program_changes():
+    """A seed's labels come from ``streams`` and checkpoints from ``checkpoint``: neither
+    the Hessian nor the label-noise table depends on the training loop or its programs."""
+    for script in ("hessian.py", "study_label_noise.py", "logits.py"):
+        assert not {"train.py", "programs.py"} & names(script), script
+    assert "streams.py" in names("hessian.py")
+
+
 def make_package(root: Path) -> tuple[Path, Path]:
     pkg = root / "multirun"
     (pkg / "sub").mkdir(parents=True)

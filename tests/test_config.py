@@ -10,8 +10,8 @@ from conftest import ROOT, TINY_CONFIG
 
 from multirun.config import ConfigError, check, shards
 from multirun.model_spec import normalize_spec
+from multirun.recipe import normalize_recipe
 from multirun.schema import default, load_schema
-from multirun.train import normalize_recipe
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -119,6 +119,9 @@ def test_rules_and_scripts_repeat_no_default():
         (lambda c: c["width_sweep"].update(default_seeds=99),
          "config key width_sweep.default_seeds: 99 exceeds width_sweep.seeds"),
         (lambda c: c["hessian"].update(top_k=200), "config key hessian.top_k: 200 exceeds"),
+        (lambda c: c["hessian"].update(z=[]), "config key hessian.z: [] should be non-empty"),
+        (lambda c: c["width_sweep"].update(widths=[4, 8, 4]),
+         "config key width_sweep.widths: [4, 8, 4] has non-unique"),
         (lambda c: c["width_sweep"].update(default_widths=[7]), "width_sweep.default_widths: [7] are not in"),
         (lambda c: c["figures"].update(neighbour_k=7), "figures.neighbour_k: 7 is not one of knn.k"),
     ],

@@ -165,7 +165,7 @@ def test_check_lists_damaged_files_and_its_command_repairs_them(tiny_run, tiny_c
     # the files are downstream ones, so the repair reruns a third of the run, not all of it
     damaged = [res / "hessian" / "shard-000-0.npz", res / "train" / "width-8.pt",
                res / "logits" / "shard-001" / "train.npy", res / "knn" / "raw" / "scores.csv",
-               res / "logits" / "shard-001" / "test.npy"]
+               res / "logits" / "shard-001" / "test.npy", res / "logits" / "shard-001" / "seeds.npy"]
     times = {path: path.stat().st_mtime_ns for path in damaged}
     (res / "hessian" / "shard-000-0.npz").write_bytes(b"")  # zero bytes
     (res / "train" / "width-8.pt").write_bytes(os.urandom(300))  # garbage checkpoint
@@ -176,17 +176,20 @@ def test_check_lists_damaged_files_and_its_command_repairs_them(tiny_run, tiny_c
     scores.write_text("".join(lines[: len(lines) // 2]))  # cut in half at a line boundary
     test = res / "logits" / "shard-001" / "test.npy"  # valid, but a class short
     np.save(test, np.load(test)[..., :-1])
+    seeds = res / "logits" / "shard-001" / "seeds.npy"  # valid, but not the config's seeds
+    np.save(seeds, np.load(seeds) + 100)
     for path, mtime in times.items():
         os.utime(path, ns=(mtime, mtime))
     proc = snakemake(workdir, "check", check=False)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
     line = next(x for x in text.splitlines() if x.startswith("multirun error in rule check"))
-    assert re.search(r"5 of \d+ files break their contract", line)
+    assert re.search(r"6 of \d+ files break their contract", line)
     for path, why in [("hessian/shard-000-0.npz", "cannot be read"), ("train/width-8.pt", "cannot be loaded"),
                       ("logits/shard-001/train.npy", "cannot be read"),
                       ("knn/raw/scores.csv", "the config gives 18"),
-                      ("logits/shard-001/test.npy", "logits of 9 classes, the dataset has 10")]:
+                      ("logits/shard-001/test.npy", "logits of 9 classes, the dataset has 10"),
+                      ("logits/shard-001/seeds.npy", r"seeds \[10\d, 10\d\], the config gives this shard")]:
         assert re.search(rf"results/{re.escape(path)}: [^\n]*{why}", text), (path, text[-3000:])
     follow(workdir, text)
     assert_same_outputs(workdir, tiny_run[0])

@@ -20,6 +20,7 @@ from multirun.hessian import (
     effective_dimensions,
     lanczos,
     lanczos_block,
+    load_spectrum,
     rademacher_probes,
     slq,
     spectral_density,
@@ -397,6 +398,25 @@ def test_nan_loss_names_the_checkpoint():
     x, y = make_data(10, 6, 4)
     with pytest.raises(ContractError, match=r"loss is NaN.*runs/seed3\.pt"):
         spectrum(model, x, y, top_k=2, steps=4, batch_size=10, source="runs/seed3.pt")
+
+
+def test_a_spectrum_file_with_nan_nodes_is_named_and_nan_padding_is_not(tmp_path):
+    """top/bottom are NaN past the Ritz values found (by design); a NaN SLQ node is damage."""
+    from multirun.hessian.effdim import SPECTRUM_KEYS
+    arrays = {k: np.zeros(3) for k in SPECTRUM_KEYS}
+    arrays["top"] = arrays["bottom"] = np.array([1.0, np.nan, np.nan])
+    path = tmp_path / "shard-000-0.npz"
+    np.savez(path, **arrays)
+    assert np.isnan(load_spectrum(path)["top"]).sum() == 2
+    arrays["slq_nodes"] = np.array([[0.5, np.nan]])
+    np.savez(path, **arrays)
+    with pytest.raises(ContractError, match=r"shard-000-0\.npz: slq_nodes hold NaN or inf: the "
+                                            r"file is damaged; remake it with: .*--forcerun"):
+        load_spectrum(path)
+    del arrays["seed"]
+    np.savez(path, **arrays)
+    with pytest.raises(ContractError, match=r"shard-000-0\.npz: lacks arrays \['seed'\]"):
+        load_spectrum(path)
 
 
 def test_slq_lockstep_equals_one_probe_at_a_time():

@@ -145,6 +145,9 @@ def test_local_logits_run_the_kernel_knn_and_figures_without_training(tmp_path):
         rows = [r for r in csv.DictReader(f) if r["method"] == "ensemble" and r["n_models"] == "5"]
     assert rows and float(rows[0]["accuracy"]) == pytest.approx(expected, abs=1e-12)
     assert planned_jobs(tmp_path) == {}
+    proc = snakemake(tmp_path, "check")  # the imported shards against their contracts
+    assert "intermediates of the default targets meet their contracts" in proc.stderr
+    assert "rule train_shard" not in proc.stdout + proc.stderr  # local logits train nothing
     np.save(tmp_path / "mine" / "run1_test.npy", full["test"][1] * 2)  # an edited file reruns
     jobs = planned_jobs(tmp_path)
     assert jobs["check_local_logits"] == 1 and jobs["import_local_logits"] >= 1

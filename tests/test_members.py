@@ -9,16 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from multirun import programs, train
-from multirun.checkpoint import upgrade, write_metrics
+from multirun.checkpoint import evaluate_shard, load_checkpoint, upgrade, write_metrics
 from multirun.contracts import ContractError, save_torch
 from multirun.recipe import PER_MEMBER_KEYS, normalize_recipe, split_members
-from multirun.train import (
-    evaluate_shard,
-    load_checkpoint,
-    subset_mask,
-    train_one,
-    train_shard,
-)
+from multirun.streams import subset_mask
+from multirun.train import train_one, train_shard
 
 BASE = {"epochs": 2, "batch_size": 16, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
         "weight_decay": 5e-4, "warmup_epochs": 1, "schedule": "cosine",
@@ -127,7 +122,8 @@ def test_train_one_adam_is_torch_optim_adam(vectors):
     m = {k: torch.zeros_like(p) for k, p in params.items()}
     v = {k: torch.zeros_like(p) for k, p in params.items()}
     (b1, b2), eps, lr, wd = recipe["betas"], recipe["eps"], recipe["lr"], recipe["weight_decay"]
-    from multirun.train import epoch_order, generator
+    from multirun.streams import generator
+    from multirun.train import epoch_order
     idx = epoch_order(64, 64, generator(0, "order"))[0]  # one step: the whole set
     loss = F.cross_entropy(model(x[idx]), y[idx])
     grads = torch.autograd.grad(loss, list(params.values()))

@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from conftest import ROOT, planned_jobs, snakemake, tiny_config, write_config
 
 from multirun import contracts, model_spec, models
+from multirun.checkpoint import evaluate_shard, load_member
 from multirun.codehash import file_hash
 from multirun.config import ConfigError, check
 from multirun.contracts import ContractError
 from multirun.data import make_digits
 from multirun.hessian import HessianOperator
 from multirun.schema import default
-from multirun.train import evaluate_shard, load_member, train_one, train_shard
+from multirun.train import train_one, train_shard
 
 EXAMPLE = ROOT / "examples" / "resmlp.py"
 RESMLP = {"name": f"{EXAMPLE}:ResMLP", "width": 6, "depth": 2, "batchnorm": False,

@@ -6,18 +6,18 @@ import pytest
 import torch
 from conftest import csv_rows, planned_jobs, private_copy, shared_run, snakemake, write_config
 
-from multirun import kernel, train
+from multirun import kernel, streams
 from multirun.attribution import memorization, outcomes
 from multirun.config import ConfigError, check
 from multirun.studies import subsets as subsets_lib
 
 
 def test_masks_depend_only_on_seed_alpha_and_size():
-    a = train.subset_mask(7, 0.5, 101)
+    a = streams.subset_mask(7, 0.5, 101)
     assert a.dtype == torch.bool and int(a.sum()) == round(0.5 * 101)
-    assert torch.equal(a, train.subset_mask(7, 0.5, 101))
-    assert not torch.equal(a, train.subset_mask(8, 0.5, 101))
-    assert int(train.subset_mask(7, 0.3, 101).sum()) == round(0.3 * 101)
+    assert torch.equal(a, streams.subset_mask(7, 0.5, 101))
+    assert not torch.equal(a, streams.subset_mask(8, 0.5, 101))
+    assert int(streams.subset_mask(7, 0.3, 101).sum()) == round(0.3 * 101)
 
 
 @pytest.mark.parametrize("alpha", [0, 1.0, 1.5, -0.2])
@@ -66,7 +66,7 @@ def test_subsets_target_writes_masks_logits_tables_and_figures(subsets_run):
     assert masks.dtype == bool and masks.shape == (sub["seeds"], n)
     assert seeds.tolist() == list(range(sub["seeds"]))
     for s in (0, sub["seeds"] - 1):  # what trained is each seed's own subset_mask
-        assert np.array_equal(masks[s], train.subset_mask(s, sub["alpha"], n).numpy())
+        assert np.array_equal(masks[s], streams.subset_mask(s, sub["alpha"], n).numpy())
     shards = sorted((root / "logits").iterdir())
     assert len(shards) == sub["seeds"] // sub["shard_size"]
     logits = kernel.ShardedLogits([p / "train.npy" for p in shards])

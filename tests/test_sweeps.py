@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from conftest import ROOT, planned_jobs, snakemake, tiny_config, write_config
 from scipy import stats
 
-from multirun import contracts, sweeps
+from multirun import contracts, knn, sweeps
 from multirun.config import ConfigError, check
 from multirun.model_spec import normalize_spec
 from multirun.plots.sweeps import plot_sweep
@@ -260,10 +260,10 @@ def test_without_a_record_nan_losses_mark_divergence():
 
 def test_interval95_is_students_t():
     values = [0.61, 0.65, 0.58, 0.70]
-    mean, half = sweeps.interval95(values)
+    mean, half = knn.interval95(values)
     lo, hi = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
     assert mean == pytest.approx(np.mean(values)) and half == pytest.approx((hi - lo) / 2)
-    assert sweeps.interval95([0.5]) == (0.5, 0.0)
+    assert knn.interval95([0.5]) == (0.5, 0.0)
 
 
 def test_tables_have_a_column_per_swept_key_and_a_checked_writer(tmp_path):

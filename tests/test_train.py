@@ -6,19 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from multirun.checkpoint import evaluate_shard, load_checkpoint, load_member
 from multirun.contracts import ContractError, save_torch
+from multirun.recipe import lr_at, normalize_recipe
+from multirun.streams import training_labels
 from multirun.train import (
     CROP_PAD,
     apply_augment,
     draw_augment,
-    evaluate_shard,
-    load_checkpoint,
-    load_member,
-    lr_at,
-    normalize_recipe,
     train_one,
     train_shard,
-    training_labels,
 )
 
 RECIPE = {"epochs": 2, "batch_size": 16, "optimizer": "nesterov", "lr": 0.1, "momentum": 0.9,
@@ -327,3 +324,7 @@ def test_divergence_is_reported(vectors):
     with pytest.raises(ContractError, match=r"train\.recipe\.lr.*diverged"):
         train_shard(x * 1e30, y, [0, 1], MLP, {**RECIPE, "lr": 1e30, "warmup_epochs": 0},
                     "cpu", progress=False)
+    # a study's seeds are told to lower the study's learning rate, not the main run's
+    with pytest.raises(ContractError, match=r"lower studies\.memorization\.recipe\.lr"):
+        train_shard(x * 1e30, y, [0, 1], MLP, {**RECIPE, "lr": 1e30, "warmup_epochs": 0},
+                    "cpu", progress=False, where="studies.memorization")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 
 import numpy as np
@@ -46,6 +47,42 @@ def test_run_produces_every_output(tiny_run):
     with open(res / "effdim" / "sweep-default.csv") as f:
         widths = {int(r["width"]) for r in csv.DictReader(f)}
     assert widths == {4, 8}
+
+
+PLACEHOLDERS = {"XXX": r"\d{3}", "W": r"\d+", "I": r"\d+", "CKPT": r"[^/]+", "NAME": r"[^/]+",
+                "ALPHA": r"[^/]+", "VARIANT": "(?:logsoftmax|raw)"}
+
+
+def readme_output_patterns() -> dict[str, re.Pattern]:
+    """The paths of the README's "What lands where" table (its first column), as regexes
+    over paths below ``results/``: ``{a,b}`` alternatives, ``*`` within a folder, the
+    upper-case placeholders, and a trailing ``/`` for everything below a folder."""
+    text = (ROOT / "README.md").read_text().split("## What lands where", 1)[1].split("\n## ", 1)[0]
+    patterns = {}
+    for row in re.findall(r"^\| (.+?) \| .* \|$", text, re.M)[2:]:  # past the header
+        for path in re.findall(r"`([^`]+)`", row):
+            rx = re.sub(r"\\\{(.*?)\\\}", lambda m: "(?:" + m.group(1).replace(",", "|") + ")",
+                        re.escape(path)).replace(r"\*", "[^/]*")
+            for word, sub in PLACEHOLDERS.items():
+                rx = re.sub(rf"(?<![A-Za-z]){word}(?![A-Za-z])", sub.replace("\\", "\\\\"), rx)
+            patterns[path] = re.compile(rx + (".+" if path.endswith("/") else ""))
+    return patterns
+
+
+def test_readme_table_names_every_output(tiny_run):
+    """Every file of the finished tiny run matches a path of the README's table, and every
+    path there of what the default run makes matches one of its files."""
+    res = tiny_run[0] / "results"
+    files = [str(f.relative_to(res)) for f in res.rglob("*") if f.is_file()]
+    patterns = readme_output_patterns()
+    assert len(patterns) > 15
+    unlisted = [f for f in files if not any(p.fullmatch(f) for p in patterns.values())]
+    assert not unlisted, f"add to README's What lands where: {unlisted}"
+    not_default = ("kernel/VARIANT/dense.npy", "sweeps/", "studies/", "subsets/", "published/",
+                   "local/")
+    for path, pattern in patterns.items():
+        if not path.startswith(not_default):
+            assert any(pattern.fullmatch(f) for f in files), f"README names {path}: not made"
 
 
 def test_second_run_schedules_nothing(tiny_run):

@@ -21,14 +21,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from multirun.contracts import ContractError, load_torch, remake, save_csv
+from multirun.contracts import METRICS, ContractError, load_torch, metrics_rows, remake, save_csv
 from multirun.model_spec import normalize_spec
 from multirun.models import WithFeatures, build_model, meta_model
 from multirun.recipe import _check_seeds
 
 CHECKPOINT_FORMAT = 2
 READABLE_FORMATS = (1, 2)
-METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
 def _expected_shapes(ckpt: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -67,7 +66,7 @@ def check_checkpoint(ckpt: Mapping[str, Any], where: str = "checkpoint") -> None
                                 f"{(len(seeds), *shape)}; {remake(where)}")
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise ContractError(f"{where}: state[{k!r}] holds NaN or inf; training diverged "
-                                "(lower train.recipe.lr?), then rerun training")
+                                "(lower the lr of the recipe that trained it?), then rerun training")
     if ckpt["format"] >= 2:
         members = ckpt.get("member_recipes")
         if not isinstance(members, list) or len(members) != len(seeds):
@@ -210,22 +209,7 @@ class Evaluator:
         return loss / m, correct / m
 
 
-def metrics_rows(ckpt: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per (epoch, seed) of a checkpoint's history: the rows of ``metrics.csv``.
-
-    ``epoch`` counts from 1 (the model after that many epochs); ``seed``;
-    ``train_loss``, ``train_acc`` (as trained) and ``test_loss``, ``test_acc``
-    (empty where the training had no test split); NaN after a member diverged.
-    """
-    hist = ckpt["history"]
-    s, epochs = hist["train_loss"].shape
-    cols = {k: hist[k].tolist() for k in METRICS if k in hist}
-    return [{"epoch": e + 1, "seed": int(seed),
-             **{k: (cols[k][i][e] if k in cols else "") for k in METRICS}}
-            for e in range(epochs) for i, seed in enumerate(ckpt["seeds"])]
-
-
 def write_metrics(path: str | os.PathLike, ckpt: Mapping[str, Any]) -> None:
     """Write ``metrics.csv`` (columns epoch, seed, train_loss, train_acc, test_loss,
-    test_acc; :func:`metrics_rows`) atomically."""
-    save_csv(path, metrics_rows(ckpt), ["epoch", "seed", *METRICS])
+    test_acc; :func:`multirun.contracts.metrics_rows`) atomically."""
+    save_csv(path, metrics_rows(ckpt["history"], ckpt["seeds"]), ["epoch", "seed", *METRICS])

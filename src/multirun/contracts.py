@@ -188,10 +188,10 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
-    The temporary file keeps ``path``'s suffix (or ``suffix``) so that writers
+    The temporary file keeps ``path``'s suffix so that writers
     which append one (``np.save``) write exactly where they are told.
     Permissions are those of a plain ``open`` under the user's umask (``mkstemp``
     alone would give 0600). An ``OSError`` for lack of space (:data:`NO_SPACE`) becomes
@@ -201,7 +201,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                   suffix=suffix or path.suffix)
+                                   suffix=path.suffix)
     except OSError as err:
         if err.errno in NO_SPACE:
             raise no_space(path, err) from None
@@ -281,6 +281,25 @@ def load_csv(path: str | os.PathLike) -> list[dict[str, str]]:
             raise _fail(path, f"row {i + 1} has {len([v for v in row.values() if v is not None])} "
                         f"fields, the header {len(header)}; the file is truncated or corrupt")
     return rows
+
+
+#: the learning curves of a training history ((S, epochs) each): metrics.csv, a sweep's curves
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+
+def metrics_rows(history, seeds) -> list[dict]:
+    """One row per (epoch, seed) of a training history: the rows of ``metrics.csv``.
+
+    ``epoch`` counts from 1 (the model after that many epochs); ``seed``; the
+    :data:`METRICS` of ``history`` ((S, epochs) arrays or tensors: ``train_loss``,
+    ``train_acc`` as trained, ``test_loss``, ``test_acc``), empty where the training
+    recorded none (no test split), NaN after a member diverged.
+    """
+    cols = {k: np.asarray(history[k], dtype=np.float64) for k in METRICS if k in history}
+    epochs = np.shape(history["train_loss"])[1]
+    return [{"epoch": e + 1, "seed": int(seed),
+             **{k: (float(cols[k][i, e]) if k in cols else "") for k in METRICS}}
+            for e in range(epochs) for i, seed in enumerate(seeds)]
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,9 @@ MEET_ENV = "MULTIRUN_FAKE_GPUS_MEET"
 
 
 def _error(message: str) -> Exception:
-    """A :class:`multirun.contracts.ContractError`, imported late: ``contracts`` imports torch,
-    and the allocator itself needs no torch (its test starts many processes)."""
+    """A :class:`multirun.contracts.ContractError`, imported late: the allocator itself needs
+    only the standard library, which keeps it quick to import (its test starts many
+    processes)."""
     from multirun.contracts import ContractError
 
     return ContractError(message)

@@ -235,6 +235,16 @@ def wilson(acc: float, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, float(centre - half)), min(1.0, float(centre + half))
 
 
+def interval95(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% Student-t interval of the mean of ``values`` (0 for one)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return float(v.mean()), 0.0
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+
+
 def series_rows(rows: Sequence[dict], *, method: str, vote: str = "", k: int = 0) -> list[dict]:
     """The scores.csv rows of one (method, vote, k) series (k 0 / vote "" for the baselines)."""
     def key_k(r: dict) -> int:
@@ -256,19 +266,17 @@ def curve_ci(rows: Sequence[dict], *, method: str, vote: str = "", k: int = 0
     interval of the test-set accuracy (columns ``ci_low``/``ci_high``) when there is one
     (the full set of models).
     """
-    from scipy.stats import t as student_t
-
     sel = series_rows(rows, method=method, vote=vote, k=k)
     sizes = np.array(sorted({int(r["n_models"]) for r in sel}))
     mean, lo, hi = [], [], []
     for size in sizes:
         group = [r for r in sel if int(r["n_models"]) == size]
         acc = np.array([float(r["accuracy"]) for r in group])
-        mean.append(acc.mean())
+        mid, half = interval95(acc)
+        mean.append(mid)
         if len(acc) > 1:
-            half = student_t.ppf(0.975, len(acc) - 1) * acc.std(ddof=1) / np.sqrt(len(acc))
-            lo.append(max(0.0, acc.mean() - half))  # an accuracy lies in [0, 1]
-            hi.append(min(1.0, acc.mean() + half))
+            lo.append(max(0.0, mid - half))  # an accuracy lies in [0, 1]
+            hi.append(min(1.0, mid + half))
         else:
             lo.append(float(group[0].get("ci_low") or acc[0]))
             hi.append(float(group[0].get("ci_high") or acc[0]))

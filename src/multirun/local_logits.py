@@ -70,7 +70,7 @@ def header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype]:
 def check(pairs: list[tuple[str, str]], y_train: np.ndarray, y_test: np.ndarray) -> dict:
     """Check every file once; return ``{"models": [per shard], "classes", "dtypes"}``.
 
-    Each file: 3 dimensions, float16 or float32, no NaN/inf (streamed); every file the
+    Each file: 3 dimensions, float16, float32 or float64, no NaN/inf (streamed); every file the
     same number of classes ``C``; train files ``len(y_train)`` examples, test files
     ``len(y_test)``; train and test file of a shard the same number of models; the labels
     in ``0..C-1``. Raises :class:`ContractError` naming the file.

@@ -1,6 +1,6 @@
-"""One optimisation step of S stacked models: two interchangeable programs.
+"""One optimisation step of S stacked models: three interchangeable programs.
 
-Both hold the parameters of S models stacked along a new leading axis and offer
+Each holds the parameters of S models stacked along a new leading axis and offer
 
 * ``prepare(x)``: the training inputs ``(N, ...)`` in the form ``step`` takes;
 * ``step(xb, yb, lr) -> (loss (S,), correct (S,))``: forward, backward and optimiser
@@ -20,12 +20,12 @@ arithmetic applied element-wise with (S,) hyperparameters, so member ``s`` compu
 what one optimiser with its own recipe computes.
 
 :class:`VmapProgram` trains any model of the zoo: ``torch.func.vmap`` over
-``torch.func.functional_call`` of a parameter-less copy, autograd, ``torch.optim.SGD``.
+``torch.func.functional_call`` of a parameter-less copy, autograd, :class:`MemberOptimizer`.
 :class:`MLPProgram` trains a plain MLP (no BatchNorm) faster with the same arithmetic
 up to rounding: a hand-written batched forward/backward (``torch.bmm``; each layer's
 bias is folded into its weight matrix as one more input, fed a constant 1, so neither
 the bias add nor the bias gradient is a separate pass), every buffer allocated once,
-and one fused SGD update over a single flat parameter buffer.
+and one fused optimiser update over a single flat parameter buffer.
 """
 
 from __future__ import annotations

@@ -182,12 +182,13 @@ def _check_data(x: Tensor, y: Tensor, num_classes: int | None) -> tuple[Tensor, 
     return (x if x.dtype == torch.float64 else x.to(torch.float32)), y, c
 
 
-def _check_seeds(seeds: Sequence[int], distinct: bool = True) -> list[int]:
+def _check_seeds(seeds: Sequence[int], distinct: bool = True,
+                 where: str = "train.seeds") -> list[int]:
     """Seeds as ints >= 0 (distinct unless ``distinct`` is False: members of a sweep
-    share seeds across points)."""
+    share seeds across points); errors name the config key ``where``."""
     seeds = list(seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0
                         for s in seeds) or (distinct and len(set(seeds)) != len(seeds)):
         what = "distinct integers" if distinct else "integers"
-        raise ContractError(f"train.seeds: need {what} >= 0, got {seeds!r}")
+        raise ContractError(f"{where}: need {what} >= 0, got {seeds!r}")
     return [int(s) for s in seeds]

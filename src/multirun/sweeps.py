@@ -22,7 +22,6 @@ The tables (:func:`seed_rows`, :func:`ensemble_rows`) and the figure
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from multirun.config import ConfigError, shards
-from multirun.contracts import ContractError
+from multirun.contracts import ContractError, metrics_rows
 from multirun.model_spec import normalize_spec
 from multirun.recipe import PER_MEMBER_KEYS, normalize_recipe
 
@@ -236,32 +235,6 @@ def with_keys(row: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, An
     return {"point": row["point"], **keys, **{k: v for k, v in row.items() if k != "point"}}
 
 
-def interval95(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% Student-t interval of the mean (0 for one value)."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) < 2:
-        return float(v.mean()), 0.0
-    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return float(v.mean()), float(half)
-
-
-CURVE_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
-
-
-def curve_rows(point: str, history: Mapping[str, Any], seeds: Sequence[int]
-               ) -> list[dict[str, Any]]:
-    """One row per (epoch, seed) of a shard's learning curves: ``point``, ``epoch`` (from 1),
-    ``seed`` and the :data:`CURVE_METRICS` of ``history`` ((S, epochs) each; empty where the
-    training did not record one, NaN after a member diverged)."""
-    cols = {k: np.asarray(history[k], dtype=np.float64) for k in CURVE_METRICS if k in history}
-    epochs = np.asarray(history["train_loss"]).shape[1]
-    return [{"point": point, "epoch": e + 1, "seed": int(seed),
-             **{k: (float(cols[k][i, e]) if k in cols else "") for k in CURVE_METRICS}}
-            for e in range(epochs) for i, seed in enumerate(seeds)]
-
-
 def summarize(points: Mapping[str, Mapping[str, Any]], shard_files: Sequence[Sequence[Mapping[str, Any]]],
               y_train: np.ndarray, y_test: np.ndarray
               ) -> tuple[list[dict], list[dict], list[dict]]:
@@ -278,8 +251,8 @@ def summarize(points: Mapping[str, Mapping[str, Any]], shard_files: Sequence[Seq
         for f in files:
             mine += seed_rows(name, f["history"], f["seeds"], f["train"], f["test"],
                               y_train, y_test)
-            curves += [with_keys(r, values) for r in curve_rows(name, f["history"],
-                                                                f["seeds"])]
+            curves += [with_keys({"point": name, **r}, values)
+                       for r in metrics_rows(f["history"], f["seeds"])]
         test = np.concatenate([np.asarray(f["test"]) for f in files])
         ensemble.append(with_keys(ensemble_rows(name, mine, test, y_test), values))
         rows += [with_keys(r, values) for r in mine]

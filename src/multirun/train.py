@@ -3,21 +3,16 @@
 The parameters and buffers of the S models are stacked along a new leading
 axis ``(S, ...)``; one training step evaluates all S models on their own
 mini-batches, back-propagates each seed's own mean loss and updates the stacked
-tensors with ``torch.optim.SGD``'s arithmetic (element-wise, hence the same as S
-separate optimisers). How a step runs is a *program* of :mod:`multirun.programs`:
-``vmap`` (``torch.func.vmap`` over ``functional_call``, any model, BatchNorm
-statistics per seed) or ``mlp`` (a hand-written batched MLP, the default model).
+tensors with ``torch.optim.SGD``'s (or ``Adam``'s, ``AdamW``'s) arithmetic (element-wise,
+hence the same as S separate optimisers). How a step runs is a *program* of
+:mod:`multirun.programs`: ``vmap`` (``torch.func.vmap`` over ``functional_call``, any
+model, BatchNorm statistics per seed), ``mlp`` (a hand-written batched MLP, the default
+model) or ``cnn1d`` (the same for the 1-D CNN).
 :func:`train_shard` reads top to bottom: stack the models, draw each seed's
 streams, loop over epochs and steps, write the checkpoint.
 
-Randomness. Every random stream of a seed comes from its own
-``torch.Generator`` seeded by ``stream_seed(seed, stream)``:
-
-* ``init``: the model's initialisation (the CPU generator seeded before building it);
-* ``order``: one ``randperm`` of the training set per epoch;
-* ``noise``: the label-noise draw (:func:`training_labels`);
-* ``augment``: flips/crops, drawn per step;
-* ``subset``: the rows a member trains on (:func:`subset_mask`).
+Randomness. Every random stream of a seed (initialisation, epoch order, label noise,
+augmentation, subset rows) comes from its own generator: :mod:`multirun.streams`.
 
 Members. The S members of a shard may differ in the per-member keys of the recipe
 (:data:`multirun.recipe.PER_MEMBER_KEYS`: learning rate, momentum, weight decay,
@@ -29,7 +24,7 @@ see ``docs/doors.md``.
 reference for exactness and the speed baseline.
 
 The recipe (``train.recipe``) is checked by :mod:`multirun.recipe`; checkpoints are
-checked, loaded and evaluated by :mod:`multirun.checkpoint` (both re-exported here).
+checked, loaded and evaluated by :mod:`multirun.checkpoint`.
 """
 
 from __future__ import annotations
@@ -39,31 +34,21 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from multirun.checkpoint import (  # noqa: F401 (re-exported)
+from multirun.checkpoint import (
     CHECKPOINT_FORMAT,
     Evaluator,
-    check_checkpoint,
-    evaluate_shard,
-    load_checkpoint,
-    load_member,
-    write_metrics,
 )
 from multirun.contracts import ContractError
 from multirun.early_stopping import EarlyStopping
 from multirun.model_spec import is_user_model, normalize_spec
 from multirun.models import build_model, check_output, meta_model
 from multirun.programs import CNN1DProgram, MLPProgram, Program, VmapProgram, pick_program
-from multirun.recipe import (  # noqa: F401 (re-exported)
-    AUGMENTS,
-    OPTIMIZERS,
-    PER_MEMBER_KEYS,
-    SCHEDULES,
+from multirun.recipe import (
     _check_data,
     _check_seeds,
     _schedule,
@@ -72,69 +57,11 @@ from multirun.recipe import (  # noqa: F401 (re-exported)
     normalize_recipe,
     split_members,
 )
+from multirun.streams import generator, stream_seed, training_labels
 from multirun.timing import timed_phase
 
-STREAMS = {"init": 0, "order": 1, "noise": 2, "augment": 3, "subset": 4}
 DIVERGE_FACTOR = 10.0  # on_diverge="record": a loss above 10x its start diverged (diverging)
 CROP_PAD = 2  # flip_crop: translate by up to 2 pixels with reflection padding (airbench94)
-
-
-# ----------------------------------------------------------------------------- randomness
-
-
-def stream_seed(seed: int, stream: str) -> int:
-    """A 63-bit seed for random stream ``stream`` of training seed ``seed``.
-
-    Mixed by ``numpy.random.SeedSequence`` so neighbouring seeds and streams give
-    unrelated generators.
-    """
-    words = np.random.SeedSequence([int(seed), STREAMS[stream]]).generate_state(2, np.uint32)
-    return (int(words[0]) << 31) ^ int(words[1])
-
-
-def generator(seed: int, stream: str) -> torch.Generator:
-    """A CPU ``torch.Generator`` for stream ``stream`` of seed ``seed``."""
-    return torch.Generator().manual_seed(stream_seed(seed, stream))
-
-
-def training_labels(y: Tensor, seed: int, label_noise: float, num_classes: int) -> Tensor:
-    """The labels seed ``seed`` trains on: ``y`` (N,) int64 -> (N,) int64.
-
-    Exactly ``round(label_noise * N)`` examples, chosen uniformly without
-    replacement, get a label drawn uniformly from the *other* ``num_classes - 1``
-    classes (the convention of Nakkiran et al.'s deep double descent), so the
-    fraction of wrong labels is exactly ``label_noise`` up to rounding. The draw
-    comes from the seed's ``noise`` stream: deterministic, different per seed,
-    fixed for the whole training run (not redrawn per epoch).
-    """
-    y = torch.as_tensor(y).to("cpu", torch.int64)
-    if not 0.0 <= float(label_noise) <= 1.0:
-        raise ContractError(f"train.recipe.label_noise: must be in [0, 1], got {label_noise!r}")
-    out = y.clone()
-    n_noisy = round(float(label_noise) * len(y))
-    if n_noisy == 0:
-        return out
-    g = generator(seed, "noise")
-    chosen = torch.randperm(len(y), generator=g)[:n_noisy]
-    offset = torch.randint(1, num_classes, (n_noisy,), generator=g)
-    out[chosen] = (y[chosen] + offset) % num_classes
-    return out
-
-
-def subset_mask(seed: int, alpha: float, n: int) -> Tensor:
-    """The rows seed ``seed`` trains on: (n,) bool with exactly ``round(alpha * n)`` True.
-
-    Drawn from the seed's own ``subset`` stream (one ``randperm`` of ``n``), so the
-    mask depends only on (seed, alpha, n). ``alpha`` in (0, 1].
-    """
-    ok = isinstance(alpha, int | float) and not isinstance(alpha, bool) and 0 < alpha <= 1
-    k = round(float(alpha) * int(n)) if ok else 0
-    if not ok or k < 1:
-        raise ContractError(f"subsets.alpha: must be in (0, 1] and keep at least one of "
-                            f"the {n} training rows, got {alpha!r}")
-    mask = torch.zeros(int(n), dtype=torch.bool)
-    mask[torch.randperm(int(n), generator=generator(seed, "subset"))[:k]] = True
-    return mask
 
 
 def _check_masks(masks: Any, s: int, n: int) -> Tensor | None:
@@ -266,7 +193,8 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
                 validation: tuple[Tensor, Tensor] | None = None,
                 masks: Tensor | None = None,
                 evaluation: tuple[Tensor, Tensor] | None = None,
-                on_diverge: str = "raise", phases: dict | None = None) -> dict:
+                on_diverge: str = "raise", phases: dict | None = None,
+                where: str = "train") -> dict:
     """Train the S members ``seeds`` as one vectorised program; return the checkpoint.
 
     ``x`` (N, ...) float32 (float64 trains in float64, for exactness checks) and
@@ -303,6 +231,9 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     (the batch's rows and labels), of ``evaluation`` (with ``evaluation``) and, in the
     ``mlp`` program, of each part of a step (:meth:`multirun.programs.MLPProgram.step`).
 
+    ``where``: the config section whose recipe trains them (``train``,
+    ``studies.memorization``, ``sweeps.NAME``, ...): errors name its keys.
+
     ``num_classes`` defaults to ``max(y) + 1``. A tqdm bar over steps goes to stderr
     when ``progress``. ``program``: how a step runs (:mod:`multirun.programs`):
     ``auto`` takes the hand-written ``mlp``/``cnn1d`` program for plain models without
@@ -313,14 +244,14 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     ``best_epoch`` (S,).
     """
     spec = normalize_spec(model_spec)
-    seeds = _check_seeds(seeds, distinct=False)
+    seeds = _check_seeds(seeds, distinct=False, where=f"{where}.seeds")
     s = len(seeds)
     recipes = [recipe] * s if isinstance(recipe, Mapping) else list(recipe)
     if len(recipes) != s:
-        raise ContractError(f"train.recipe: {len(recipes)} member recipes for {s} seeds")
-    recipe, per_member = split_members(recipes)
+        raise ContractError(f"{where}.recipe: {len(recipes)} member recipes for {s} seeds")
+    recipe, per_member = split_members(recipes, f"{where}.recipe")
     members = member_recipes(recipe, per_member)
-    _check_distinct_members(seeds, members, masks)
+    _check_distinct_members(seeds, members, masks, where)
     if on_diverge not in ("raise", "record"):
         raise ValueError(f"on_diverge: {on_diverge!r}; choose raise or record")
     x, y, num_classes = _check_data(x, y, num_classes)
@@ -348,7 +279,7 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
         except (RuntimeError, ValueError, TypeError) as err:
             if not is_user_model(spec["name"]):
                 raise
-            raise ContractError(f"train.model.name: {spec['name']}: a training step vectorised "
+            raise ContractError(f"{where}.model.name: {spec['name']}: a training step vectorised "
                                 f"over members with torch.func.vmap failed ({type(err).__name__}"
                                 f": {err}); see docs/models.md for what a model must "
                                 "allow") from err
@@ -359,7 +290,7 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     stopper = None
     if recipe["patience"]:
         if validation is None:
-            raise ContractError("train.recipe.patience: early stopping needs a validation "
+            raise ContractError(f"{where}.recipe.patience: early stopping needs a validation "
                                 "split (x_val, y_val in the dataset file)")
         stopper = EarlyStopping(meta_model(spec, input_shape, num_classes),
                                 validation[0].to(device, x.dtype), validation[1].to(device),
@@ -466,8 +397,8 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     finite = _finite_members(state)
     if not finite.all():
         bad = [seed for seed, ok in zip(seeds, finite.tolist(), strict=True) if not ok]
-        raise ContractError(f"train.recipe.lr: seeds {bad} diverged (NaN/inf weights) with "
-                            f"lr {recipe['lr']}; lower train.recipe.lr (or add warm-up)")
+        raise ContractError(f"{where}.recipe.lr: seeds {bad} diverged (NaN/inf weights) with "
+                            f"lr {recipe['lr']}; lower {where}.recipe.lr (or add warm-up)")
     history = {
         "train_loss": (loss_hist[:, :run] / steps).float().cpu(),
         "train_acc": (correct_hist[:, :run] / (steps * batch)).float().cpu(),
@@ -503,7 +434,8 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     return ckpt
 
 
-def _check_distinct_members(seeds: list[int], members: list[dict], masks: Any) -> None:
+def _check_distinct_members(seeds: list[int], members: list[dict], masks: Any,
+                            where: str) -> None:
     """A seed may appear more than once (a sweep's points), with different recipes or masks."""
     if len(set(seeds)) == len(seeds):
         return
@@ -512,7 +444,7 @@ def _check_distinct_members(seeds: list[int], members: list[dict], masks: Any) -
     for seed, r, m in zip(seeds, members, rows, strict=True):
         key = (seed, repr(sorted(r.items())), None if m is None else tuple(m))
         if key in seen:
-            raise ContractError(f"train.seeds: seed {seed} appears twice with the same "
+            raise ContractError(f"{where}.seeds: seed {seed} appears twice with the same "
                                 "recipe and rows; members must differ")
         seen.add(key)
 

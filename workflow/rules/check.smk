@@ -12,6 +12,7 @@ rule check:
     conda:
         "../../envs/multirun.yaml"
     params:
+        seeds=check_seeds(),
         code=code("check.py"),
     script:
         "../../scripts/check.py"

@@ -57,6 +57,11 @@ TRAINED = not PUBLISHED and not LOCAL
 FEATURES = config["logits"]["features"] and TRAINED
 FORMATS = config["figures"]["formats"]
 VARIANT = "logsoftmax" if config["kernel"]["log_softmax"] else "raw"
+# the kernel engine's settings, the same in every rule that runs it (docs/kernel.md)
+KERNEL_ENGINE = {
+    key: config["kernel"][key]
+    for key in ("chunk_models", "block", "memory_gb", "precision")
+}
 SWEEPS = {
     "default": config["width_sweep"]["default_widths"],
     "full": config["width_sweep"]["widths"],
@@ -128,7 +133,9 @@ def default_targets():
 
 def check_inputs():
     """The intermediates of the default targets, by contract (rule check verifies them)."""
-    main = not PUBLISHED
+    main = (
+        TRAINED  # checkpoints and spectra: neither published nor local logits have them
+    )
     groups = {
         "dataset": [f"{R}/data/dataset.npz"] if not PUBLISHED_NPY else [],
         "checkpoints": [f"{R}/train/shard-{s}.pt" for s in SHARDS] if main else [],
@@ -153,6 +160,20 @@ def check_inputs():
         groups["spectra"] += sweep_spectra("default")
         groups["effdim"].append(f"{R}/effdim/sweep-default.csv")
     return {name: paths for name, paths in groups.items() if paths}
+
+
+def check_seeds():
+    """Path -> the seeds the config gives that checkpoint or logits folder's seeds.npy (rule
+    check compares them; the published logits are left out: their files number the models).
+    """
+    if PUBLISHED:
+        return {}
+    out = {f"{R}/logits/shard-{s}/seeds.npy": seeds for s, seeds in SHARDS.items()}
+    if TRAINED:
+        out |= {f"{R}/train/shard-{s}.pt": seeds for s, seeds in SHARDS.items()}
+        seeds = list(range(config["width_sweep"]["seeds"]))
+        out |= {f"{R}/train/width-{w}.pt": seeds for w in SWEEPS["default"]}
+    return out
 
 
 def dataset_params():

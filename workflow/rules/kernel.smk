@@ -16,16 +16,13 @@ rule kernel:
         runtime=240,
         gpu=config["gpu"],
     params:
+        **KERNEL_ENGINE,
         log_softmax=lambda w: w.variant == "logsoftmax",
         exclude_self=False,  # test-to-train; the label-error study's train-to-train sets True
         k_max=config["kernel"]["k_max"],
         model_counts=config["kernel"]["model_counts"],
         subsets=config["kernel"]["subsets"],
         subset_seed=config["kernel"]["subset_seed"],
-        chunk_models=config["kernel"]["chunk_models"],
-        block=config["kernel"]["block"],
-        memory_gb=config["kernel"]["memory_gb"],
-        precision=config["kernel"]["precision"],
         code=code("kernel.py"),
     script:
         "../../scripts/kernel.py"
@@ -49,11 +46,8 @@ rule dense_kernel:
         runtime=240,
         gpu=config["gpu"],
     params:
+        **KERNEL_ENGINE,
         log_softmax=lambda w: w.variant == "logsoftmax",
-        chunk_models=config["kernel"]["chunk_models"],
-        block=config["kernel"]["block"],
-        memory_gb=config["kernel"]["memory_gb"],
-        precision=config["kernel"]["precision"],
         code=code("dense_kernel.py"),
     script:
         "../../scripts/dense_kernel.py"
@@ -80,6 +74,7 @@ rule neighbour_data:
         runtime=240,
         gpu=config["gpu"],
     params:
+        **KERNEL_ENGINE,
         model_counts=config["kernel"]["model_counts"],
         subsets=config["kernel"]["subsets"],
         subset_seed=config["kernel"]["subset_seed"],
@@ -91,10 +86,6 @@ rule neighbour_data:
             if config["figures"]["neighbour_vote"] == "weighted"
             else None
         ),
-        chunk_models=config["kernel"]["chunk_models"],
-        block=config["kernel"]["block"],
-        memory_gb=config["kernel"]["memory_gb"],
-        precision=config["kernel"]["precision"],
         code=code("neighbour_data.py"),
     script:
         "../../scripts/neighbour_data.py"

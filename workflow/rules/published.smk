@@ -43,13 +43,10 @@ if PUBLISHED_NPY:
             runtime=240,
             gpu=config["gpu"],
         params:
+            **KERNEL_ENGINE,
             log_softmax=lambda w: w.variant == "logsoftmax",
             models=max(config["kernel"]["model_counts"]),
             k_max=config["kernel"]["k_max"],
-            chunk_models=config["kernel"]["chunk_models"],
-            block=config["kernel"]["block"],
-            memory_gb=config["kernel"]["memory_gb"],
-            precision=config["kernel"]["precision"],
             code=code("test_neighbours.py"),
         script:
             "../../scripts/test_neighbours.py"

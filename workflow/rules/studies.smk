@@ -60,6 +60,7 @@ use rule train_shard as memorization_train with:
         recipe=lambda w: normalize_recipe(
             {**MEM["recipe"], "epochs": int(w.epochs)}, "studies.memorization.recipe"
         ),
+        where="studies.memorization",
         code=code("train.py", MEM["model"]),
 
 
@@ -205,6 +206,7 @@ use rule train_shard as label_noise_train with:
             f"studies.label_noise.architectures.{w.arch}",
         ),
         recipe=lambda w: noise_recipe(int(w.alpha)),
+        where="studies.label_noise",
         code=lambda w: code("train.py", NOISE["architectures"][w.arch]),
 
 
@@ -250,6 +252,7 @@ use rule train_shard as label_errors_train with:
         seeds=lambda w: ERR_SHARDS[w.shard],
         model=normalize_spec(ERR["model"], "studies.label_errors.model"),
         recipe=normalize_recipe(ERR["recipe"], "studies.label_errors.recipe"),
+        where="studies.label_errors",
         code=code("train.py", ERR["model"]),
 
 
@@ -264,16 +267,13 @@ use rule kernel as label_errors_kernel with:
     benchmark:
         f"{R}/runtimes/studies/label_errors/kernel.tsv"
     params:
+        **KERNEL_ENGINE,
         log_softmax=True,
         exclude_self=True,
         k_max=ERR["k"],
         model_counts=ERR["model_counts"],
         subsets=ERR["subsets"],
         subset_seed=ERR["subset_seed"],
-        chunk_models=config["kernel"]["chunk_models"],
-        block=config["kernel"]["block"],
-        memory_gb=config["kernel"]["memory_gb"],
-        precision=config["kernel"]["precision"],
         code=code("kernel.py"),
 
 

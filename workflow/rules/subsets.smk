@@ -20,6 +20,7 @@ use rule train_shard as subsets_train with:
         model=train_spec("train"),
         recipe=train_recipe("train"),
         alpha=SUB["alpha"],
+        where="train",  # the section of its recipe
         code=code("train.py", config["train"]["model"]),
 
 
@@ -38,6 +39,7 @@ use rule train_shard as subsets_errors_train with:
         model=normalize_spec(ERR["model"], "studies.label_errors.model"),
         recipe=normalize_recipe(ERR["recipe"], "studies.label_errors.recipe"),
         alpha=SUB["alpha"],
+        where="studies.label_errors",
         code=code("train.py", ERR["model"]),
 
 
@@ -222,7 +224,9 @@ rule subsets_lds:
     resources:
         mem_mb=8000,
         runtime=60,
+        gpu=config["gpu"],
     params:
+        **KERNEL_ENGINE,
         test_examples=SUB["test_examples"],
         validation=SUB["validation"],
         heldout=SUB["heldout"],
@@ -245,16 +249,13 @@ use rule kernel as subsets_errors_kernel with:
     benchmark:
         f"{R}/runtimes/{SBR}/label_errors/kernel.tsv"
     params:
+        **KERNEL_ENGINE,
         log_softmax=True,
         exclude_self=True,
         k_max=ERR["k"],
         model_counts=SUB["label_errors"]["model_counts"],
         subsets=1,
         subset_seed=ERR["subset_seed"],
-        chunk_models=config["kernel"]["chunk_models"],
-        block=config["kernel"]["block"],
-        memory_gb=config["kernel"]["memory_gb"],
-        precision=config["kernel"]["precision"],
         code=code("kernel.py"),
 
 

@@ -22,6 +22,7 @@ use rule train_shard as sweep_train with:
         model=lambda w: sweep_point(w).model,
         recipe=lambda w: sweep_point(w).recipe,
         on_diverge="record",  # a diverged seed is a result of the sweep, not an error
+        where=lambda w: f"sweeps.{w.name}",
         code=lambda w: code("train.py", sweep_point(w).model),
 
 
@@ -44,6 +45,7 @@ use rule train_shard as sweep_pack with:
             PACKS[w.name, w.pack], SWEEP_SHARDS[w.name][w.shard]
         )[1],
         on_diverge="record",
+        where=lambda w: f"sweeps.{w.name}",
         code=lambda w: code("train.py", PACKS[w.name, w.pack][0].model),
 
 

@@ -19,6 +19,7 @@ rule train_shard:
         seeds=lambda w: SHARDS[w.shard],
         model=train_spec("train"),
         recipe=train_recipe("train"),
+        where="train",
         code=code("train.py", config["train"]["model"]),
     script:
         "../../scripts/train.py"
@@ -45,6 +46,7 @@ rule train_width:
         seeds=list(range(config["width_sweep"]["seeds"])),
         model=lambda w: train_spec("width_sweep", width=int(w.width)),
         recipe=train_recipe("width_sweep"),
+        where="width_sweep",
         code=code("train.py", config["width_sweep"]["model"]),
     script:
         "../../scripts/train.py"
@@ -76,6 +78,7 @@ rule train_grid:
         ),
         recipe=train_recipe("width_sweep")
         | {"epochs": config["width_sweep"]["grid"]["epochs"]},
+        where="width_sweep",
         code=code("train.py", config["width_sweep"]["model"]),
     script:
         "../../scripts/train.py"

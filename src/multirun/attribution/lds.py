@@ -32,11 +32,10 @@ def spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (ra * rb).sum(0) / np.sqrt((ra**2).sum(0) * (rb**2).sum(0))
 
 
-def lds(scores: np.ndarray, masks: np.ndarray, margins: np.ndarray,
-        bias: np.ndarray | None = None) -> dict[str, float | np.ndarray]:
+def lds(scores: np.ndarray, masks: np.ndarray, margins: np.ndarray) -> dict[str, float | np.ndarray]:
     """LDS of ``scores`` (T, N) on held-out ``masks`` (H, N) and actual ``margins`` (H, T).
 
-    ``bias`` (T,) changes nothing (ranks per column); accepted for datamodels. Returns
+    A per-test bias (a datamodel's intercept) would change nothing: ranks per column. Returns
     ``per_test`` (T,), ``mean``, ``se`` and ``valid`` (test examples with a defined
     correlation; constant predictions, e.g. an all-zero row, are left out).
     """
@@ -49,8 +48,6 @@ def lds(scores: np.ndarray, masks: np.ndarray, margins: np.ndarray,
         raise ContractError(f"lds: margins {np.shape(margins)} must be (held-out models "
                             f"{masks.shape[0]}, test examples {scores.shape[0]})")
     pred = masks @ scores.T
-    if bias is not None:
-        pred = pred + np.asarray(bias, dtype=np.float32)
     per_test = spearman_columns(pred, margins)
     ok = np.isfinite(per_test)
     valid = int(ok.sum())

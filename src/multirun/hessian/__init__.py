@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # what is where; multirun.codehash reads these imports as the
         effective_dimension_slq,
         effective_dimensions,
         load_effdim_csv,
+        load_spectrum,
         spectral_density,
     )
     from multirun.hessian.lanczos import (
@@ -51,6 +52,7 @@ __all__ = [
     "lanczos",
     "lanczos_block",
     "load_effdim_csv",
+    "load_spectrum",
     "operator_spectrum",
     "rademacher_probes",
     "slq",

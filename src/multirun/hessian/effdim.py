@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from multirun.contracts import ContractError, load_table
+from multirun.contracts import ContractError, load_npz, load_table, remake
 
 
 # -- effective dimensionality ---------------------------------------------------------------
@@ -85,6 +85,26 @@ def effective_dimension_slq(
     per = effective_dimension_probes(nodes, weights, dim, z)
     se = float(per.std(ddof=1) / math.sqrt(len(per))) if len(per) > 1 else float("nan")
     return float(per.mean()), se
+
+
+SPECTRUM_KEYS = ("ritz_values", "ritz_converged", "top", "bottom", "loss", "num_params", "width",
+                 "depth", "seed", "test_loss", "test_accuracy", "weight_decay", "slq_nodes",
+                 "slq_weights")
+
+
+def load_spectrum(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A spectrum file ``hessian/*.npz`` (rule hessian), checked against its contract.
+
+    Every key of :data:`SPECTRUM_KEYS` is present, and the Ritz values (K,), the SLQ nodes
+    and weights (probes, m) are finite. ``top``/``bottom`` (top_k,) are NaN past the Ritz
+    values found, by design. Raises ContractError naming the file and its remake command.
+    """
+    s = load_npz(path, SPECTRUM_KEYS)
+    bad = [k for k in ("ritz_values", "slq_nodes", "slq_weights") if not np.isfinite(s[k]).all()]
+    if bad:
+        raise ContractError(f"{path}: {', '.join(bad)} hold NaN or inf: the file is damaged; "
+                            f"{remake(path)}")
+    return s
 
 
 def load_effdim_csv(path: str | os.PathLike) -> list[dict[str, float]]:

@@ -1,4 +1,4 @@
-"""Top-k neighbours and dense kernels from the streaming engine, and the neighbour files."""
+"""Top-k neighbours and dense kernels from the streaming engine (the files: :mod:`.files`)."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from multirun.plots.style import (  # noqa: E402, F401 (re-exported)
     METHOD_COLORS,
     method_style,
     save_figure,
+    show_image,
 )
 
 TEST_COLOR = "black"
@@ -55,7 +56,7 @@ def draw_example(ax, x: np.ndarray, image: np.ndarray | None = None, *, color: s
                  linestyle: str = "-", ylim: tuple[float, float] | None = None) -> None:
     """Draw one example on ``ax``: an image when given, else the 1-D signal ``x`` as a line."""
     if image is not None:
-        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
+        show_image(ax, image)
     else:
         ax.plot(np.asarray(x, dtype=np.float32).reshape(-1), color=color, linestyle=linestyle,
                 linewidth=1.2)

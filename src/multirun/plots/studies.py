@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from multirun.plots.style import method_style, plt
+from multirun.plots.style import method_style, plt, show_image
 from multirun.studies.memorization import binomial_reference, extremes
 
 VARIANT_STYLE = {"real": ("tab:blue", "real data"), "randx": ("tab:orange", "RandX (noise inputs)"),
@@ -61,7 +61,7 @@ def memorization_extremes(p: np.ndarray, x: np.ndarray, y: np.ndarray, n: int, *
     for r, (row, name) in enumerate(((hard, "hardest"), (easy, "easiest"))):
         for ax, i in zip(axes[r], row, strict=True):
             if images is not None:
-                ax.imshow(images[i])
+                show_image(ax, images[i])
             else:
                 sig = np.asarray(x[i]).reshape(-1)
                 ax.plot(sig, np.arange(len(sig)), color="tab:blue" if r else "tab:red", lw=1.5)

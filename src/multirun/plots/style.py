@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -29,6 +30,11 @@ def method_style(method: str, **overrides) -> dict:
     """matplotlib line keywords of ``method`` (a key of METHOD_STYLES) with ``gid=method``, so
     that the line can be found again (tests), updated by ``overrides``."""
     return {**METHOD_STYLES[method], "gid": method, **overrides}
+
+
+def show_image(ax, image) -> None:
+    """Draw one example image on ``ax``: (H, W) in grey, (H, W, 3) in colour, pixels unblurred."""
+    ax.imshow(image, cmap="gray" if np.ndim(image) == 2 else None, interpolation="nearest")
 
 
 def save_figure(fig: plt.Figure, paths: Sequence[str | os.PathLike], dpi: int = 150) -> None:

@@ -8,14 +8,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from multirun.plots.style import plt
+from multirun.plots.style import plt, show_image
 
 METHOD_STYLE = {
     "datamodels": ("tab:green", "datamodels (ridge on masks)"),
     "trak": ("tab:purple", "TRAK (ours)"),
     "traker": ("tab:pink", "TRAK (traker package)"),
     "kernel": ("tab:red", "ensemble kernel, signed"),
-    "cleanlab": ("tab:green", "cleanlab, out of sample"),
+    "cleanlab": ("tab:brown", "cleanlab, out of sample"),
     "oos_self_confidence": ("tab:olive", "self-confidence, out of sample"),
     "subset_kernel": ("tab:orange", "kernel neighbours, subset models"),
     "in_sample_kernel": ("tab:red", "kernel neighbours, in sample"),
@@ -33,7 +33,7 @@ def _style(method: str) -> tuple[str, str]:
 def _draw(ax, x, image=None, color="tab:blue", label=None):
     """One example: an image where the dataset has them, else the 1-D signal (read top down)."""
     if image is not None:
-        ax.imshow(image)
+        show_image(ax, image)
         return
     sig = np.asarray(x).reshape(-1)
     ax.plot(sig, np.arange(len(sig)), color=color, lw=1.5, label=label)
@@ -88,7 +88,7 @@ def influence_pairs(summary: Mapping[str, np.ndarray], precision: Sequence[Mappi
         for j in range(min(n, len(tr))):
             ax, i, t = axes[r, j], int(tr[j]), int(te[j])
             if images_train is not None:
-                ax.imshow(np.concatenate([images_test[t], images_train[i]], axis=1))
+                show_image(ax, np.concatenate([images_test[t], images_train[i]], axis=1))
             else:
                 _draw(ax, x_test[t], color="tab:blue")
                 _draw(ax, x_train[i], color="tab:red")

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from multirun.knn import interval95
 from multirun.plots.style import plt
-from multirun.sweeps import first_numeric_key, format_value, interval95, short_keys
+from multirun.sweeps import first_numeric_key, format_value, short_keys
 
 
 def _matches(row: Mapping[str, str], values: Mapping[str, Any]) -> bool:

@@ -3,9 +3,12 @@
 * :mod:`multirun.studies.variants`: corrupted dataset variants, each drawn once
   (RandX, RandY, alpha noisy copies, injected label errors);
 * :mod:`multirun.studies.memorization`: P(correct) per training example across seeds;
-* :mod:`multirun.studies.label_noise`: test accuracy per (architecture, alpha, seed);
 * :mod:`multirun.studies.label_errors`: rankings of suspicious labels and their
-  precision-recall against the injected ground truth.
+  precision-recall against the injected ground truth;
+* :mod:`multirun.studies.subsets`: subset training's masks, shards and config checks;
+* :mod:`multirun.studies.timing`: seeds per second of the training jobs, from their benchmark files.
+
+(The label-noise study's table is built by its script from the shards' evaluations.)
 """
 
 from multirun.config import ConfigError

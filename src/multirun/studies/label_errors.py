@@ -84,3 +84,12 @@ def average_precision(score: np.ndarray, truth: np.ndarray) -> float:
     truth = np.asarray(truth, dtype=bool)
     order = np.argsort(-np.asarray(score, dtype=np.float64), kind="stable")
     return float(precision[truth[order]].mean())
+
+
+def ranking_quality(score: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """How well ``score`` (N,) ranks the corrupted examples ``truth`` (N,) bool first:
+    ``average_precision`` and ``precision_at_noise`` (the precision among the top
+    ``truth.sum()``, the number of corrupted labels)."""
+    precision, _ = precision_recall(score, truth)
+    return {"average_precision": average_precision(score, truth),
+            "precision_at_noise": float(precision[int(np.sum(truth)) - 1])}

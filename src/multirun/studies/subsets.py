@@ -1,6 +1,6 @@
 """The ``subsets`` config section: its cross-key rules and the split of the subset models.
 
-Subset model m (seed m) trained on ``masks[m]`` (``multirun.train.subset_mask``). In seed
+Subset model m (seed m) trained on ``masks[m]`` (``multirun.streams.subset_mask``). In seed
 order, the models are cut into three splits:
 
 * training: the first ``seeds - validation - heldout`` (datamodels fit on the first n of

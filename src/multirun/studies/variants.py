@@ -11,15 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from multirun.contracts import ContractError
+from multirun.contracts import ContractError, num_classes
 
 MEMORIZATION_VARIANTS = ("real", "randx", "randy")
-
-
-def _num_classes(ds: dict[str, np.ndarray]) -> int:
-    if "classes" in ds:
-        return len(ds["classes"])
-    return int(max(ds["y_train"].max(), ds["y_test"].max())) + 1
 
 
 def _fraction(value: float, key: str) -> float:
@@ -59,7 +53,7 @@ def memorization_variant(ds: dict[str, np.ndarray], variant: str, *, fraction: f
         if "images_train" in out:
             out["images_train"][mask] = 0
     elif variant == "randy":
-        out["y_train"][mask] = rng.integers(0, _num_classes(ds), int(mask.sum()))
+        out["y_train"][mask] = rng.integers(0, num_classes(ds), int(mask.sum()))
     out["corrupted"] = mask
     return out
 
@@ -93,7 +87,7 @@ def noisy_copies(ds: dict[str, np.ndarray], alpha: int, *, clean_examples: int, 
     clean[:: 1 + alpha] = True
     y = ds["y_train"][rows].copy()
     noise_rng = np.random.default_rng([int(seed), 2, alpha])
-    y[~clean] = noise_rng.integers(0, _num_classes(ds), int((~clean).sum()))
+    y[~clean] = noise_rng.integers(0, num_classes(ds), int((~clean).sum()))
     val, test = split[:validation], split[validation:]
     out = {
         "x_train": ds["x_train"][rows], "y_train": y, "clean": clean,
@@ -112,7 +106,7 @@ def label_errors(ds: dict[str, np.ndarray], *, noise: float, seed: int) -> dict[
     Adds ``corrupted`` (N,) bool (the ground truth) and ``y_clean`` (N,) int64.
     """
     out = {k: v.copy() for k, v in ds.items()}
-    n, c = len(ds["y_train"]), _num_classes(ds)
+    n, c = len(ds["y_train"]), num_classes(ds)
     rng = np.random.default_rng([int(seed), 3])
     mask = _chosen(n, _fraction(noise, "studies.label_errors.noise"), rng)
     shift = rng.integers(1, c, int(mask.sum()))
