@@ -29,7 +29,7 @@ def test_alpha_outside_the_open_unit_interval_is_named(alpha):
 def test_too_few_models_for_the_held_out_split_is_named():
     cfg = check({"subsets": {"seeds": 600, "heldout": 256, "validation": 256,
                              "model_counts": [128]}})
-    with pytest.raises(ConfigError, match=r"subsets.heldout: 600 seeds leave 88 training"):
+    with pytest.raises(ConfigError, match=r"subsets\.seeds: 600 seeds leave 88 training"):
         subsets_lib.check(cfg)
     cfg = check({"subsets": {"trak": {"model_counts": [128]}}})
     subsets_lib.check(cfg)  # a run that never builds subsets needs no full-data models

@@ -57,6 +57,10 @@ def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
             f"config key {key}: unknown model {err.instance!r}; choose one of "
             f"{', '.join(builtins)}, or your own as FILE.py:Name or package.module:Name "
             "(docs/models.md)")
+    if err.validator in ("minItems", "maxItems") and \
+            err.schema.get("minItems") == err.schema.get("maxItems"):  # betas, pair_ranks
+        return ConfigError(f"config key {key}: {err.instance!r} must hold exactly "
+                           f"{err.schema['minItems']} values (see docs/config.md)")
     if err.validator == "anyOf":  # e.g. kernel.chunk_models: an integer >= 1 or 'auto'
         choices = " or ".join(_describe(option) for option in err.schema["anyOf"])
         return ConfigError(f"config key {key}: {err.instance!r} is not {choices} "
@@ -189,6 +193,9 @@ def check(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
             f"config key figures.neighbour_k: {config['figures']['neighbour_k']} is not "
             f"one of knn.k={config['knn']['k']}; the figures plot scored k only"
         )
+    if "epochs" in config["studies"]["memorization"]["recipe"]:
+        raise ConfigError("config key studies.memorization.recipe.epochs: the study trains for "
+                          "each of studies.memorization.epochs; set those instead")
     lo, hi = config["figures"]["pair_ranks"]
     if lo > hi:
         raise ConfigError(f"config key figures.pair_ranks: [{lo}, {hi}] must be increasing")

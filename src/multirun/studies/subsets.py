@@ -30,7 +30,7 @@ def check(config: dict) -> None:
     need = max(sub["model_counts"])
     if fit < need:
         raise ConfigError(
-            f"config key subsets.heldout: {sub['seeds']} seeds leave {fit} training models after "
+            f"config key subsets.seeds: {sub['seeds']} seeds leave {fit} training models after "
             f"{sub['heldout']} held-out and {sub['validation']} validation models, but "
             f"subsets.model_counts asks for {need}; raise subsets.seeds or lower the splits")
     le = sub["label_errors"]
