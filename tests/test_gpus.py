@@ -374,3 +374,14 @@ def test_gpu_check_script_runs_the_steps_it_is_asked_for(tmp_path):
     assert re.search(r"^== 01-correctness: exit 0 after \d+ s$", out, re.M), out
     assert re.search(r"\d+ passed", (tmp_path / "01-correctness.log").read_text()), out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["01-correctness.log"]
+
+
+def test_a_cuda_device_where_there_is_none_names_the_key():
+    smk = SimpleNamespace(config={"kernel": {"device": "cuda"}, "train": {"device": "auto"}})
+    assert snake.device(smk, "train") == "auto"
+    if torch.cuda.is_available():
+        assert snake.device(smk, "kernel") == "cuda"
+    else:
+        with pytest.raises(ContractError, match=r"config key kernel\.device: cuda, but this "
+                                                r"job sees no CUDA device; use auto"):
+            snake.device(smk, "kernel")

@@ -98,3 +98,11 @@ def test_missing_results_are_named(tmp_path, capsys):
     assert summary.main([str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "knn/logsoftmax/scores.csv: missing" in err and "snakemake --cores 2" in err
+
+
+def test_a_table_without_the_rows_asked_for_is_named(tiny_run, tmp_path, capsys):
+    """A z the width sweep was not scored at: the message names the table and the key."""
+    results = tiny_run[0] / "results"
+    assert summary.main([str(results), "--z", "7"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"effdim/sweep-default\.csv: no rows at z = 7 \(hessian\.z\)", err), err

@@ -37,7 +37,7 @@ def accuracy_table(rows: Sequence[Mapping[str, str]], ks: Sequence[int]) -> list
     from multirun.knn import curve_ci
 
     if not rows:
-        raise ContractError("scores.csv: no rows; rerun the knn rule")
+        raise ContractError("a scores table without rows")
     largest = max(int(r["n_models"]) for r in rows)
     series = [("mean single model", "single", "", 0),
               ("logit-averaging ensemble", "ensemble", "", 0)]
@@ -46,7 +46,7 @@ def accuracy_table(rows: Sequence[Mapping[str, str]], ks: Sequence[int]) -> list
     for label, method, vote, k in series:
         sizes, mean, lo, hi = curve_ci(rows, method=method, vote=vote, k=k)
         if int(sizes[-1]) != largest:
-            raise ContractError(f"scores.csv: no {label} rows at {largest} models; rerun knn")
+            raise ContractError(f"no {label} rows at {largest} models")
         out.append([label, _interval(mean[-1], lo[-1], hi[-1])])
     return out
 
@@ -59,7 +59,7 @@ def effdim_widths(rows: Sequence[Mapping[str, str]], z: float) -> list[tuple[int
         if abs(float(r["z"]) - z) <= 1e-12 * max(1.0, z):
             by_width[int(r["width"])].append(r)
     if not by_width:
-        raise ContractError(f"effdim table: no rows at z = {z:g} (hessian.z); rerun effdim")
+        raise ContractError(f"no rows at z = {z:g} (hessian.z)")
     return [(w, sorted(by_width[w], key=lambda r: int(r["seed"]))) for w in sorted(by_width)]
 
 

@@ -38,9 +38,17 @@ def device(snakemake, section: str) -> str:
     """The ``device`` of config section ``section`` (``auto``: CUDA when present).
 
     Read from the config rather than ``params:`` on purpose: where a job runs does not
-    change what it computes, so switching devices must not rerun anything.
+    change what it computes, so switching devices must not rerun anything. ``cuda`` where
+    no CUDA device is visible raises :class:`ContractError` naming the key.
     """
-    return snakemake.config[section]["device"]
+    name = snakemake.config[section]["device"]
+    if name == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ContractError(f"config key {section}.device: cuda, but this job sees no CUDA "
+                                "device; use auto (CUDA when present) or cpu")
+    return name
 
 
 def run(snakemake, main: Callable[[object], None]) -> None:

@@ -43,6 +43,14 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _naming(path: Path, table, *args):
+    """``table(*args)``, its ContractError (rows the table lacks) naming the file ``path``."""
+    try:
+        return table(*args)
+    except ContractError as err:
+        raise ContractError(f"{path}: {err}") from err
+
+
 def _markdown(rows: list[list[str]]) -> list[str]:
     """Rows (the first one the header) as Markdown table lines."""
     return [f"| {' | '.join(rows[0])} |", "| --- |" + " --- |" * (len(rows[0]) - 1),
@@ -52,15 +60,16 @@ def _markdown(rows: list[list[str]]) -> list[str]:
 def accuracy_table(results: Path) -> str:
     """The headline accuracy table (:func:`multirun.headline.accuracy_table`) at the largest
     model count, and the same kernel rows on raw logits when that variant was scored."""
-    rows = _rows(results / "knn" / "logsoftmax" / "scores.csv")
+    path = results / "knn" / "logsoftmax" / "scores.csv"
+    rows = _rows(path)
     ks = sorted({int(r["k"]) for r in rows if r["method"] == "kernel"})
-    table = headline.accuracy_table(rows, ks)
+    table = _naming(path, headline.accuracy_table, rows, ks)
     largest = max(int(r["n_models"]) for r in rows)
     n_test = len(np.load(results / "data" / "dataset.npz")["y_test"])
     table[0] = [f"{largest} models, {n_test:,} test examples", "test accuracy (95% interval)"]
     raw_path = results / "knn" / "raw" / "scores.csv"
     if raw_path.is_file():
-        raw = headline.accuracy_table(_rows(raw_path), ks)
+        raw = _naming(raw_path, headline.accuracy_table, _rows(raw_path), ks)
         kernels = [r[1].split(" ")[0] for r in raw if r[0].startswith("kernel")]
         table.append(["the same kernels on raw logits instead of log_softmax", " / ".join(kernels)])
     return "\n".join(_markdown(table))
@@ -71,7 +80,8 @@ def width_table(results: Path, z: float = 1.0) -> str:
     formatted by the same helpers as :func:`multirun.headline.effdim_table`), laid out for
     the README: widths as the header, then parameters, train and test loss (means over seeds),
     ``N_eff`` per seed and the top-k lower bound (mean over seeds)."""
-    widths = headline.effdim_widths(_rows(results / "effdim" / "sweep-default.csv"), z)
+    path = results / "effdim" / "sweep-default.csv"
+    widths = _naming(path, headline.effdim_widths, _rows(path), z)
     table = [
         ["width", *(str(w) for w, _ in widths)],
         ["parameters", *(headline.parameters_cell(s) for _, s in widths)],
