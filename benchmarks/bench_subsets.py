@@ -61,7 +61,7 @@ def estimators(models: int, train: int, test: int, heldout: int, validation: int
 def training(alpha: float, seeds: int) -> None:
     import torch
 
-    from multirun import contracts, data, train
+    from multirun import contracts, data, streams, train
     from multirun.config import check
     from multirun.model_spec import normalize_spec
     from multirun.recipe import normalize_recipe
@@ -72,7 +72,7 @@ def training(alpha: float, seeds: int) -> None:
     spec = normalize_spec(defaults["train"]["model"])
     recipe = normalize_recipe(defaults["train"]["recipe"])
     ids = list(range(seeds))
-    masks = torch.stack([train.subset_mask(s, alpha, len(y)) for s in ids])
+    masks = torch.stack([streams.subset_mask(s, alpha, len(y)) for s in ids])
     device = contracts.pick_device("auto")
     for name, kwargs in (("full data", {}), (f"subsets alpha={alpha}", {"masks": masks})):
         start = time.perf_counter()

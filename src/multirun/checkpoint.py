@@ -108,8 +108,8 @@ def load_checkpoint(path: str | os.PathLike, *, model_spec: dict | None = None,
                     f"{path}: trained with train.model.{key} = {have.get(key)!r}, the config "
                     f"asks for {want.get(key)!r}; {remake(path)}")
     if seeds is not None and [int(s) for s in seeds] != list(ckpt["seeds"]):
-        raise ContractError(f"{path}: holds seeds {list(ckpt['seeds'])}, expected "
-                            f"{list(seeds)} (train.seeds / train.shard_size); {remake(path)}")
+        raise ContractError(f"{path}: holds seeds {list(ckpt['seeds'])}, the config gives it "
+                            f"{list(seeds)}; {remake(path)}")
     return ckpt
 
 

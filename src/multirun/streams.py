@@ -52,7 +52,7 @@ def training_labels(y: Tensor, seed: int, label_noise: float, num_classes: int) 
     """
     y = torch.as_tensor(y).to("cpu", torch.int64)
     if not 0.0 <= float(label_noise) <= 1.0:
-        raise ContractError(f"train.recipe.label_noise: must be in [0, 1], got {label_noise!r}")
+        raise ContractError(f"recipe label_noise: must be in [0, 1], got {label_noise!r}")
     out = y.clone()
     n_noisy = round(float(label_noise) * len(y))
     if n_noisy == 0:
