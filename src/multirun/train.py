@@ -323,10 +323,9 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     loss_hist = torch.zeros(s, epochs, dtype=torch.float64, device=device)
     correct_hist = torch.zeros(s, epochs, dtype=torch.float64, device=device)
     test_hist = torch.full((2, s, epochs), math.nan, dtype=torch.float64)
-    record = on_diverge == "record"
-    diverged = torch.zeros(s, dtype=torch.bool)
-    diverged_epoch = torch.full((s,), -1, dtype=torch.int64)
-    kept = _snapshot(prog.state()) if record else None  # last finite epoch-end state
+    watch = _Divergence(prog.state()) if on_diverge == "record" else None
+    # (S,) bool, updated in place by the watch
+    diverged = watch.diverged if watch is not None else torch.zeros(s, dtype=torch.bool)
     bar = tqdm(total=total, desc=f"train {s} seeds ({spec['name']})", unit="step",
                file=sys.stderr, disable=not progress, dynamic_ncols=True)
     step = 0
@@ -346,8 +345,8 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
                     xb = apply_augment(xb.flatten(0, 1), stacked).view_as(xb)
                 yb = torch.gather(labels, 1, idx)
             loss, correct = prog.step(xb, yb, lr)
-            if record and step == 0:  # (S,) each member's loss at its start
-                first_step_loss = loss.detach().double().cpu()
+            if watch is not None and step == 0:
+                watch.first_step_loss = loss.detach().double().cpu()
             loss_hist[:, epoch] += loss
             correct_hist[:, epoch] += correct
             step += 1
@@ -355,29 +354,17 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
         if evaluator is not None:
             with timed_phase(phases, "evaluation", device):
                 test_hist[:, :, epoch] = torch.stack(evaluator(prog.state())).cpu()
-        if record:
-            bad = diverging((loss_hist[:, epoch] / steps).cpu(), first_step_loss,
-                            (loss_hist[:, 0] / steps).cpu())
-            bad |= ~_finite_members(prog.state()).cpu()
-            new = bad & ~diverged
-            if new.any():  # freeze: last finite state back, no more updates
-                _restore(prog.state(), kept, new)
-                prog.opt.reset(new)
-                diverged |= new
-                diverged_epoch[new] = epoch
-                frozen = new.tolist()
-                lrs[step:] = [[0.0 if f else v for v, f in zip(r, frozen, strict=True)]
+        if watch is not None:
+            new = watch.end_epoch(epoch, prog, (loss_hist[:, :epoch + 1] / steps).cpu())
+            if new.any():  # no more updates: learning rate 0 from here
+                lrs[step:] = [[0.0 if f else v for v, f in zip(r, new.tolist(), strict=True)]
                               for r in lrs[step:]]
-            current = _snapshot(prog.state())
-            for k, v in current.items():
-                v[diverged.to(v.device)] = kept[k][diverged.to(v.device)]
-            kept = current
         if progress:  # the mean over the members still training
             live = (~diverged).to(loss_hist.device)
             mean = float(loss_hist[live, epoch].mean()) / steps if live.any() else math.nan
             bar.set_postfix(epoch=epoch + 1, loss=f"{mean:.4f}",
                             **({"diverged": int(diverged.sum())} if diverged.any() else {}))
-        if record and bool(diverged.all()):
+        if bool(diverged.all()):
             break  # nothing left to train (the history stays full length: NaN from here)
         if stopper is not None and stopper.update(epoch, prog.state(), {}):
             break
@@ -385,14 +372,13 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     # epochs in the history: fewer than the recipe's only when every seed stopped early;
     # a program whose members all diverged keeps every epoch (NaN after each divergence),
     # as each of them would have trained alone or packed with others
-    all_diverged = record and bool(diverged.all())
+    all_diverged = bool(diverged.all())
     run = epochs if all_diverged else epoch + 1
 
     # ------------------------------------------------------------------ the checkpoint
     final = stopper.best_state if stopper is not None else prog.state()
-    if record and diverged.any():
-        final = {k: v.clone() for k, v in final.items()}
-        _restore(final, kept, diverged)
+    if watch is not None:
+        final = watch.restored(final)
     state = {k: v.to("cpu", copy=True).contiguous() for k, v in final.items()}
     finite = _finite_members(state)
     if not finite.all():
@@ -407,14 +393,8 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     if evaluator is not None:
         history["test_loss"] = test_hist[0, :, :run].float()
         history["test_acc"] = test_hist[1, :, :run].float()
-    if record:
-        after = torch.arange(run)[None] > diverged_epoch[:, None]
-        after &= diverged[:, None]
-        for k in ("train_loss", "train_acc", "test_loss", "test_acc"):
-            if k in history:
-                history[k][after] = math.nan
-        history["diverged"] = diverged
-        history["diverged_epoch"] = diverged_epoch
+    if watch is not None:
+        watch.mark(history, run)
     if stopper is not None:
         history.update(stopper.history())
     ckpt = {
@@ -447,6 +427,53 @@ def _check_distinct_members(seeds: list[int], members: list[dict], masks: Any,
             raise ContractError(f"{where}.seeds: seed {seed} appears twice with the same "
                                 "recipe and rows; members must differ")
         seen.add(key)
+
+
+class _Divergence:
+    """``on_diverge="record"``: which members diverged, in which epoch, and each member's
+    last finite epoch-end state, which a diverged member keeps."""
+
+    def __init__(self, state: Mapping[str, Tensor]):
+        s = len(next(iter(state.values())))
+        self.diverged = torch.zeros(s, dtype=torch.bool)
+        self.epoch = torch.full((s,), -1, dtype=torch.int64)  # 0-based, -1: never
+        self.kept = _snapshot(state)
+        self.first_step_loss: Tensor | None = None  # (S,) each member's loss at its start
+
+    def end_epoch(self, epoch: int, prog: Program, epoch_losses: Tensor) -> Tensor:
+        """After epoch ``epoch`` (``epoch_losses`` (S, epoch + 1) mean losses so far): freeze
+        the members that diverged in it (their last finite state back in ``prog``, their
+        optimiser state cleared) and keep every other member's state; (S,) bool, the new ones."""
+        bad = diverging(epoch_losses[:, -1], self.first_step_loss, epoch_losses[:, 0])
+        new = (bad | ~_finite_members(prog.state()).cpu()) & ~self.diverged
+        if new.any():
+            _restore(prog.state(), self.kept, new)
+            prog.opt.reset(new)
+            self.diverged |= new
+            self.epoch[new] = epoch
+        current = _snapshot(prog.state())
+        for k, v in current.items():
+            v[self.diverged.to(v.device)] = self.kept[k][self.diverged.to(v.device)]
+        self.kept = current
+        return new
+
+    def restored(self, state: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+        """``state`` with each diverged member's last finite state (a copy where any is)."""
+        if not self.diverged.any():
+            return state
+        state = {k: v.clone() for k, v in state.items()}
+        _restore(state, self.kept, self.diverged)
+        return state
+
+    def mark(self, history: dict[str, Tensor], run: int) -> None:
+        """NaN in ``history``'s curves after each member's divergence, and its
+        ``diverged`` (S,) bool and ``diverged_epoch`` (S,) int64."""
+        after = (torch.arange(run)[None] > self.epoch[:, None]) & self.diverged[:, None]
+        for k in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            if k in history:
+                history[k][after] = math.nan
+        history["diverged"] = self.diverged
+        history["diverged_epoch"] = self.epoch
 
 
 def diverging(epoch_loss: Tensor, first_step_loss: Tensor, first_epoch_loss: Tensor) -> Tensor:
