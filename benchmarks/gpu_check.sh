@@ -9,8 +9,9 @@
 # (all); SCALE the kernel benchmark's models (4000: 4.8 GB of fabricated logits, written
 # in about a minute); RESNET_STEPS the Lanczos steps on ResNet-18 (80: about 3 minutes).
 #
-# Run from the repository root on a machine with a GPU. On a CPU machine the CUDA tests do
-# not exist (pytest selects none) and the benchmarks stop at `--device cuda`.
+# Run from the repository root on a machine with a GPU. On a CPU machine the CUDA variants
+# of the tests do not exist (pytest selects only test_gpus.py's three tests that name CUDA)
+# and the benchmarks stop at `--device cuda`.
 set -u
 PY=${PY:-.venv/bin/python}
 LOGS=${1:-results/gpu_check}

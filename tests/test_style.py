@@ -34,7 +34,8 @@ def test_snakemake_lint_is_clean():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-DOC_COMMANDS = [(path.name, command) for path in sorted((ROOT / "docs").glob("*.md"))
+DOC_COMMANDS = [(path.name, command)
+                for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
                 for command in commands_in(path, ("snakemake",), unlabelled=True)
                 if command.split()[0] == "snakemake"]
 
@@ -50,6 +51,11 @@ def test_docs_snakemake_commands_parse(doc, command):
     words = [re.sub(r"=([A-Z])$", "=2", w) for w in words]
     args = get_argument_parser().parse_args(words)
     parse_config(args.config or [])
+    # --forcerun takes every word after it: a rule name followed by a path is a target
+    # swallowed (it would run `all`), not two things to force
+    forced = args.forcerun or []
+    rules = [w for w in forced if "/" not in w and "." not in w]
+    assert not (rules and len(rules) < len(forced)), f"{command}: put the targets before --forcerun"
 
 
 def test_docs_commands_are_found():
