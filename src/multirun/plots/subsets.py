@@ -100,7 +100,7 @@ def influence_pairs(summary: Mapping[str, np.ndarray], precision: Sequence[Mappi
                      if r["ranking"] == "kernel")
     base = next((float(r["precision"]) for r in precision if r["ranking"] == "random"), np.nan)
     fig.suptitle(f"high-influence pairs (influence >= {float(summary['threshold']):.2f}) among "
-                 f"the kernel's most similar pairs: {text} (random pairs {base:.4f})\n"
+                 f"the kernel's most similar pairs: {text} (random pairs {base:.2g})\n"
                  "blue: test example, red: training example", fontsize=9)
     fig.tight_layout()
     return fig
