@@ -75,7 +75,8 @@ def main(smk):
             f"{len(broken)} of {count} files break their contract:\n{listing}\nremake them "
             f"(and what is made from them) with: "
             f"{contracts.remake_command(path for path, _ in broken)}")
-    verdict = f"all {count} intermediates of the default targets meet their contracts"
+    verdict = (f"all {count} intermediates of the default targets meet their contracts; a "
+               "plain snakemake run then redraws any figure made from one remade here")
     print(verdict)  # the job's log
     print(f"check: {verdict}", file=sys.__stderr__)  # and the console, which shows no log
 

@@ -44,8 +44,13 @@ def test_bench_train_prints_the_program_against_its_floor():
 
 def test_bench_hessian_runs_lanczos_and_power_iteration():
     out = bench("bench_hessian", "--examples", "200", "--epochs", "1", "--top", "5",
-                "--ref-steps", "40", "--max-steps", "30", "--reps", "2", "--skip-workflow")
-    assert "power iteration (PyHessian, deflated" in out, out[-2000:]
+                "--ref-steps", "80", "--max-steps", "60", "--reps", "2", "--skip-workflow")
+    # the top 5 eigenvalues to 1e-3 of the reference run, in fewer HVPs than power iteration
+    lanczos = re.search(r"1e-3 reached \(oracle: vs reference\) after (\d+) HVPs \([\d.]+s, "
+                        r"max rel err ([\d.e+-]+)\)", out)
+    power = re.search(r"power iteration \(PyHessian, deflated, tol [\d.]+\): (\d+) HVPs", out)
+    assert lanczos and power, out[-2000:]
+    assert float(lanczos.group(2)) <= 1e-3 and int(lanczos.group(1)) < int(power.group(1))
     out = bench("bench_hessian", "--resnet18", "--resnet-width", "4", "--resnet-examples", "16",
                 "--resnet-batch", "16", "--resnet-steps", "24", "--reps", "2")
     assert re.search(r"HVP.*gradient", out), out[-2000:]
@@ -64,9 +69,12 @@ def test_bench_effdim_compares_slq_with_the_dense_spectrum(tiny_run):
     spectrum = min((results / "hessian").glob("width-*-0.npz"),
                    key=lambda p: int(p.name.split("-")[1]))
     out = bench("bench_effdim", str(spectrum), "--results", str(results), "--z", "1")
-    row = re.search(r"^\| (\d+) \| (\d+) \| 1 \| ([\d.]+) \+- ([\d.]+) \| [\d.]+ \| ([\d.]+) \| "
-                    r"([+-][\d.]+) \|", out, re.M)
+    row = re.search(r"^\| (\d+) \| (\d+) \| 1 \| (-?[\d.]+) \+- ([\d.]+) \| -?[\d.]+ \| "
+                    r"(-?[\d.]+) \|", out, re.M)
     assert row and row.group(1) == spectrum.name.split("-")[1], out[-2000:]
-    # SLQ's estimate of the whole spectrum's N_eff lies within a few standard errors of
-    # the dense float64 eigendecomposition's (docs/hessian.md: within 1 SE at full size)
-    assert abs(float(row.group(6))) < 4, out[-2000:]
+    # SLQ's estimate of the whole spectrum's N_eff against the dense float64
+    # eigendecomposition's: within 1 SE at full size (docs/hessian.md); the tiny run's 2
+    # probes of 8 steps give an SE of one probe difference and a quadrature bias, so here
+    # within 4 SE or 30%
+    est, se, dense = float(row.group(3)), float(row.group(4)), float(row.group(5))
+    assert abs(est - dense) <= max(4 * se, 0.3 * abs(dense)), out[-2000:]
