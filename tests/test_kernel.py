@@ -267,7 +267,11 @@ def test_bad_model_selection_and_k(data):
     with pytest.raises(ContractError, match="exclude_self"):
         neighbours(q, t, k=2, exclude_self=True, progress=False)
     other = ShardedLogits(write_shards(tmp_path, "other", train[:20], []))
-    with pytest.raises(ContractError, match="same models"):
+    # the pair of files of other models named, with the command that remakes both
+    with pytest.raises(ContractError, match=r"test-0\.npy holds 23 models of \d+ classes, "
+                                            r".*other-0\.npy 20 of \d+: the query and key "
+                                            r"logits of a shard must come from the same models; "
+                                            r"remake both with: .*--forcerun"):
         neighbours(q, other, k=2, progress=False)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from multirun.contracts import ContractError, pick_device
+from multirun.contracts import ContractError, pick_device, remake_command
 from multirun.kernel import build
 from multirun.kernel.reference import (
     STD_FLOOR,
@@ -381,6 +381,21 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, disable=not enabled, desc=desc, unit="chunk", leave=False)
 
 
+def _not_the_same_models(queries: ShardedLogits, keys: ShardedLogits) -> str:
+    """The message for query and key logits of other models: the first pair of shard files
+    that differ in models or classes, named, with the command that remakes both."""
+    qc, kc = queries.num_classes, keys.num_classes  # the same in every shard of a stack
+    pairs = zip(queries.paths, keys.paths, np.diff(queries.offsets), np.diff(keys.offsets),
+                strict=False)  # shorter side: the message after the loop
+    for qp, kp, qm, km in pairs:
+        if qm != km or qc != kc:
+            return (f"{qp} holds {qm} models of {qc} classes, {kp} {km} of {kc}: the query and "
+                    "key logits of a shard must come from the same models; remake both with: "
+                    f"{remake_command([qp, kp])}")
+    return (f"queries {queries!r} and keys {keys!r} must come from the same models (same "
+            "model count and classes): one side has more shard files")
+
+
 def kernel_blocks(queries: ShardedLogits, keys: ShardedLogits, models: Sequence[np.ndarray | None],
                   options: KernelOptions, classes: Sequence[int] | None = None
                   ) -> Iterator[tuple[int, int, int, Tensor]]:
@@ -391,8 +406,7 @@ def kernel_blocks(queries: ShardedLogits, keys: ShardedLogits, models: Sequence[
     Logs the plan, the passes made and the bytes read.
     """
     if queries.num_models != keys.num_models or queries.num_classes != keys.num_classes:
-        raise ContractError(f"queries {queries!r} and keys {keys!r} must come from the same models "
-                            "(same model count and classes)")
+        raise ContractError(_not_the_same_models(queries, keys))
     o = options
     if o.precision not in PRECISIONS:
         raise ContractError(f"kernel.precision: {o.precision!r} is not one of {PRECISIONS}")
