@@ -26,6 +26,7 @@ def main(smk):
         validation=split("val"), evaluation=split("test"), masks=masks,
         on_diverge=smk.params.get("on_diverge", "raise"),  # sweeps: "record"
         where=smk.params.where,  # the config section: errors name its keys
+        model_key=smk.params.get("model_key"),  # where the model is not WHERE.model
     )
     contracts.save_torch(smk.output.checkpoint, ckpt)
     checkpoint.write_metrics(smk.output.metrics, ckpt)

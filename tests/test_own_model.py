@@ -203,6 +203,10 @@ def test_a_model_that_cannot_be_vectorised_is_named(tmp_path, monkeypatch):
     with pytest.raises(ContractError, match=r"train\.model\.name: net\.py:Net: a training step "
                        r"vectorised over members with torch\.func\.vmap failed"):
         train_shard(x, y, [0, 1], {"name": "net.py:Net"}, RECIPE, "cpu", progress=False)
+    with pytest.raises(ContractError, match=r"^studies\.label_noise\.architectures\.mine\.name: "
+                                            r"net\.py:Net: a training step"):
+        train_shard(x, y, [0, 1], {"name": "net.py:Net"}, RECIPE, "cpu", progress=False,
+                    where="studies.label_noise", model_key="studies.label_noise.architectures.mine")
 
 
 def test_schema_allows_extra_keys_only_for_user_models():

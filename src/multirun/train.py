@@ -194,7 +194,7 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
                 masks: Tensor | None = None,
                 evaluation: tuple[Tensor, Tensor] | None = None,
                 on_diverge: str = "raise", phases: dict | None = None,
-                where: str = "train") -> dict:
+                where: str = "train", model_key: str | None = None) -> dict:
     """Train the S members ``seeds`` as one vectorised program; return the checkpoint.
 
     ``x`` (N, ...) float32 (float64 trains in float64, for exactness checks) and
@@ -232,7 +232,8 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
     ``mlp`` program, of each part of a step (:meth:`multirun.programs.MLPProgram.step`).
 
     ``where``: the config section whose recipe trains them (``train``,
-    ``studies.memorization``, ``sweeps.NAME``, ...): errors name its keys.
+    ``studies.memorization``, ``sweeps.NAME``, ...): errors name its keys; ``model_key``:
+    the model's key where it is not ``WHERE.model`` (``studies.label_noise.architectures.A``).
 
     ``num_classes`` defaults to ``max(y) + 1``. A tqdm bar over steps goes to stderr
     when ``progress``. ``program``: how a step runs (:mod:`multirun.programs`):
@@ -279,10 +280,11 @@ def train_shard(x: Tensor, y: Tensor, seeds: list[int], model_spec: dict,
         except (RuntimeError, ValueError, TypeError) as err:
             if not is_user_model(spec["name"]):
                 raise
-            raise ContractError(f"{where}.model.name: {spec['name']}: a training step vectorised "
-                                f"over members with torch.func.vmap failed ({type(err).__name__}"
-                                f": {err}); see docs/models.md for what a model must "
-                                "allow") from err
+            key = model_key or f"{where}.model"
+            raise ContractError(f"{key}.name: {spec['name']}: a training step vectorised over "
+                                f"members with torch.func.vmap failed ({type(err).__name__}: "
+                                f"{err}); see docs/models.md for what a model must allow"
+                                ) from err
     del models
     if phases is not None:  # benchmarks: seconds per phase (multirun.timing)
         prog.phases = phases

@@ -207,6 +207,7 @@ use rule train_shard as label_noise_train with:
         ),
         recipe=lambda w: noise_recipe(int(w.alpha)),
         where="studies.label_noise",
+        model_key=lambda w: f"studies.label_noise.architectures.{w.arch}",
         code=lambda w: code("train.py", NOISE["architectures"][w.arch]),
 
 
