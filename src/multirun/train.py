@@ -39,10 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from multirun.checkpoint import (
-    CHECKPOINT_FORMAT,
-    Evaluator,
-)
+from multirun.checkpoint import CHECKPOINT_FORMAT, Evaluator
 from multirun.contracts import ContractError
 from multirun.early_stopping import EarlyStopping
 from multirun.model_spec import is_user_model, normalize_spec

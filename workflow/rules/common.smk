@@ -133,12 +133,9 @@ def default_targets():
 
 def check_inputs():
     """The intermediates of the default targets, by contract (rule check verifies them)."""
-    main = (
-        TRAINED  # checkpoints and spectra: neither published nor local logits have them
-    )
-    groups = {
+    groups = {  # checkpoints and spectra: neither published nor local logits have them
         "dataset": [f"{R}/data/dataset.npz"] if not PUBLISHED_NPY else [],
-        "checkpoints": [f"{R}/train/shard-{s}.pt" for s in SHARDS] if main else [],
+        "checkpoints": list(checkpoint_seeds()),
         "logits": [] if PUBLISHED_NPY else logit_files("train") + logit_files("test"),
         "seeds": [] if PUBLISHED_NPY else logit_files("seeds"),
         "features": list(feature_files().values()),
@@ -152,14 +149,23 @@ def check_inputs():
         ]
         groups["per_class"] = [f"{R}/kernel/logsoftmax/per_class.csv"]
         groups["figure_data"] = [f"{R}/kernel/logsoftmax/figure_data.npz"]
-    if main and config["hessian"]["models"] > 0:
+    if TRAINED and config["hessian"]["models"] > 0:
         groups["spectra"] += main_spectra()
         groups["effdim"].append(f"{R}/effdim/main.csv")
-    if main and SWEEPS["default"]:
-        groups["checkpoints"] += [f"{R}/train/width-{w}.pt" for w in SWEEPS["default"]]
+    if TRAINED and SWEEPS["default"]:
         groups["spectra"] += sweep_spectra("default")
         groups["effdim"].append(f"{R}/effdim/sweep-default.csv")
     return {name: paths for name, paths in groups.items() if paths}
+
+
+def checkpoint_seeds():
+    """The default targets' checkpoints (main shards, default widths) -> their seeds."""
+    if not TRAINED:
+        return {}
+    widths = list(range(config["width_sweep"]["seeds"]))
+    return {f"{R}/train/shard-{s}.pt": seeds for s, seeds in SHARDS.items()} | {
+        f"{R}/train/width-{w}.pt": widths for w in SWEEPS["default"]
+    }
 
 
 def check_seeds():
@@ -168,12 +174,9 @@ def check_seeds():
     """
     if PUBLISHED:
         return {}
-    out = {f"{R}/logits/shard-{s}/seeds.npy": seeds for s, seeds in SHARDS.items()}
-    if TRAINED:
-        out |= {f"{R}/train/shard-{s}.pt": seeds for s, seeds in SHARDS.items()}
-        seeds = list(range(config["width_sweep"]["seeds"]))
-        out |= {f"{R}/train/width-{w}.pt": seeds for w in SWEEPS["default"]}
-    return out
+    return checkpoint_seeds() | dict(
+        zip(logit_files("seeds"), SHARDS.values(), strict=True)
+    )
 
 
 def dataset_params():
